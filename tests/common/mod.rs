@@ -1,0 +1,110 @@
+//! Helpers shared by the integration tests: deterministic keys and
+//! signatures, and a minimal protobuf assembler that is independent of the
+//! crate's own encoder (so hand-built inputs are not computed by the code
+//! under test).
+#![allow(dead_code)]
+
+use std::sync::LazyLock;
+
+use bitcoin::secp256k1::{ecdsa::Signature, All, Message as SecpMessage, Secp256k1, SecretKey};
+use bitcoin::CompressedPublicKey;
+
+pub static SECP: LazyLock<Secp256k1<All>> = LazyLock::new(Secp256k1::new);
+
+/// The secret key whose scalar is `n` (n > 0).
+pub fn secret(n: u64) -> SecretKey {
+    let mut bytes = [0u8; 32];
+    bytes[24..].copy_from_slice(&n.to_be_bytes());
+    SecretKey::from_slice(&bytes).expect("a small non-zero scalar is a valid key")
+}
+
+/// The compressed public key of `secret(n)`.
+pub fn pubkey(n: u64) -> CompressedPublicKey {
+    CompressedPublicKey(secret(n).public_key(&SECP))
+}
+
+/// A low-S signature by `secret(n)` of the 32-byte digest `msg`.
+pub fn sig(n: u64, msg: [u8; 32]) -> Signature {
+    SECP.sign_ecdsa(&SecpMessage::from_digest(msg), &secret(n))
+}
+
+/// Minimal protobuf writer for hand-built test inputs.
+pub mod pb {
+    pub fn varint(mut v: u64, out: &mut Vec<u8>) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    pub fn key(field: u32, wire: u8, out: &mut Vec<u8>) {
+        varint((u64::from(field) << 3) | u64::from(wire), out);
+    }
+
+    pub fn uint(field: u32, v: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        key(field, 0, &mut out);
+        varint(v, &mut out);
+        out
+    }
+
+    pub fn fixed64(field: u32, v: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        key(field, 1, &mut out);
+        out.extend_from_slice(&v.to_le_bytes());
+        out
+    }
+
+    pub fn bytes(field: u32, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        key(field, 2, &mut out);
+        varint(body.len() as u64, &mut out);
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// A message: the concatenation of its fields.
+    pub fn msg(fields: &[Vec<u8>]) -> Vec<u8> {
+        fields.concat()
+    }
+
+    /// A 32-byte value as the four fixed64 fields of `sha256_hash`.
+    pub fn hash(bytes: &[u8; 32]) -> Vec<u8> {
+        let words: Vec<Vec<u8>> = bytes
+            .chunks(8)
+            .enumerate()
+            .map(|(i, c)| fixed64(i as u32 + 1, u64::from_le_bytes(c.try_into().unwrap())))
+            .collect();
+        words.concat()
+    }
+
+    /// A 64-byte compact signature as the eight fixed64 fields of `signature`.
+    pub fn signature(compact: &[u8; 64]) -> Vec<u8> {
+        let words: Vec<Vec<u8>> = compact
+            .chunks(8)
+            .enumerate()
+            .map(|(i, c)| fixed64(i as u32 + 1, u64::from_le_bytes(c.try_into().unwrap())))
+            .collect();
+        words.concat()
+    }
+
+    /// A `pkt` holding `body` as member `field`.
+    pub fn pkt(field: u32, body: &[u8]) -> Vec<u8> {
+        bytes(field, body)
+    }
+}
+
+/// Parses the hex lines of a vector file, ignoring `#` comments and blanks.
+pub fn read_hex_vector(path: &str) -> Vec<u8> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let hex: String = text
+        .lines()
+        .map(|l| l.split('#').next().unwrap())
+        .flat_map(|l| l.split_whitespace())
+        .collect();
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect()
+}
