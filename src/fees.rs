@@ -51,19 +51,20 @@ pub fn commitment_bytecount(non_dust_htlcs: usize) -> u128 {
 /// at 1112 sat/kB is 447.024, truncated to 447, rounded down to even.
 ///
 /// The arithmetic is done in 128 bits and cannot overflow. A fee above
-/// `u64::MAX` satoshis (only reachable with an absurd HTLC count) is returned
-/// as [`Amount::MAX`], which no channel can pay, so such a commitment is
-/// always reported unaffordable rather than wrapped into a small fee.
+/// `u64::MAX` satoshis (only reachable with an absurd HTLC count) saturates at
+/// `u64::MAX - 1` satoshis (the largest even amount), which no channel can
+/// pay, so such a commitment is always reported unaffordable rather than
+/// wrapped into a small fee.
 pub fn commitment_fee(fee_rate_per_kb: u32, non_dust_htlcs: usize) -> Amount {
     fee_for_bytecount(commitment_bytecount(non_dust_htlcs), fee_rate_per_kb)
 }
 
 /// `bytecount * fee_rate_per_kb / 1000`, truncated, rounded down to even
-/// (R3.6-b), saturating at [`Amount::MAX`].
+/// (R3.6-b), saturating at the largest even amount.
 pub fn fee_for_bytecount(bytecount: u128, fee_rate_per_kb: u32) -> Amount {
     let fee = bytecount * u128::from(fee_rate_per_kb) / 1000;
     let even = fee & !1;
-    Amount::from_sat(u64::try_from(even).unwrap_or(u64::MAX & !1))
+    Amount::from_sat(u64::try_from(even).unwrap_or(u64::MAX - 1))
 }
 
 /// How a fee divides between the two to-`final_key` outputs of a commitment
@@ -166,7 +167,7 @@ mod tests {
     fn saturates_instead_of_wrapping() {
         assert_eq!(
             commitment_fee(u32::MAX, usize::MAX),
-            Amount::from_sat(u64::MAX & !1)
+            Amount::from_sat(u64::MAX - 1)
         );
     }
 }
