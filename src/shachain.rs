@@ -1,7 +1,7 @@
 //! Revocation preimages from one seed, and their compact storage (section 5).
 //!
 //! The sender derives every revocation preimage from a secret 256-bit seed
-//! ([`derive`], [`RevocationSecrets`]); the receiver keeps every preimage it
+//! ([`derive()`], [`RevocationSecrets`]); the receiver keeps every preimage it
 //! has been sent in at most 65 entries ([`ShachainStore`]).
 //!
 //! # Bit order (ruling D1)
