@@ -66,6 +66,7 @@
 
 pub mod fees;
 pub mod shachain;
+pub mod tx;
 pub mod types;
 pub mod wire;
 

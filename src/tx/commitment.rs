@@ -1,0 +1,422 @@
+//! Commitment transactions (sections 3 and 3.6, rulings D4, D6, D9; format in
+//! `docs/transactions.md`).
+//!
+//! A commitment transaction belongs to one side, its *owner*: the owner holds
+//! it, the *other* side signed it. It spends the anchor and pays:
+//!
+//! - the owner's balance to the revocable to-self script: the other side can
+//!   take it at once with the revocation preimage, the owner only after the
+//!   `delay` the other side asked for;
+//! - the other side's balance to its `final_key` (P2WPKH);
+//! - one P2WSH output per non-dust HTLC ([`super::htlc`]).
+//!
+//! Outputs are in BIP69 order (value, then script bytes), with ties between
+//! identical outputs broken by (kind, HTLC id) so that the output map is
+//! deterministic too. The fee of R3.6 at the owner's fee rate (ruling D7) is
+//! split between the two to-`final_key` balances; dust outputs are left out.
+
+use bitcoin::hashes::{ripemd160, sha256, Hash as _};
+use bitcoin::opcodes::all::{
+    OP_CHECKSIG, OP_CSV, OP_DROP, OP_ELSE, OP_ENDIF, OP_EQUAL, OP_HASH160, OP_IF,
+};
+use bitcoin::script::Builder;
+use bitcoin::secp256k1::ecdsa::Signature;
+use bitcoin::{
+    absolute, transaction, Amount, CompressedPublicKey, OutPoint, Script, ScriptBuf, Transaction,
+    TxOut, Txid,
+};
+
+use super::funding::FundingOutput;
+use super::htlc::{offered_script, received_script};
+use super::sign::{Signer, SignerError, VerifyError};
+use crate::fees::{commitment_fee, htlc_is_dust, split_fee, FeeSplit};
+use crate::types::{Delay, MilliSats};
+
+/// `RIPEMD160(hash)`: what `OP_HASH160` of the hash's preimage equals, since
+/// HASH160(x) = RIPEMD160(SHA256(x)).
+pub(crate) fn ripemd_of(hash: &sha256::Hash) -> [u8; 20] {
+    ripemd160::Hash::hash(hash.as_byte_array()).to_byte_array()
+}
+
+/// The owner's revocable output:
+///
+/// `OP_HASH160 <RIPEMD160(revocation_hash)> OP_EQUAL OP_IF <other_final>
+/// OP_ELSE <delay> OP_CHECKSEQUENCEVERIFY OP_DROP <owner_final> OP_ENDIF
+/// OP_CHECKSIG`
+pub fn to_self_script(
+    revocation_hash: &sha256::Hash,
+    other_final: &CompressedPublicKey,
+    delay: Delay,
+    owner_final: &CompressedPublicKey,
+) -> ScriptBuf {
+    Builder::new()
+        .push_opcode(OP_HASH160)
+        .push_slice(ripemd_of(revocation_hash))
+        .push_opcode(OP_EQUAL)
+        .push_opcode(OP_IF)
+        .push_slice(other_final.to_bytes())
+        .push_opcode(OP_ELSE)
+        .push_sequence(delay.to_sequence())
+        .push_opcode(OP_CSV)
+        .push_opcode(OP_DROP)
+        .push_slice(owner_final.to_bytes())
+        .push_opcode(OP_ENDIF)
+        .push_opcode(OP_CHECKSIG)
+        .into_script()
+}
+
+/// Which way an HTLC goes, seen from the commitment's owner.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum HtlcDirection {
+    /// The owner offered it: the owner gets it back after `expiry`, the other
+    /// side takes it with `R`.
+    Offered,
+    /// The owner received it: the owner takes it with `R`, the other side
+    /// gets it back after `expiry`.
+    Received,
+}
+
+/// One HTLC as a commitment includes it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct HtlcSpec {
+    /// Offered or received by the owner.
+    pub direction: HtlcDirection,
+    /// The offerer's id for it (ids are per offerer, so `(direction, id)`
+    /// identifies an HTLC within one commitment).
+    pub id: u64,
+    /// Its value; the output holds `amount / 1000` satoshis, truncated.
+    pub amount: MilliSats,
+    /// SHA-256 of its `R`.
+    pub r_hash: sha256::Hash,
+    /// When it times out.
+    pub expiry: absolute::LockTime,
+}
+
+/// Everything that determines one commitment transaction.
+#[derive(Clone, Copy, Debug)]
+pub struct CommitmentSpec<'a> {
+    /// The anchor it spends.
+    pub funding: &'a FundingOutput,
+    /// The owner's `final_key`.
+    pub owner_final: CompressedPublicKey,
+    /// The other side's `final_key`.
+    pub other_final: CompressedPublicKey,
+    /// The owner's balance.
+    pub to_owner: MilliSats,
+    /// The other side's balance.
+    pub to_other: MilliSats,
+    /// The HTLCs in this commitment.
+    pub htlcs: &'a [HtlcSpec],
+    /// The owner's fee rate, satoshi per 1000 bytes (ruling D7).
+    pub fee_rate_per_kb: u32,
+    /// The revocation hash of this commitment (the owner's).
+    pub revocation_hash: sha256::Hash,
+    /// The `delay` the other side asked for in its `open_channel`: how long
+    /// the owner's payments to itself stay locked.
+    pub delay: Delay,
+}
+
+/// What one output of a commitment is.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum OutputKind {
+    /// The owner's revocable balance.
+    ToOwner,
+    /// The other side's balance (P2WPKH to its `final_key`).
+    ToOther,
+    /// An HTLC.
+    Htlc(HtlcSpec),
+}
+
+impl OutputKind {
+    fn rank(&self) -> (u8, u64) {
+        match self {
+            OutputKind::ToOwner => (0, 0),
+            OutputKind::ToOther => (1, 0),
+            OutputKind::Htlc(h) => (2 + h.direction as u8, h.id),
+        }
+    }
+}
+
+/// One output of a commitment and how to spend it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct CommitmentOutput {
+    /// Its index in the transaction.
+    pub vout: u32,
+    /// Its value.
+    pub value: Amount,
+    /// What it is.
+    pub kind: OutputKind,
+    /// Its witness script (`None` for the P2WPKH to-other output).
+    pub witness_script: Option<ScriptBuf>,
+}
+
+/// A built commitment transaction (unsigned) and the map of its outputs, so
+/// that watchers and sweepers never re-derive which output is which.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Commitment {
+    tx: Transaction,
+    outputs: Vec<CommitmentOutput>,
+    trimmed: Vec<HtlcSpec>,
+    fee: FeeSplit,
+    revocation_hash: sha256::Hash,
+    delay: Delay,
+    owner_final: CompressedPublicKey,
+    other_final: CompressedPublicKey,
+}
+
+/// Why a commitment could not be built. These are caller mistakes: the
+/// channel checks its own state before building.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommitmentError {
+    /// The balances and HTLCs do not add up to the anchor's value.
+    #[error("balances and HTLCs add up to {total:?}, the anchor holds {funding}")]
+    ValueMismatch {
+        /// What the spec adds up to (`None` if the sum overflows).
+        total: Option<MilliSats>,
+        /// What the anchor holds.
+        funding: Amount,
+    },
+    /// Every output would be dust: a transaction needs at least one.
+    #[error("every output of the commitment would be dust")]
+    NoOutputs,
+    /// Two HTLCs of one direction share an id.
+    #[error("two {direction:?} HTLCs share id {id}")]
+    DuplicateHtlc {
+        /// Their direction.
+        direction: HtlcDirection,
+        /// Their id.
+        id: u64,
+    },
+}
+
+/// Builds the commitment transaction `spec` describes.
+///
+/// Cost is O(n log n) in the number of HTLCs (one sort of the outputs).
+pub fn build(spec: &CommitmentSpec<'_>) -> Result<Commitment, CommitmentError> {
+    let funding_msat = MilliSats::from_sat(spec.funding.value());
+    let total = MilliSats::checked_sum(
+        [spec.to_owner, spec.to_other]
+            .into_iter()
+            .chain(spec.htlcs.iter().map(|h| h.amount)),
+    );
+    if total.is_none() || total != funding_msat {
+        return Err(CommitmentError::ValueMismatch {
+            total,
+            funding: spec.funding.value(),
+        });
+    }
+
+    let mut seen = std::collections::HashSet::with_capacity(spec.htlcs.len());
+    if let Some(h) = spec
+        .htlcs
+        .iter()
+        .find(|h| !seen.insert((h.direction, h.id)))
+    {
+        return Err(CommitmentError::DuplicateHtlc {
+            direction: h.direction,
+            id: h.id,
+        });
+    }
+
+    let (live, trimmed): (Vec<&HtlcSpec>, Vec<&HtlcSpec>) =
+        spec.htlcs.iter().partition(|h| !htlc_is_dust(h.amount));
+    let fee = split_fee(
+        commitment_fee(spec.fee_rate_per_kb, live.len()),
+        spec.to_owner.to_sat_floor(),
+        spec.to_other.to_sat_floor(),
+    );
+
+    let mut outputs: Vec<(TxOut, OutputKind, Option<ScriptBuf>)> =
+        Vec::with_capacity(live.len() + 2);
+    if let Some(value) = fee.local_output() {
+        let script = to_self_script(
+            &spec.revocation_hash,
+            &spec.other_final,
+            spec.delay,
+            &spec.owner_final,
+        );
+        outputs.push(p2wsh(value, script, OutputKind::ToOwner));
+    }
+    if let Some(value) = fee.remote_output() {
+        let txout = TxOut {
+            value,
+            script_pubkey: ScriptBuf::new_p2wpkh(&spec.other_final.wpubkey_hash()),
+        };
+        outputs.push((txout, OutputKind::ToOther, None));
+    }
+    let revocation_ripemd = ripemd_of(&spec.revocation_hash);
+    for h in live {
+        let script = match h.direction {
+            HtlcDirection::Offered => offered_script(h, &revocation_ripemd, spec),
+            HtlcDirection::Received => received_script(h, &revocation_ripemd, spec),
+        };
+        outputs.push(p2wsh(h.amount.to_sat_floor(), script, OutputKind::Htlc(*h)));
+    }
+    if outputs.is_empty() {
+        return Err(CommitmentError::NoOutputs);
+    }
+    // BIP69, then (kind, id): identical outputs get a fixed order too.
+    outputs.sort_unstable_by(|(a, ka, _), (b, kb, _)| {
+        (a.value, a.script_pubkey.as_bytes(), ka.rank()).cmp(&(
+            b.value,
+            b.script_pubkey.as_bytes(),
+            kb.rank(),
+        ))
+    });
+
+    let mut map = Vec::with_capacity(outputs.len());
+    let mut txouts = Vec::with_capacity(outputs.len());
+    for (vout, (txout, kind, witness_script)) in outputs.into_iter().enumerate() {
+        map.push(CommitmentOutput {
+            vout: vout as u32,
+            value: txout.value,
+            kind,
+            witness_script,
+        });
+        txouts.push(txout);
+    }
+    let tx = Transaction {
+        version: transaction::Version::TWO,
+        lock_time: absolute::LockTime::ZERO,
+        input: vec![spec.funding.txin()],
+        output: txouts,
+    };
+    Ok(Commitment {
+        tx,
+        outputs: map,
+        trimmed: trimmed.into_iter().copied().collect(),
+        fee,
+        revocation_hash: spec.revocation_hash,
+        delay: spec.delay,
+        owner_final: spec.owner_final,
+        other_final: spec.other_final,
+    })
+}
+
+fn p2wsh(
+    value: Amount,
+    script: ScriptBuf,
+    kind: OutputKind,
+) -> (TxOut, OutputKind, Option<ScriptBuf>) {
+    let txout = TxOut {
+        value,
+        script_pubkey: ScriptBuf::new_p2wsh(&script.wscript_hash()),
+    };
+    (txout, kind, Some(script))
+}
+
+impl Commitment {
+    /// The unsigned transaction.
+    pub fn tx(&self) -> &Transaction {
+        &self.tx
+    }
+
+    /// Its txid (which signatures cannot change: every input is segwit).
+    pub fn txid(&self) -> Txid {
+        self.tx.compute_txid()
+    }
+
+    /// Every output, in transaction order.
+    pub fn outputs(&self) -> &[CommitmentOutput] {
+        &self.outputs
+    }
+
+    /// The output at `vout`.
+    pub fn output(&self, vout: u32) -> Option<&CommitmentOutput> {
+        self.outputs.get(vout as usize)
+    }
+
+    /// The outpoint of output `vout`.
+    pub fn outpoint(&self, vout: u32) -> OutPoint {
+        OutPoint {
+            txid: self.txid(),
+            vout,
+        }
+    }
+
+    /// The output carrying the HTLC `(direction, id)`, if it has one (a dust
+    /// HTLC has none).
+    pub fn htlc_output(&self, direction: HtlcDirection, id: u64) -> Option<&CommitmentOutput> {
+        self.outputs.iter().find(
+            |o| matches!(o.kind, OutputKind::Htlc(h) if h.direction == direction && h.id == id),
+        )
+    }
+
+    /// HTLCs too small for an output (ruling D9): their value went to fees.
+    pub fn trimmed_htlcs(&self) -> &[HtlcSpec] {
+        &self.trimmed
+    }
+
+    /// How the R3.6 fee was divided between the two balances.
+    pub fn fee_split(&self) -> &FeeSplit {
+        &self.fee
+    }
+
+    /// The fee the transaction really pays: anchor value minus outputs.
+    pub fn absolute_fee(&self, funding: &FundingOutput) -> Amount {
+        funding.value() - self.tx.output.iter().map(|o| o.value).sum::<Amount>()
+    }
+
+    /// This commitment's revocation hash.
+    pub fn revocation_hash(&self) -> sha256::Hash {
+        self.revocation_hash
+    }
+
+    /// The CSV delay on the owner's outputs.
+    pub fn delay(&self) -> Delay {
+        self.delay
+    }
+
+    /// The owner's `final_key`.
+    pub fn owner_final(&self) -> CompressedPublicKey {
+        self.owner_final
+    }
+
+    /// The other side's `final_key`.
+    pub fn other_final(&self) -> CompressedPublicKey {
+        self.other_final
+    }
+
+    /// Our `commit_key` signature for this commitment (we are the other
+    /// side, signing the owner's transaction: `update_commit`,
+    /// `open_anchor`, `open_commit_sig`).
+    pub fn sign(
+        &self,
+        funding: &FundingOutput,
+        signer: &dyn Signer,
+    ) -> Result<Signature, SignerError> {
+        funding.sign(&self.tx, signer)
+    }
+
+    /// Checks the other side's signature on this commitment (we are the
+    /// owner).
+    pub fn verify(
+        &self,
+        funding: &FundingOutput,
+        key: &CompressedPublicKey,
+        sig: &Signature,
+    ) -> Result<(), VerifyError> {
+        funding.verify(&self.tx, key, sig)
+    }
+
+    /// The fully signed transaction, ready to broadcast. The owner signs
+    /// only now, when it is about to broadcast (R3.5-f).
+    pub fn finalize(
+        &self,
+        funding: &FundingOutput,
+        signer: &dyn Signer,
+        their_key: &CompressedPublicKey,
+        their_sig: &Signature,
+    ) -> Result<Transaction, SignerError> {
+        funding.finalize(&self.tx, signer, their_key, their_sig)
+    }
+
+    /// Where `script` is among the outputs' witness scripts (for callers
+    /// matching an on-chain spend).
+    pub fn find_witness_script(&self, script: &Script) -> Option<&CommitmentOutput> {
+        self.outputs
+            .iter()
+            .find(|o| o.witness_script.as_deref() == Some(script))
+    }
+}

@@ -1,0 +1,258 @@
+//! The anchor (funding) output: a P2WSH 2-of-2 of the two `commit_key`s
+//! (section 2.2, ruling D4), its validation, and signing its single spend.
+//!
+//! Witness script: `2 <key_lesser> <key_greater> 2 OP_CHECKMULTISIG`, keys
+//! sorted by their 33-byte encoding. Witness: an empty element (the
+//! `OP_CHECKMULTISIG` dummy, NULLDUMMY), the two signatures in key order, the
+//! witness script.
+
+use bitcoin::opcodes::all::{OP_CHECKMULTISIG, OP_PUSHNUM_2};
+use bitcoin::script::Builder;
+use bitcoin::secp256k1::ecdsa::Signature;
+use bitcoin::sighash::{EcdsaSighashType, SegwitV0Sighash, SighashCache};
+use bitcoin::{
+    Amount, CompressedPublicKey, OutPoint, Script, ScriptBuf, Sequence, Transaction, TxIn, Witness,
+};
+
+use super::sign::{self, witness_sig, KeyRole, Signer, SignerError, SigningInput, VerifyError};
+
+/// The largest anchor the protocol allows, so that every millisatoshi amount
+/// fits in 32 bits (section 2.2, R2.2-c).
+pub const MAX_ANCHOR: Amount = Amount::from_sat(4_294_967);
+
+/// The anchor's witness script for the two `commit_key`s, in either order.
+pub fn anchor_witness_script(a: &CompressedPublicKey, b: &CompressedPublicKey) -> ScriptBuf {
+    let [first, second] = sorted(a, b);
+    Builder::new()
+        .push_opcode(OP_PUSHNUM_2)
+        .push_slice(first.to_bytes())
+        .push_slice(second.to_bytes())
+        .push_opcode(OP_PUSHNUM_2)
+        .push_opcode(OP_CHECKMULTISIG)
+        .into_script()
+}
+
+fn sorted(a: &CompressedPublicKey, b: &CompressedPublicKey) -> [CompressedPublicKey; 2] {
+    if a.to_bytes() <= b.to_bytes() {
+        [*a, *b]
+    } else {
+        [*b, *a]
+    }
+}
+
+/// A confirmed-to-be-ours anchor output: where it is, what it holds, and the
+/// two keys that must sign to spend it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct FundingOutput {
+    outpoint: OutPoint,
+    value: Amount,
+    keys: [CompressedPublicKey; 2],
+    witness_script: ScriptBuf,
+}
+
+impl FundingOutput {
+    /// The anchor output at `outpoint` holding `value`, locked to `a` and `b`.
+    ///
+    /// This trusts the caller's description; use [`validate_funding`] to
+    /// check a funding transaction against it.
+    pub fn new(
+        outpoint: OutPoint,
+        value: Amount,
+        a: &CompressedPublicKey,
+        b: &CompressedPublicKey,
+    ) -> Self {
+        FundingOutput {
+            outpoint,
+            value,
+            keys: sorted(a, b),
+            witness_script: anchor_witness_script(a, b),
+        }
+    }
+
+    /// Where the anchor output is.
+    pub fn outpoint(&self) -> OutPoint {
+        self.outpoint
+    }
+
+    /// What it holds.
+    pub fn value(&self) -> Amount {
+        self.value
+    }
+
+    /// The 2-of-2 witness script.
+    pub fn witness_script(&self) -> &Script {
+        &self.witness_script
+    }
+
+    /// The P2WSH output script the anchor transaction must pay.
+    pub fn script_pubkey(&self) -> ScriptBuf {
+        ScriptBuf::new_p2wsh(&self.witness_script.wscript_hash())
+    }
+
+    /// The input spending the anchor, as commitment and close transactions
+    /// use it: no script sig, `nSequence` 0xFFFFFFFF, witness filled in by
+    /// [`FundingOutput::witness`].
+    pub fn txin(&self) -> TxIn {
+        TxIn {
+            previous_output: self.outpoint,
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::MAX,
+            witness: Witness::new(),
+        }
+    }
+
+    /// The BIP143 `SIGHASH_ALL` digest of input 0 of `tx`, which must spend
+    /// this anchor.
+    pub fn sighash(&self, tx: &Transaction) -> SegwitV0Sighash {
+        debug_assert_eq!(
+            tx.input.first().map(|i| i.previous_output),
+            Some(self.outpoint)
+        );
+        SighashCache::new(tx)
+            .p2wsh_signature_hash(0, &self.witness_script, self.value, EcdsaSighashType::All)
+            .expect("a transaction spending the anchor has input 0")
+    }
+
+    /// Our signature on `tx` (a commitment or close transaction spending this
+    /// anchor), made by `signer`'s `commit_key`.
+    pub fn sign(&self, tx: &Transaction, signer: &dyn Signer) -> Result<Signature, SignerError> {
+        signer.sign(&SigningInput {
+            tx,
+            input_index: 0,
+            witness_script: &self.witness_script,
+            value: self.value,
+            sighash: self.sighash(tx),
+            role: KeyRole::Commit,
+        })
+    }
+
+    /// Checks a signature on `tx` by `key`, which must be one of the two
+    /// anchor keys.
+    pub fn verify(
+        &self,
+        tx: &Transaction,
+        key: &CompressedPublicKey,
+        sig: &Signature,
+    ) -> Result<(), VerifyError> {
+        let sighash = self.sighash(tx);
+        if !self.keys.contains(key) {
+            return Err(VerifyError { key: *key, sighash });
+        }
+        sign::verify(sighash, key, sig)
+    }
+
+    /// `tx` (input 0 spending this anchor) with our signature added to
+    /// `their_sig`: ready to broadcast.
+    pub fn finalize(
+        &self,
+        tx: &Transaction,
+        signer: &dyn Signer,
+        their_key: &CompressedPublicKey,
+        their_sig: &Signature,
+    ) -> Result<Transaction, SignerError> {
+        let ours = self.sign(tx, signer)?;
+        let our_key = signer.public_key(KeyRole::Commit);
+        let mut tx = tx.clone();
+        tx.input[0].witness = self.witness((&our_key, &ours), (their_key, their_sig));
+        Ok(tx)
+    }
+
+    /// The witness spending the anchor with one signature per key, in
+    /// whichever order they are given.
+    pub fn witness(
+        &self,
+        a: (&CompressedPublicKey, &Signature),
+        b: (&CompressedPublicKey, &Signature),
+    ) -> Witness {
+        let (first, second) = if *a.0 == self.keys[0] {
+            (a.1, b.1)
+        } else {
+            (b.1, a.1)
+        };
+        let mut w = Witness::new();
+        w.push([]);
+        w.push(witness_sig(first));
+        w.push(witness_sig(second));
+        w.push(self.witness_script.as_bytes());
+        w
+    }
+}
+
+/// Why a funding transaction is not the anchor we agreed on.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FundingError {
+    /// The transaction has no output at that index.
+    #[error("funding transaction has {outputs} outputs, no output {vout}")]
+    NoSuchOutput {
+        /// The index asked for.
+        vout: u32,
+        /// How many outputs there are.
+        outputs: usize,
+    },
+    /// The output does not pay the 2-of-2 of the two commit keys.
+    #[error("funding output {vout} does not pay the 2-of-2 of the two commit keys")]
+    WrongScript {
+        /// The index of the output.
+        vout: u32,
+    },
+    /// The output's value differs from the agreed amount.
+    #[error("funding output holds {found}, not the agreed {expected}")]
+    WrongAmount {
+        /// The agreed amount.
+        expected: Amount,
+        /// What the output holds.
+        found: Amount,
+    },
+    /// The amount is above the protocol's limit (R2.2-c).
+    #[error("funding amount {0} is above the 4294967 sat limit (R2.2-c)")]
+    TooLarge(Amount),
+    /// An input has no witness, so third parties could change the funding
+    /// txid and invalidate every commitment signed over it (ruling D4).
+    #[error("funding input {0} is not a signed segwit input: its txid could be malleated")]
+    MalleableInput(usize),
+}
+
+/// Checks that output `vout` of the signed funding transaction `tx` is the
+/// anchor: the P2WSH 2-of-2 of `a` and `b` holding exactly `amount`, at most
+/// [`MAX_ANCHOR`], and that every input is segwit so the txid cannot change.
+pub fn validate_funding(
+    tx: &Transaction,
+    vout: u32,
+    a: &CompressedPublicKey,
+    b: &CompressedPublicKey,
+    amount: Amount,
+) -> Result<FundingOutput, FundingError> {
+    let output = tx
+        .output
+        .get(vout as usize)
+        .ok_or(FundingError::NoSuchOutput {
+            vout,
+            outputs: tx.output.len(),
+        })?;
+    let funding = FundingOutput::new(
+        OutPoint {
+            txid: tx.compute_txid(),
+            vout,
+        },
+        amount,
+        a,
+        b,
+    );
+    if output.script_pubkey != funding.script_pubkey() {
+        return Err(FundingError::WrongScript { vout });
+    }
+    if output.value != amount {
+        return Err(FundingError::WrongAmount {
+            expected: amount,
+            found: output.value,
+        });
+    }
+    if amount > MAX_ANCHOR {
+        return Err(FundingError::TooLarge(amount));
+    }
+    if let Some(i) = tx.input.iter().position(|i| i.witness.is_empty()) {
+        return Err(FundingError::MalleableInput(i));
+    }
+    Ok(funding)
+}

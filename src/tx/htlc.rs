@@ -1,0 +1,210 @@
+//! HTLC outputs and their direct spends (section 6.2, ruling D6).
+//!
+//! There are no second-stage HTLC transactions in this protocol: each HTLC
+//! output of a commitment is spent directly, by the owner after the CSV
+//! `delay` and by the other side at once. Both scripts start with
+//! `OP_SIZE 32 OP_EQUALVERIFY`, so the witness always carries a 32-byte
+//! value: `R`, the revocation preimage, or 32 zero bytes on the timeout path.
+//!
+//! Offered by the owner (the owner gets it back after `expiry` and `delay`;
+//! the other side takes it with `R` or the revocation preimage):
+//!
+//! ```text
+//! OP_SIZE 32 OP_EQUALVERIFY OP_HASH160 OP_DUP <RIPEMD160(r_hash)> OP_EQUAL
+//! OP_SWAP <RIPEMD160(revocation_hash)> OP_EQUAL OP_ADD
+//! OP_IF <other_final>
+//! OP_ELSE <expiry> OP_CHECKLOCKTIMEVERIFY <delay> OP_CHECKSEQUENCEVERIFY OP_2DROP <owner_final>
+//! OP_ENDIF OP_CHECKSIG
+//! ```
+//!
+//! Received by the owner (the owner takes it with `R` after `delay`; the other
+//! side gets it back after `expiry`, or at once with the revocation
+//! preimage):
+//!
+//! ```text
+//! OP_SIZE 32 OP_EQUALVERIFY OP_HASH160 OP_DUP <RIPEMD160(r_hash)> OP_EQUAL
+//! OP_IF <delay> OP_CHECKSEQUENCEVERIFY OP_2DROP <owner_final>
+//! OP_ELSE <RIPEMD160(revocation_hash)> OP_EQUAL OP_NOTIF <expiry> OP_CHECKLOCKTIMEVERIFY OP_DROP OP_ENDIF <other_final>
+//! OP_ENDIF OP_CHECKSIG
+//! ```
+//!
+//! The sweeps are built by [`super::sweep`]; [`success_sweep`] and
+//! [`timeout_sweep`] are the one-input cases.
+
+use bitcoin::hashes::sha256;
+use bitcoin::opcodes::all::{
+    OP_2DROP, OP_ADD, OP_CHECKSIG, OP_CLTV, OP_CSV, OP_DROP, OP_DUP, OP_ELSE, OP_ENDIF, OP_EQUAL,
+    OP_EQUALVERIFY, OP_HASH160, OP_IF, OP_NOTIF, OP_SIZE, OP_SWAP,
+};
+use bitcoin::script::Builder;
+use bitcoin::{absolute, CompressedPublicKey, FeeRate, ScriptBuf, Transaction};
+
+use super::commitment::{ripemd_of, Commitment, CommitmentSpec, HtlcSpec};
+use super::sign::Signer;
+use super::sweep::{build_sweep, Claim, SweepError, SweepInput};
+use crate::types::{Delay, Preimage};
+
+/// The script of an HTLC the commitment's owner offered.
+pub fn offered_htlc_script(
+    r_hash: &sha256::Hash,
+    revocation_hash: &sha256::Hash,
+    owner_final: &CompressedPublicKey,
+    other_final: &CompressedPublicKey,
+    expiry: absolute::LockTime,
+    delay: Delay,
+) -> ScriptBuf {
+    offered(
+        &ripemd_of(r_hash),
+        &ripemd_of(revocation_hash),
+        owner_final,
+        other_final,
+        expiry,
+        delay,
+    )
+}
+
+/// The script of an HTLC the commitment's owner received.
+pub fn received_htlc_script(
+    r_hash: &sha256::Hash,
+    revocation_hash: &sha256::Hash,
+    owner_final: &CompressedPublicKey,
+    other_final: &CompressedPublicKey,
+    expiry: absolute::LockTime,
+    delay: Delay,
+) -> ScriptBuf {
+    received(
+        &ripemd_of(r_hash),
+        &ripemd_of(revocation_hash),
+        owner_final,
+        other_final,
+        expiry,
+        delay,
+    )
+}
+
+pub(crate) fn offered_script(
+    h: &HtlcSpec,
+    revocation_ripemd: &[u8; 20],
+    spec: &CommitmentSpec<'_>,
+) -> ScriptBuf {
+    offered(
+        &ripemd_of(&h.r_hash),
+        revocation_ripemd,
+        &spec.owner_final,
+        &spec.other_final,
+        h.expiry,
+        spec.delay,
+    )
+}
+
+pub(crate) fn received_script(
+    h: &HtlcSpec,
+    revocation_ripemd: &[u8; 20],
+    spec: &CommitmentSpec<'_>,
+) -> ScriptBuf {
+    received(
+        &ripemd_of(&h.r_hash),
+        revocation_ripemd,
+        &spec.owner_final,
+        &spec.other_final,
+        h.expiry,
+        spec.delay,
+    )
+}
+
+/// `OP_SIZE 32 OP_EQUALVERIFY OP_HASH160 OP_DUP <RIPEMD160(r_hash)> OP_EQUAL`
+fn hash_prefix(r_ripemd: &[u8; 20]) -> Builder {
+    Builder::new()
+        .push_opcode(OP_SIZE)
+        .push_int(32)
+        .push_opcode(OP_EQUALVERIFY)
+        .push_opcode(OP_HASH160)
+        .push_opcode(OP_DUP)
+        .push_slice(r_ripemd)
+        .push_opcode(OP_EQUAL)
+}
+
+fn offered(
+    r_ripemd: &[u8; 20],
+    revocation_ripemd: &[u8; 20],
+    owner_final: &CompressedPublicKey,
+    other_final: &CompressedPublicKey,
+    expiry: absolute::LockTime,
+    delay: Delay,
+) -> ScriptBuf {
+    hash_prefix(r_ripemd)
+        .push_opcode(OP_SWAP)
+        .push_slice(revocation_ripemd)
+        .push_opcode(OP_EQUAL)
+        .push_opcode(OP_ADD)
+        .push_opcode(OP_IF)
+        .push_slice(other_final.to_bytes())
+        .push_opcode(OP_ELSE)
+        .push_lock_time(expiry)
+        .push_opcode(OP_CLTV)
+        .push_sequence(delay.to_sequence())
+        .push_opcode(OP_CSV)
+        .push_opcode(OP_2DROP)
+        .push_slice(owner_final.to_bytes())
+        .push_opcode(OP_ENDIF)
+        .push_opcode(OP_CHECKSIG)
+        .into_script()
+}
+
+fn received(
+    r_ripemd: &[u8; 20],
+    revocation_ripemd: &[u8; 20],
+    owner_final: &CompressedPublicKey,
+    other_final: &CompressedPublicKey,
+    expiry: absolute::LockTime,
+    delay: Delay,
+) -> ScriptBuf {
+    hash_prefix(r_ripemd)
+        .push_opcode(OP_IF)
+        .push_sequence(delay.to_sequence())
+        .push_opcode(OP_CSV)
+        .push_opcode(OP_2DROP)
+        .push_slice(owner_final.to_bytes())
+        .push_opcode(OP_ELSE)
+        .push_slice(revocation_ripemd)
+        .push_opcode(OP_EQUAL)
+        .push_opcode(OP_NOTIF)
+        .push_lock_time(expiry)
+        .push_opcode(OP_CLTV)
+        .push_opcode(OP_DROP)
+        .push_opcode(OP_ENDIF)
+        .push_slice(other_final.to_bytes())
+        .push_opcode(OP_ENDIF)
+        .push_opcode(OP_CHECKSIG)
+        .into_script()
+}
+
+/// Spends the HTLC output `vout` of `commitment` with its `R` (R6.2-c): the
+/// owner's path (after the CSV delay) for an HTLC the owner received, the
+/// other side's path (at once) for one the owner offered. `signer` must hold
+/// the matching `final_key`.
+pub fn success_sweep(
+    commitment: &Commitment,
+    vout: u32,
+    r: Preimage,
+    destination: ScriptBuf,
+    fee_rate: FeeRate,
+    signer: &dyn Signer,
+) -> Result<Transaction, SweepError> {
+    let input = SweepInput::from_commitment(commitment, vout, Claim::Success(r))?;
+    build_sweep(vec![input], destination, fee_rate, signer)
+}
+
+/// Spends the HTLC output `vout` of `commitment` after its expiry (R6.2-b):
+/// the owner's path (after expiry and the CSV delay) for an HTLC the owner
+/// offered, the other side's path (after expiry) for one the owner received.
+pub fn timeout_sweep(
+    commitment: &Commitment,
+    vout: u32,
+    destination: ScriptBuf,
+    fee_rate: FeeRate,
+    signer: &dyn Signer,
+) -> Result<Transaction, SweepError> {
+    let input = SweepInput::from_commitment(commitment, vout, Claim::Timeout)?;
+    build_sweep(vec![input], destination, fee_rate, signer)
+}

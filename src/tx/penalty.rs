@@ -1,0 +1,139 @@
+//! Penalty transactions: taking every output of a revoked commitment with its
+//! revocation preimage (section 6.1, R6.1-b, R6.1-c).
+//!
+//! The revoked commitment is rebuilt from what was kept when it was revoked
+//! (R3-a) and its txid compared with the one seen on chain. Every output we
+//! are owed is claimed on its revocation path: the owner's to-self output and
+//! every HTLC output, in both directions. The to-other output already pays
+//! our `final_key` (P2WPKH) and needs no penalty; it is listed so the wallet
+//! can pick it up.
+//!
+//! Inputs are taken in output order and packed greedily into transactions
+//! that each stay under [`MAX_PENALTY_TX_SIZE`] bytes with the largest
+//! possible signatures (R6.1-c), each paying `fee_rate` on its own weight. An
+//! output worth less than the fee its input would add is not swept: it is
+//! reported in [`Penalty::uneconomical`], never silently dropped.
+
+use bitcoin::{Amount, FeeRate, OutPoint, ScriptBuf, Transaction};
+
+use super::commitment::{Commitment, OutputKind};
+use super::sign::Signer;
+use super::sweep::{build_sweep, unsigned_sweep, Claim, SweepError, SweepInput};
+use crate::types::Preimage;
+
+/// Every penalty transaction stays below this many bytes (R6.1-c).
+pub const MAX_PENALTY_TX_SIZE: usize = 100_000;
+
+/// Serialized size of a sweep without inputs: version, segwit marker and
+/// flag, input and output counts (up to 3 bytes each), one P2WSH-sized
+/// output, and the lock time. Destinations longer than P2WSH add their extra
+/// length.
+const SWEEP_OVERHEAD: usize = 4 + 2 + 3 + 1 + 43 + 4;
+
+/// The transactions that take what a revoked commitment owes us.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Penalty {
+    /// Signed transactions, each under [`MAX_PENALTY_TX_SIZE`] bytes.
+    pub txs: Vec<Transaction>,
+    /// Outputs not swept because the fee for their input would exceed their
+    /// value at this fee rate: (outpoint, value, fee its input would cost).
+    pub uneconomical: Vec<(OutPoint, Amount, Amount)>,
+    /// The to-other output, already paying our `final_key`.
+    pub already_ours: Option<(OutPoint, Amount)>,
+}
+
+/// Why no penalty could be built.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PenaltyError {
+    /// The preimage does not revoke this commitment.
+    #[error("preimage does not revoke this commitment (its revocation hash is {0})")]
+    WrongPreimage(bitcoin::hashes::sha256::Hash),
+    /// Building or signing a transaction failed.
+    #[error(transparent)]
+    Sweep(#[from] SweepError),
+}
+
+/// Builds the penalty transactions for `revoked`, the other side's commitment
+/// whose revocation preimage is `preimage`, paying to `destination`.
+pub fn build_penalty(
+    revoked: &Commitment,
+    preimage: Preimage,
+    destination: ScriptBuf,
+    fee_rate: FeeRate,
+    signer: &dyn Signer,
+) -> Result<Penalty, PenaltyError> {
+    if preimage.hash() != revoked.revocation_hash() {
+        return Err(PenaltyError::WrongPreimage(revoked.revocation_hash()));
+    }
+    let mut penalty = Penalty {
+        txs: Vec::new(),
+        uneconomical: Vec::new(),
+        already_ours: None,
+    };
+    let mut worth: Vec<SweepInput> = Vec::new();
+    for out in revoked.outputs() {
+        if out.kind == OutputKind::ToOther {
+            penalty.already_ours = Some((revoked.outpoint(out.vout), out.value));
+            continue;
+        }
+        let input = SweepInput::from_commitment(revoked, out.vout, Claim::Revocation(preimage))?;
+        let cost = fee_rate
+            .fee_wu(input.max_weight())
+            .unwrap_or(Amount::MAX_MONEY);
+        if cost >= input.value() {
+            penalty
+                .uneconomical
+                .push((input.outpoint(), input.value(), cost));
+        } else {
+            worth.push(input);
+        }
+    }
+
+    let overhead = SWEEP_OVERHEAD + destination.len().saturating_sub(34);
+    let mut batch: Vec<SweepInput> = Vec::new();
+    let mut size = overhead;
+    for input in worth {
+        if !batch.is_empty() && size + input.max_size() >= MAX_PENALTY_TX_SIZE {
+            let full = std::mem::take(&mut batch);
+            finish(full, &destination, fee_rate, signer, &mut penalty)?;
+            size = overhead;
+        }
+        size += input.max_size();
+        batch.push(input);
+    }
+    if !batch.is_empty() {
+        finish(batch, &destination, fee_rate, signer, &mut penalty)?;
+    }
+    Ok(penalty)
+}
+
+/// Signs one batch, or reports it uneconomical as a whole if the fee of the
+/// transaction leaves only dust.
+fn finish(
+    batch: Vec<SweepInput>,
+    destination: &ScriptBuf,
+    fee_rate: FeeRate,
+    signer: &dyn Signer,
+    penalty: &mut Penalty,
+) -> Result<(), PenaltyError> {
+    match unsigned_sweep(&batch, destination.clone(), fee_rate) {
+        Err(SweepError::NotWorthSweeping { fee, .. }) => {
+            penalty
+                .uneconomical
+                .extend(batch.iter().map(|i| (i.outpoint(), i.value(), fee)));
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+        Ok(_) => {
+            let tx = build_sweep(batch, destination.clone(), fee_rate, signer)?;
+            debug_assert!(
+                tx.total_size() < MAX_PENALTY_TX_SIZE,
+                "penalty tx of {} bytes",
+                tx.total_size()
+            );
+            penalty.txs.push(tx);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Signatures: the [`Signer`] trait that keeps secret keys out of the core,
+//! an in-memory implementation, and verification.
+//!
+//! Every signature this crate asks for is a BIP143 (segwit v0) signature with
+//! `SIGHASH_ALL`, low-S, over one input of a transaction the crate built. The
+//! core hands the signer the whole transaction, the input, its witness script
+//! and value, and the sighash it computed, so a signer that does not trust the
+//! core (a hardware device, a PSBT round trip) can recompute and check
+//! everything before it signs.
+
+use std::sync::LazyLock;
+
+use bitcoin::hashes::Hash as _;
+use bitcoin::secp256k1::{ecdsa::Signature, All, Message, Secp256k1, SecretKey};
+use bitcoin::sighash::SegwitV0Sighash;
+use bitcoin::{Amount, CompressedPublicKey, Script, Transaction};
+
+/// One verification/signing context for the whole process.
+pub(crate) static SECP: LazyLock<Secp256k1<All>> = LazyLock::new(Secp256k1::new);
+
+/// Which of a node's two channel keys signs (section 2.1).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum KeyRole {
+    /// `commit_key`: the anchor 2-of-2, so commitment and close transactions.
+    Commit,
+    /// `final_key`: outputs paid to this node, so sweeps and penalties.
+    Final,
+}
+
+/// Everything a signer needs to decide about and produce one signature.
+#[derive(Clone, Copy, Debug)]
+pub struct SigningInput<'a> {
+    /// The transaction being signed (its witnesses may still be empty).
+    pub tx: &'a Transaction,
+    /// Which input of `tx` is signed.
+    pub input_index: usize,
+    /// The witness script of the output that input spends.
+    pub witness_script: &'a Script,
+    /// The value of the output that input spends.
+    pub value: Amount,
+    /// The BIP143 `SIGHASH_ALL` digest the crate computed for this input.
+    pub sighash: SegwitV0Sighash,
+    /// Which key must sign.
+    pub role: KeyRole,
+}
+
+/// A signer refused or failed to sign.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[error("signer failed: {reason}")]
+pub struct SignerError {
+    /// What the signer reported.
+    pub reason: String,
+}
+
+/// Holds (or reaches) a node's channel keys and signs on request.
+///
+/// The core never needs a secret key of its own: implement this for a
+/// hardware device, a remote service or a PSBT workflow. Signatures must be
+/// low-S (libsecp256k1 always produces them).
+pub trait Signer {
+    /// The public key for `role`.
+    fn public_key(&self, role: KeyRole) -> CompressedPublicKey;
+
+    /// Signs `input.sighash` with the key for `input.role`.
+    fn sign(&self, input: &SigningInput<'_>) -> Result<Signature, SignerError>;
+}
+
+/// A [`Signer`] holding both secret keys in memory.
+#[derive(Clone)]
+pub struct InMemorySigner {
+    commit: SecretKey,
+    final_key: SecretKey,
+}
+
+impl InMemorySigner {
+    /// A signer for the given `commit_key` and `final_key` secrets.
+    pub fn new(commit: SecretKey, final_key: SecretKey) -> Self {
+        InMemorySigner { commit, final_key }
+    }
+
+    fn secret(&self, role: KeyRole) -> &SecretKey {
+        match role {
+            KeyRole::Commit => &self.commit,
+            KeyRole::Final => &self.final_key,
+        }
+    }
+}
+
+impl core::fmt::Debug for InMemorySigner {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("InMemorySigner")
+            .field("commit_key", &self.public_key(KeyRole::Commit))
+            .field("final_key", &self.public_key(KeyRole::Final))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Signer for InMemorySigner {
+    fn public_key(&self, role: KeyRole) -> CompressedPublicKey {
+        CompressedPublicKey(self.secret(role).public_key(&SECP))
+    }
+
+    fn sign(&self, input: &SigningInput<'_>) -> Result<Signature, SignerError> {
+        Ok(SECP.sign_ecdsa(&message(input.sighash), self.secret(input.role)))
+    }
+}
+
+/// A signature did not verify.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
+#[error("signature does not verify against key {key} for sighash {sighash}")]
+pub struct VerifyError {
+    /// The key it was checked against.
+    pub key: CompressedPublicKey,
+    /// The digest it was checked against.
+    pub sighash: SegwitV0Sighash,
+}
+
+/// Checks `sig` by `key` over `sighash`.
+pub fn verify(
+    sighash: SegwitV0Sighash,
+    key: &CompressedPublicKey,
+    sig: &Signature,
+) -> Result<(), VerifyError> {
+    SECP.verify_ecdsa(&message(sighash), sig, &key.0)
+        .map_err(|_| VerifyError { key: *key, sighash })
+}
+
+fn message(sighash: SegwitV0Sighash) -> Message {
+    Message::from_digest(sighash.to_byte_array())
+}
+
+/// The witness encoding of a signature: DER plus the `SIGHASH_ALL` byte.
+pub(crate) fn witness_sig(sig: &Signature) -> bitcoin::ecdsa::SerializedSignature {
+    bitcoin::ecdsa::Signature::sighash_all(*sig).serialize()
+}
