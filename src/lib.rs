@@ -15,6 +15,7 @@
 //! | [`wire`] | protobuf messages as validated values; `pkt` encode/decode; D8 framing | sections 1, 2.x.1, 3.x.1, 4.x.1, 6.3.1 |
 //! | [`shachain`] | revocation preimages from a seed; the compact receiver store | section 5 |
 //! | [`fees`] | commitment fee, dust, and the split of a fee between the two sides | section 3.6 |
+//! | [`tx`] | funding, commitment, HTLC, sweep, close and penalty transactions; signing | sections 2.2, 3, 4.2, 6 |
 //! | [`types`] | millisatoshi amounts, preimages, the relative `delay` | |
 //!
 //! # Example
@@ -60,7 +61,8 @@
 //! project's requirements catalogue, cited where they apply: D1 (shachain bit
 //! order, [`shachain`]), D2 and D3 (field and `pkt` numbers,
 //! `proto/paychan.proto`), D8 (acknowledge and framing, [`wire::frame`]), D9
-//! (dust, [`fees`]).
+//! (dust, [`fees`]), D4, D6 and D7 (segwit outputs, direct HTLC spends,
+//! whose fee rate: [`tx`]).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

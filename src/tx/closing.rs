@@ -45,6 +45,10 @@ pub enum CloseError {
         /// What the anchor holds.
         funding: Amount,
     },
+    /// `close_fee` must be even (R4.2-b): an odd fee would not split into
+    /// equal halves, and the two sides would build different transactions.
+    #[error("close_fee {0} is odd (R4.2-b)")]
+    OddFee(Amount),
     /// Both outputs would be dust.
     #[error("both outputs of the close transaction would be dust")]
     NoOutputs,
@@ -65,6 +69,9 @@ pub fn build_close(spec: &CloseSpec<'_>) -> Result<CloseTx, CloseError> {
             total,
             funding: spec.funding.value(),
         });
+    }
+    if spec.close_fee.to_sat() % 2 == 1 {
+        return Err(CloseError::OddFee(spec.close_fee));
     }
     let split = split_fee(
         spec.close_fee,

@@ -11,7 +11,7 @@
 //!
 //! ```text
 //! OP_SIZE 32 OP_EQUALVERIFY OP_HASH160 OP_DUP <RIPEMD160(r_hash)> OP_EQUAL
-//! OP_SWAP <RIPEMD160(revocation_hash)> OP_EQUAL OP_ADD
+//! OP_SWAP <RIPEMD160(revocation_hash)> OP_EQUAL OP_BOOLOR
 //! OP_IF <other_final>
 //! OP_ELSE <expiry> OP_CHECKLOCKTIMEVERIFY <delay> OP_CHECKSEQUENCEVERIFY OP_2DROP <owner_final>
 //! OP_ENDIF OP_CHECKSIG
@@ -28,13 +28,19 @@
 //! OP_ENDIF OP_CHECKSIG
 //! ```
 //!
+//! The offered script joins its two hash checks with `OP_BOOLOR` where the
+//! 2016 reference used `OP_ADD`: if an offerer chose an `r_hash` equal to its
+//! own revocation hash, `OP_ADD` would leave 2 for `OP_IF`, which segwit's
+//! MINIMALIF relay policy rejects, making the other side's spends
+//! non-standard. `OP_BOOLOR` always leaves 0 or 1.
+//!
 //! The sweeps are built by [`super::sweep`]; [`success_sweep`] and
 //! [`timeout_sweep`] are the one-input cases.
 
 use bitcoin::hashes::sha256;
 use bitcoin::opcodes::all::{
-    OP_2DROP, OP_ADD, OP_CHECKSIG, OP_CLTV, OP_CSV, OP_DROP, OP_DUP, OP_ELSE, OP_ENDIF, OP_EQUAL,
-    OP_EQUALVERIFY, OP_HASH160, OP_IF, OP_NOTIF, OP_SIZE, OP_SWAP,
+    OP_2DROP, OP_BOOLOR, OP_CHECKSIG, OP_CLTV, OP_CSV, OP_DROP, OP_DUP, OP_ELSE, OP_ENDIF,
+    OP_EQUAL, OP_EQUALVERIFY, OP_HASH160, OP_IF, OP_NOTIF, OP_SIZE, OP_SWAP,
 };
 use bitcoin::script::Builder;
 use bitcoin::{absolute, CompressedPublicKey, FeeRate, ScriptBuf, Transaction};
@@ -136,7 +142,7 @@ fn offered(
         .push_opcode(OP_SWAP)
         .push_slice(revocation_ripemd)
         .push_opcode(OP_EQUAL)
-        .push_opcode(OP_ADD)
+        .push_opcode(OP_BOOLOR)
         .push_opcode(OP_IF)
         .push_slice(other_final.to_bytes())
         .push_opcode(OP_ELSE)

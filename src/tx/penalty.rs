@@ -18,17 +18,18 @@ use bitcoin::{Amount, FeeRate, OutPoint, ScriptBuf, Transaction};
 
 use super::commitment::{Commitment, OutputKind};
 use super::sign::Signer;
-use super::sweep::{build_sweep, unsigned_sweep, Claim, SweepError, SweepInput};
+use super::sweep::{build_sweep, unsigned_sweep, varint_len, Claim, SweepError, SweepInput};
 use crate::types::Preimage;
 
 /// Every penalty transaction stays below this many bytes (R6.1-c).
 pub const MAX_PENALTY_TX_SIZE: usize = 100_000;
 
-/// Serialized size of a sweep without inputs: version, segwit marker and
-/// flag, input and output counts (up to 3 bytes each), one P2WSH-sized
-/// output, and the lock time. Destinations longer than P2WSH add their extra
-/// length.
-const SWEEP_OVERHEAD: usize = 4 + 2 + 3 + 1 + 43 + 4;
+/// Serialized size of a sweep without its inputs: version, segwit marker and
+/// flag, input count (3 bytes up to 65535 inputs), output count, the one
+/// output, and the lock time.
+fn sweep_overhead(destination: &ScriptBuf) -> usize {
+    4 + 2 + 3 + 1 + 8 + varint_len(destination.len()) + destination.len() + 4
+}
 
 /// The transactions that take what a revoked commitment owes us.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -90,7 +91,7 @@ pub fn build_penalty(
         }
     }
 
-    let overhead = SWEEP_OVERHEAD + destination.len().saturating_sub(34);
+    let overhead = sweep_overhead(&destination);
     let mut batch: Vec<SweepInput> = Vec::new();
     let mut size = overhead;
     for input in worth {

@@ -225,7 +225,7 @@ fn witness_len(elements: &[usize]) -> usize {
         .sum::<usize>()
 }
 
-fn varint_len(n: usize) -> usize {
+pub(crate) fn varint_len(n: usize) -> usize {
     match n {
         0..=0xfc => 1,
         0xfd..=0xffff => 3,
@@ -242,14 +242,17 @@ pub(crate) fn unsigned_sweep(
     if inputs.is_empty() {
         return Err(SweepError::Empty);
     }
-    let mut lock_time = absolute::LockTime::ZERO;
+    let mut lock_time: Option<absolute::LockTime> = None;
     for l in inputs.iter().filter_map(|i| i.lock_time) {
-        if lock_time == absolute::LockTime::ZERO || lock_time.is_implied_by(l) {
-            lock_time = l;
-        } else if !l.is_same_unit(lock_time) {
-            return Err(SweepError::MixedLockTimeUnits);
+        match lock_time {
+            Some(current) if !l.is_same_unit(current) => {
+                return Err(SweepError::MixedLockTimeUnits)
+            }
+            Some(current) if !current.is_implied_by(l) => {}
+            _ => lock_time = Some(l),
         }
     }
+    let lock_time = lock_time.unwrap_or(absolute::LockTime::ZERO);
     let total: Amount = inputs.iter().map(|i| i.value).sum();
     let mut tx = Transaction {
         version: transaction::Version::TWO,

@@ -113,15 +113,22 @@ pub fn read_hex_vector(path: &str) -> Vec<u8> {
 pub mod chain {
     use bitcoin::consensus::serialize;
     use bitcoin::hashes::Hash;
-    use bitcoin::sighash::{EcdsaSighashType, SighashCache};
-    use bitcoin::{absolute, transaction, Amount, OutPoint, Script, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
     use bitcoin::secp256k1::SecretKey;
+    use bitcoin::sighash::{EcdsaSighashType, SighashCache};
+    use bitcoin::{
+        absolute, transaction, Amount, OutPoint, Script, ScriptBuf, Sequence, Transaction, TxIn,
+        TxOut, Txid, Witness,
+    };
 
     use super::SECP;
 
     /// Runs input `index` of `tx` through libbitcoinconsensus with every
     /// pre-taproot rule (P2SH, DERSIG, NULLDUMMY, CLTV, CSV, WITNESS).
-    pub fn verify_input(tx: &Transaction, index: usize, spent: &TxOut) -> Result<(), bitcoinconsensus::Error> {
+    pub fn verify_input(
+        tx: &Transaction,
+        index: usize,
+        spent: &TxOut,
+    ) -> Result<(), bitcoinconsensus::Error> {
         bitcoinconsensus::verify_with_flags(
             spent.script_pubkey.as_bytes(),
             spent.value.to_sat(),
@@ -139,25 +146,42 @@ pub mod chain {
             version: transaction::Version::TWO,
             lock_time: absolute::LockTime::ZERO,
             input: vec![TxIn {
-                previous_output: OutPoint { txid: Txid::from_byte_array([0xf0; 32]), vout: 3 },
+                previous_output: OutPoint {
+                    txid: Txid::from_byte_array([0xf0; 32]),
+                    vout: 3,
+                },
                 script_sig: ScriptBuf::new(),
                 sequence: Sequence::MAX,
                 witness: Witness::from_slice(&[vec![0x30; 71], vec![0x02; 33]]),
             }],
-            output: vec![TxOut { value, script_pubkey }],
+            output: vec![TxOut {
+                value,
+                script_pubkey,
+            }],
         }
     }
 
     /// Replaces the signature (witness element 0) of input `index` with a
     /// fresh one by `key` over the transaction as it is now: for negative
     /// tests that change a field and must re-sign to isolate that change.
-    pub fn resign(tx: &mut Transaction, index: usize, witness_script: &Script, value: Amount, key: &SecretKey) {
+    pub fn resign(
+        tx: &mut Transaction,
+        index: usize,
+        witness_script: &Script,
+        value: Amount,
+        key: &SecretKey,
+    ) {
         let sighash = SighashCache::new(&*tx)
             .p2wsh_signature_hash(index, witness_script, value, EcdsaSighashType::All)
             .unwrap();
-        let sig = SECP.sign_ecdsa(&bitcoin::secp256k1::Message::from_digest(sighash.to_byte_array()), key);
+        let sig = SECP.sign_ecdsa(
+            &bitcoin::secp256k1::Message::from_digest(sighash.to_byte_array()),
+            key,
+        );
         let mut items: Vec<Vec<u8>> = tx.input[index].witness.iter().map(|w| w.to_vec()).collect();
-        items[0] = bitcoin::ecdsa::Signature::sighash_all(sig).serialize().to_vec();
+        items[0] = bitcoin::ecdsa::Signature::sighash_all(sig)
+            .serialize()
+            .to_vec();
         tx.input[index].witness = Witness::from_slice(&items);
     }
 
