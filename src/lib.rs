@@ -66,6 +66,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod channel;
 pub mod fees;
 pub mod shachain;
 pub mod tx;

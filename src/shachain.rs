@@ -77,6 +77,11 @@ impl RevocationSecrets {
         RevocationSecrets { seed }
     }
 
+    /// The seed, for the channel's own persistence only.
+    pub(crate) fn seed(&self) -> [u8; 32] {
+        self.seed
+    }
+
     /// The shachain index of commitment number `n`: 2^64-1 for the first
     /// commitment, then one less for each next one (R5-b).
     pub fn index(commitment: u64) -> u64 {

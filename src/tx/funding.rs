@@ -74,6 +74,11 @@ impl FundingOutput {
         self.outpoint
     }
 
+    /// The two `commit_key`s, sorted as in the script.
+    pub fn keys(&self) -> [CompressedPublicKey; 2] {
+        self.keys
+    }
+
     /// What it holds.
     pub fn value(&self) -> Amount {
         self.value

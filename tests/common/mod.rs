@@ -192,3 +192,4 @@ pub mod chain {
         tx.input[index].witness = Witness::from_slice(&items);
     }
 }
+pub mod pair;

@@ -1,0 +1,2210 @@
+//! The channel: a sans-IO state machine for establishment (section 2),
+//! staged/committed updates (section 3), cooperative close (section 4) and
+//! failing the connection (section 6.3).
+//!
+//! See [`Channel`] for the contract.
+
+mod persist;
+mod view;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+
+use bitcoin::hashes::sha256;
+use bitcoin::secp256k1::ecdsa::Signature;
+use bitcoin::{absolute, Amount, CompressedPublicKey, OutPoint, ScriptBuf, Transaction, Txid};
+
+pub use persist::RestoreError;
+use view::{Entry, Refusal, Update};
+pub use view::{Htlc, Side, View};
+
+use crate::fees::{commitment_fee, fee_for_bytecount, DUST_LIMIT};
+use crate::shachain::{RevocationSecrets, ShachainStore};
+use crate::tx::closing::{build_close, CloseSpec, CloseTx};
+use crate::tx::commitment::{self, Commitment, CommitmentSpec, HtlcSpec};
+use crate::tx::funding::{validate_funding, FundingError, FundingOutput, MAX_ANCHOR};
+use crate::tx::{KeyRole, Signer, SignerError};
+use crate::types::{Delay, HtlcMsat, MilliSats, Preimage};
+use crate::wire::{
+    AnchorOffer, CloseSignature, DecodeError, ErrorMessage, Message, OpenAnchor, OpenChannel,
+    OpenCommitSig, UpdateAddHtlc, UpdateCommit, UpdateFailHtlc, UpdateFee, UpdateFulfillHtlc,
+    UpdateRevocation,
+};
+
+/// The most HTLCs one side may offer in one commitment (R3.2-c).
+pub const MAX_HTLCS_PER_SIDE: usize = 1500;
+
+/// The normative size used for the opening close-fee offer (the 2016
+/// reference's estimate of a close transaction).
+const CLOSE_BYTECOUNT: u128 = 336;
+
+/// Seconds per block, for comparing a delay in one unit with an expiry in
+/// the other.
+const SECONDS_PER_BLOCK: u32 = 600;
+
+/// Every bound the protocol text leaves to the node (sections 2.1, 2.2, 3.1,
+/// 3.4, 4.2), and this node's own demands.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ChannelConfig {
+    /// The longest `delay` we accept from the peer, in blocks (R2.1-b).
+    pub max_delay_blocks: u16,
+    /// The longest `delay` we accept from the peer, in seconds (R2.1-b).
+    pub max_delay_seconds: u32,
+    /// The largest `min_depth` we accept from the peer (R2.1-c).
+    pub max_min_depth: u32,
+    /// The lowest fee rate we accept for the peer's commitments (R2.1-d).
+    pub min_fee_rate: u32,
+    /// The highest fee rate we accept for the peer's commitments (R2.1-d,
+    /// R3.4-b).
+    pub max_fee_rate: u32,
+    /// The smallest anchor we accept (R2.2-b); at least the fees of both
+    /// initial commitments are always required.
+    pub min_anchor: Amount,
+    /// Our `delay`: how long the peer's payments to itself stay locked.
+    pub delay: Delay,
+    /// Our `min_depth` for the anchor.
+    pub min_depth: u32,
+    /// Our commitments' initial fee rate, satoshi per 1000 bytes.
+    pub fee_rate: u32,
+    /// Blocks added to an offered HTLC's redemption deadline (R3.1-a).
+    pub deadline_margin_blocks: u32,
+    /// Blocks we wait for the peer's `open_complete` after sending ours
+    /// (R2.4-c).
+    pub open_complete_timeout_blocks: u32,
+    /// Fee rate of our opening close-fee offer, satoshi per 1000 bytes.
+    pub close_fee_rate: u32,
+    /// The most HTLCs one side may offer in a commitment (R3.2-c: at most
+    /// 1500).
+    pub max_htlcs: usize,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        ChannelConfig {
+            max_delay_blocks: 2016,
+            max_delay_seconds: 14 * 24 * 3600,
+            max_min_depth: 100,
+            min_fee_rate: 1000,
+            max_fee_rate: 500_000,
+            min_anchor: Amount::from_sat(10_000),
+            delay: Delay::Blocks(144),
+            min_depth: 3,
+            fee_rate: 10_000,
+            deadline_margin_blocks: 6,
+            open_complete_timeout_blocks: 144,
+            close_fee_rate: 5_000,
+            max_htlcs: MAX_HTLCS_PER_SIDE,
+        }
+    }
+}
+
+/// What the channel hands the caller (drained with [`Channel::poll_output`]).
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum Output {
+    /// Send `message` with `acknowledge` in its transport header (ruling D8).
+    Send {
+        /// The message.
+        message: Message,
+        /// The header's acknowledge value (R1.2-b).
+        acknowledge: u64,
+    },
+    /// The funder's wallet must create (but not broadcast, R2.2-a) a
+    /// transaction paying `amount` to `script_pubkey`, then pass it to
+    /// [`Channel::provide_anchor`].
+    FundAnchor {
+        /// The channel's capacity.
+        amount: Amount,
+        /// The anchor's P2WSH 2-of-2 script.
+        script_pubkey: ScriptBuf,
+    },
+    /// Broadcast this transaction.
+    Broadcast(Transaction),
+    /// Watch the chain as described.
+    Watch(Watch),
+    /// Store `state` durably, then call [`Channel::handle_persisted`] with
+    /// `version`. Nothing that depends on this state is released before.
+    Persist {
+        /// Increases by one with every state change.
+        version: u64,
+        /// The whole channel state ([`Channel::restore`] reads it back).
+        state: Vec<u8>,
+    },
+    /// Something the application should know.
+    Event(Event),
+}
+
+/// What to watch on chain.
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum Watch {
+    /// Report the anchor's depth with [`Channel::handle_anchor_depth`].
+    AnchorDepth {
+        /// The anchor transaction.
+        txid: Txid,
+        /// Its channel output's script.
+        script_pubkey: ScriptBuf,
+    },
+    /// Report any spend of the anchor with [`Channel::handle_anchor_spent`]
+    /// (R6.1-a).
+    AnchorSpend(OutPoint),
+    /// The peer revoked this commitment: keep the record durably and, should
+    /// its txid ever appear on chain, build the penalty from it (R3-a,
+    /// R6.1-b). The channel itself keeps only current state.
+    RevokedCommitment(Box<RevokedCommitment>),
+}
+
+/// Everything needed to rebuild a revoked commitment of the peer and take
+/// all its outputs (R3-a).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct RevokedCommitment {
+    /// Its commitment number.
+    pub number: u64,
+    /// Its txid.
+    pub txid: Txid,
+    /// The revocation preimage the peer revealed.
+    pub preimage: Preimage,
+    /// The anchor it spends.
+    pub funding: FundingOutput,
+    /// The peer's balance in it.
+    pub to_owner: MilliSats,
+    /// Our balance in it.
+    pub to_other: MilliSats,
+    /// Its HTLCs, directions seen from the peer.
+    pub htlcs: Vec<HtlcSpec>,
+    /// Its fee rate.
+    pub fee_rate: u32,
+    /// The delay on the peer's outputs (ours).
+    pub delay: Delay,
+    /// The peer's `final_key`.
+    pub owner_final: CompressedPublicKey,
+    /// Our `final_key`.
+    pub other_final: CompressedPublicKey,
+}
+
+impl RevokedCommitment {
+    /// The commitment transaction, rebuilt exactly.
+    pub fn rebuild(&self) -> Commitment {
+        commitment::build(&CommitmentSpec {
+            funding: &self.funding,
+            owner_final: self.owner_final,
+            other_final: self.other_final,
+            to_owner: self.to_owner,
+            to_other: self.to_other,
+            htlcs: &self.htlcs,
+            fee_rate_per_kb: self.fee_rate,
+            revocation_hash: self.preimage.hash(),
+            delay: self.delay,
+        })
+        .expect("a commitment that was signed rebuilds")
+    }
+}
+
+/// An HTLC's direction from this node's point of view.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Direction {
+    /// Offered by the peer to us.
+    Incoming,
+    /// Offered by us to the peer.
+    Outgoing,
+}
+
+impl Direction {
+    fn of(offerer: Side) -> Self {
+        match offerer {
+            Side::Local => Direction::Outgoing,
+            Side::Remote => Direction::Incoming,
+        }
+    }
+}
+
+/// Who or what ended the channel's normal life.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum FailOrigin {
+    /// The peer broke a rule (we sent an `error`, R6.3-c).
+    PeerViolation,
+    /// The peer sent an `error` (we did not answer, R6.3-b).
+    PeerError,
+    /// A deadline or timeout passed, or the anchor was spent.
+    Chain,
+    /// The application asked.
+    Local,
+}
+
+/// Why the channel failed.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct FailReason {
+    /// What caused it.
+    pub origin: FailOrigin,
+    /// The requirement broken, if one applies.
+    pub rule: Option<&'static str>,
+    /// A description (sent as `error.problem` when we send one).
+    pub problem: String,
+}
+
+impl fmt::Display for FailReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.rule {
+            Some(rule) => write!(f, "{} ({rule})", self.problem),
+            None => f.write_str(&self.problem),
+        }
+    }
+}
+
+/// What was broadcast when the channel failed (section 6.3).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum FailBroadcast {
+    /// No anchor was broadcast: nothing to do (R6.3-d).
+    Nothing,
+    /// Our latest commitment, no HTLC ever created (R6.3-e).
+    CommitmentNoHtlcs,
+    /// The close transaction from the last valid `close_signature` (R6.3-f).
+    Close,
+    /// Our latest commitment, signed now (R6.3-g).
+    Commitment,
+    /// The anchor was already spent: broadcasting would only conflict.
+    AnchorSpent,
+}
+
+/// Something the application should know.
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// Both `open_complete`s were exchanged: normal operation begins (R2.4-b).
+    ChannelOpen {
+        /// The anchor output.
+        funding: OutPoint,
+        /// Its value.
+        capacity: Amount,
+    },
+    /// An HTLC is committed in both current commitments.
+    HtlcAdded {
+        /// Ours or theirs.
+        direction: Direction,
+        /// The offerer's id.
+        id: u64,
+        /// Its value.
+        amount: MilliSats,
+        /// Its payment hash.
+        r_hash: sha256::Hash,
+        /// Its expiry.
+        expiry: absolute::LockTime,
+        /// Its routing information.
+        route: Vec<u8>,
+    },
+    /// An HTLC was fulfilled: for outgoing ones as soon as the peer reveals
+    /// `R` (so it can be used upstream at once, R6.2-a), for incoming ones
+    /// when our fulfill is committed.
+    HtlcFulfilled {
+        /// Ours or theirs.
+        direction: Direction,
+        /// The offerer's id.
+        id: u64,
+        /// Its value.
+        amount: MilliSats,
+        /// The preimage.
+        preimage: Preimage,
+    },
+    /// An HTLC failed and its removal is committed in both commitments.
+    HtlcFailed {
+        /// Ours or theirs.
+        direction: Direction,
+        /// The offerer's id.
+        id: u64,
+        /// Its value.
+        amount: MilliSats,
+        /// The opaque reason, to be copied unchanged upstream (R3.3-e).
+        reason: Vec<u8>,
+    },
+    /// A fee rate change is committed.
+    FeeChanged {
+        /// Whose commitments it applies to.
+        side: Side,
+        /// The new rate, satoshi per 1000 bytes.
+        fee_rate: u32,
+    },
+    /// `close_clearing` was sent or received: no new HTLCs.
+    ChannelClosing,
+    /// The fees matched and the close transaction was broadcast.
+    ChannelClosed {
+        /// The close transaction.
+        tx: Transaction,
+    },
+    /// The channel failed (section 6.3).
+    ChannelFailed {
+        /// Why.
+        reason: FailReason,
+        /// What was broadcast.
+        broadcast: FailBroadcast,
+    },
+}
+
+/// A caller's mistake. The channel is unchanged.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChannelError {
+    /// The command does not apply in the channel's current phase.
+    #[error("{command} is not possible while the channel is {phase}")]
+    WrongPhase {
+        /// The command.
+        command: &'static str,
+        /// The phase.
+        phase: &'static str,
+    },
+    /// Closing has begun: no new HTLCs (R4.1-a).
+    #[error("the channel is closing: no new HTLCs (R4.1-a)")]
+    Closing,
+    /// `close_clearing` was already sent (R4.1-b).
+    #[error("close_clearing was already sent (R4.1-b)")]
+    AlreadyClosing,
+    /// An HTLC amount must be above zero (R3.2-b) and fit in 32 bits.
+    #[error("HTLC amount {0} must be above 0 msat and below 2^32 msat (R3.2-b)")]
+    BadAmount(MilliSats),
+    /// The expiry is less than the peer's `delay` away (R3.2-d, R3.1-b).
+    #[error(
+        "expiry {expiry} is sooner than the peer's delay allows: at least {earliest} (R3.2-d)"
+    )]
+    ExpiryTooSoon {
+        /// The expiry asked for.
+        expiry: absolute::LockTime,
+        /// The earliest acceptable.
+        earliest: absolute::LockTime,
+    },
+    /// We cannot pay the amount plus our fee share in both commitments
+    /// (R3.2-a, R3.6-e).
+    #[error("cannot afford the HTLC and our fee share in both commitments (R3.2-a, R3.6-e)")]
+    CannotAfford,
+    /// We already offer the most HTLCs allowed (R3.2-c).
+    #[error("already offering the most HTLCs allowed (R3.2-c)")]
+    TooManyHtlcs,
+    /// No incoming HTLC with this id (we can only remove the peer's, R3.3-a).
+    #[error("no incoming HTLC {0} to remove (R3.3-a)")]
+    UnknownHtlc(u64),
+    /// The preimage does not match the HTLC's hash.
+    #[error("preimage does not match incoming HTLC {0}")]
+    WrongPreimage(u64),
+    /// Nothing staged for the peer's commitment (R3.5-a).
+    #[error("nothing to commit (R3.5-a)")]
+    NothingToCommit,
+    /// The previous `update_commit` awaits its revocation.
+    #[error("the previous commitment has not been revoked yet")]
+    AwaitingRevocation,
+    /// A fee rate of zero.
+    #[error("fee rate must be above zero")]
+    BadFeeRate,
+    /// The anchor amount is outside what the protocol allows (R2.2-c).
+    #[error("anchor amount {0} is outside 1..=4294967 sat (R2.2-c)")]
+    BadAnchorAmount(Amount),
+    /// The anchor transaction given is not the one asked for.
+    #[error("anchor transaction rejected: {0}")]
+    BadAnchor(FundingError),
+    /// The signer failed.
+    #[error(transparent)]
+    Signer(#[from] SignerError),
+}
+
+/// A peer's protocol violation: fails the connection.
+#[derive(Debug)]
+pub(crate) struct Violation {
+    rule: Option<&'static str>,
+    problem: String,
+}
+
+fn violation(rule: &'static str, problem: impl Into<String>) -> Violation {
+    Violation {
+        rule: Some(rule),
+        problem: problem.into(),
+    }
+}
+
+impl Refusal {
+    fn peer(self) -> Violation {
+        match self {
+            Refusal::DuplicateId(id) => violation(
+                "R3.2-e",
+                format!("HTLC id {id} is already in the commitment"),
+            ),
+            Refusal::CannotAfford => violation(
+                "R3.2-a",
+                "HTLC the offerer cannot pay for in both commitments",
+            ),
+            Refusal::TooManyHtlcs => violation("R3.2-c", "more than the allowed number of HTLCs"),
+            Refusal::UnknownHtlc(id) => {
+                violation("R3.3-c", format!("no HTLC {id} in the commitment"))
+            }
+            Refusal::WrongPreimage(id) => {
+                violation("R3.3-d", format!("preimage does not match HTLC {id}"))
+            }
+        }
+    }
+
+    fn caller(self) -> ChannelError {
+        match self {
+            Refusal::DuplicateId(_) => unreachable!("our ids come from a counter"),
+            Refusal::CannotAfford => ChannelError::CannotAfford,
+            Refusal::TooManyHtlcs => ChannelError::TooManyHtlcs,
+            Refusal::UnknownHtlc(id) => ChannelError::UnknownHtlc(id),
+            Refusal::WrongPreimage(id) => ChannelError::WrongPreimage(id),
+        }
+    }
+}
+
+/// Which side funds the channel.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Role {
+    /// Opened the connection, creates the anchor (`WILL_CREATE_ANCHOR`).
+    Funder,
+    /// Accepted the connection (`WONT_CREATE_ANCHOR`).
+    Fundee,
+}
+
+/// The phases of a channel's life.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Phase {
+    /// Waiting for the peer's `open_channel`.
+    AwaitOpen,
+    /// Funder: waiting for the wallet's anchor transaction.
+    AwaitAnchorTx,
+    /// Fundee: waiting for `open_anchor`.
+    AwaitOpenAnchor,
+    /// Funder: waiting for `open_commit_sig`.
+    AwaitCommitSig,
+    /// Waiting for the anchor's depth and both `open_complete`s.
+    AwaitDepth,
+    /// Normal operation, including clearing and close negotiation.
+    Normal,
+    /// The close transaction was broadcast.
+    Closed,
+    /// The connection failed.
+    Failed,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::AwaitOpen => "waiting for open_channel",
+            Phase::AwaitAnchorTx => "waiting for the anchor transaction",
+            Phase::AwaitOpenAnchor => "waiting for open_anchor",
+            Phase::AwaitCommitSig => "waiting for open_commit_sig",
+            Phase::AwaitDepth => "waiting for the anchor to reach its depth",
+            Phase::Normal => "open",
+            Phase::Closed => "closed",
+            Phase::Failed => "failed",
+        }
+    }
+}
+
+/// The peer's `open_channel` parameters.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct RemoteParams {
+    commit_key: CompressedPublicKey,
+    final_key: CompressedPublicKey,
+    delay: Delay,
+    min_depth: u32,
+}
+
+/// Close negotiation (section 4).
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub(crate) struct CloseState {
+    sent_clearing: bool,
+    /// Our outbound message number of `close_clearing`.
+    clearing_msg_no: u64,
+    received_clearing: bool,
+    /// Our last `close_fee` proposal.
+    our_fee: Option<Amount>,
+    /// The peer's last valid proposal and signature (R6.3-f).
+    their: Option<(Amount, Signature)>,
+}
+
+/// One payment channel, as a sans-IO state machine.
+///
+/// # The contract
+///
+/// A `Channel` never performs I/O, reads a clock or draws randomness: the
+/// caller feeds it inputs and drains its outputs. Methods come in four kinds,
+/// as in quinn-proto:
+///
+/// - **Inputs** (`handle_*`): a decoded peer message with the `acknowledge`
+///   of its transport header ([`handle_message`](Self::handle_message)), a
+///   message that failed to decode ([`handle_malformed`](Self::handle_malformed)),
+///   chain events ([`handle_anchor_depth`](Self::handle_anchor_depth),
+///   [`handle_block`](Self::handle_block),
+///   [`handle_anchor_spent`](Self::handle_anchor_spent)), and
+///   [`handle_persisted`](Self::handle_persisted), which says a state
+///   version is durable. A peer's violation is never returned as an error:
+///   it fails the channel (an `error` message, the broadcast of section 6.3,
+///   an [`Event::ChannelFailed`]).
+/// - **Commands** from the application: [`offer_htlc`](Self::offer_htlc),
+///   [`fulfill_htlc`](Self::fulfill_htlc), [`fail_htlc`](Self::fail_htlc),
+///   [`update_fee`](Self::update_fee), [`commit`](Self::commit),
+///   [`close`](Self::close), [`provide_anchor`](Self::provide_anchor),
+///   [`fail`](Self::fail), [`reconnect`](Self::reconnect). A mistake returns a
+///   [`ChannelError`] and changes nothing.
+/// - **Outputs**, drained with [`poll_output`](Self::poll_output) after every
+///   input or command until it returns `None`. [`Output::Persist`] comes
+///   first and is released at once; every other output (messages,
+///   broadcasts, watches, events) waits until the state version it depends
+///   on is durable, so nothing leaves the node that a crash could make it
+///   forget (see `docs/adr/0003-persist-before-release.md`).
+/// - **Getters**: [`phase_name`](Self::phase_name),
+///   [`our_commitment`](Self::our_commitment), [`balance`](Self::balance)
+///   and the like, for the application and tests.
+///
+/// # Drive loop
+///
+/// ```ignore
+/// loop {
+///     while let Some(out) = channel.poll_output() {
+///         match out {
+///             Output::Persist { version, state } => { db.write(state)?; channel.handle_persisted(version); }
+///             Output::Send { message, acknowledge } => transport.send(acknowledge, &message)?,
+///             Output::Broadcast(tx) => node.broadcast(tx)?,
+///             Output::Watch(w) => watcher.add(w),
+///             Output::FundAnchor { amount, script_pubkey } => {
+///                 let tx = wallet.fund(amount, script_pubkey)?;
+///                 channel.provide_anchor(tx, 0)?;
+///             }
+///             Output::Event(e) => app.on_event(e),
+///             _ => {}
+///         }
+///     }
+///     match next_input()? {
+///         Input::Frame(ack, msg) => channel.handle_message(msg, ack),
+///         Input::Block { height, time } => channel.handle_block(height, time),
+///         Input::AnchorDepth(depth) => channel.handle_anchor_depth(depth),
+///         Input::Pay { amount, hash, expiry } => { channel.offer_htlc(amount, hash, expiry, vec![])?; channel.commit()?; }
+///     }
+/// }
+/// ```
+///
+/// The crate documentation has a complete, compiled version of this loop.
+pub struct Channel {
+    signer: Arc<dyn Signer + Send + Sync>,
+    pub(crate) config: ChannelConfig,
+    pub(crate) role: Role,
+    pub(crate) secrets: RevocationSecrets,
+    /// The anchor amount (funder: chosen at creation; fundee: from
+    /// `open_anchor`).
+    pub(crate) capacity: Amount,
+    pub(crate) phase: Phase,
+    pub(crate) remote: Option<RemoteParams>,
+    pub(crate) funding: Option<FundingOutput>,
+    pub(crate) anchor_tx: Option<Transaction>,
+    /// The anchor may be on chain (funder broadcast it, or fundee sent
+    /// `open_commit_sig`): from now on failing means broadcasting.
+    pub(crate) anchor_broadcast: bool,
+    pub(crate) anchor_depth: u32,
+    pub(crate) sent_complete_at: Option<u32>,
+    pub(crate) received_complete: bool,
+
+    /// Our current commitment: number, content, the peer's signature.
+    pub(crate) our_num: u64,
+    pub(crate) our_view: View,
+    pub(crate) our_sig: Option<Signature>,
+    /// The peer's latest commitment we signed.
+    pub(crate) their_num: u64,
+    pub(crate) their_view: View,
+    pub(crate) their_hash: sha256::Hash,
+    /// The peer's revocation hash for `their_num + 1`, unknown while the
+    /// previous commitment awaits revocation.
+    pub(crate) their_next_hash: Option<sha256::Hash>,
+    /// The peer's previous commitment while it awaits revocation.
+    pub(crate) their_prev: Option<(View, sha256::Hash)>,
+    pub(crate) their_secrets: ShachainStore,
+    /// Views with every logged update applied: the "staged" commitments.
+    pub(crate) staged_ours: View,
+    pub(crate) staged_theirs: View,
+    pub(crate) log: Vec<Entry>,
+    pub(crate) next_htlc_id: u64,
+    /// Redemption deadlines of HTLCs we offered (R3.1-a).
+    pub(crate) deadlines: BTreeMap<u64, absolute::LockTime>,
+    pub(crate) ever_had_htlc: bool,
+    pub(crate) close: CloseState,
+
+    /// Non-authenticate messages we sent, and processed (R1.2-b).
+    pub(crate) sent: u64,
+    pub(crate) processed: u64,
+    /// The highest acknowledge the peer sent.
+    pub(crate) peer_ack: u64,
+    /// Messages the peer has not acknowledged: (number, acknowledge, message).
+    pub(crate) unacked: VecDeque<(u64, u64, Message)>,
+    pub(crate) height: u32,
+    pub(crate) time: u32,
+
+    // Not persisted.
+    version: u64,
+    durable: u64,
+    dirty: bool,
+    persist: VecDeque<Output>,
+    gated: VecDeque<(u64, Output)>,
+    pending: Vec<Output>,
+}
+
+impl fmt::Debug for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channel")
+            .field("role", &self.role)
+            .field("phase", &self.phase)
+            .field("our_num", &self.our_num)
+            .field("their_num", &self.their_num)
+            .field("to_local", &self.our_view.to_local)
+            .field("to_remote", &self.our_view.to_remote)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Channel {
+    /// The connecting node: it will create an anchor of `capacity`
+    /// (`WILL_CREATE_ANCHOR`, R2.1-a). `seed` is this channel's shachain seed:
+    /// 256 unguessable bits, never reused (R5-a).
+    pub fn new_funder(
+        config: ChannelConfig,
+        signer: Arc<dyn Signer + Send + Sync>,
+        seed: [u8; 32],
+        capacity: Amount,
+    ) -> Result<Self, ChannelError> {
+        // R2.2-c: we never offer more than 4294967 satoshis.
+        if capacity == Amount::ZERO || capacity > MAX_ANCHOR {
+            return Err(ChannelError::BadAnchorAmount(capacity));
+        }
+        Ok(Self::new(config, signer, seed, Role::Funder, capacity))
+    }
+
+    /// The accepting node (`WONT_CREATE_ANCHOR`, R2.1-a).
+    pub fn new_fundee(
+        config: ChannelConfig,
+        signer: Arc<dyn Signer + Send + Sync>,
+        seed: [u8; 32],
+    ) -> Self {
+        Self::new(config, signer, seed, Role::Fundee, Amount::ZERO)
+    }
+
+    fn new(
+        config: ChannelConfig,
+        signer: Arc<dyn Signer + Send + Sync>,
+        seed: [u8; 32],
+        role: Role,
+        capacity: Amount,
+    ) -> Self {
+        let secrets = RevocationSecrets::new(seed);
+        let placeholder = sha256::Hash::from_byte_array([0; 32]);
+        let empty = View::new(
+            Side::Local,
+            MilliSats::ZERO,
+            MilliSats::ZERO,
+            config.fee_rate,
+        );
+        let mut ch = Channel {
+            signer,
+            role,
+            capacity,
+            phase: Phase::AwaitOpen,
+            remote: None,
+            funding: None,
+            anchor_tx: None,
+            anchor_broadcast: false,
+            anchor_depth: 0,
+            sent_complete_at: None,
+            received_complete: false,
+            our_num: 0,
+            our_view: empty.clone(),
+            our_sig: None,
+            their_num: 0,
+            their_view: empty.clone(),
+            their_hash: placeholder,
+            their_next_hash: None,
+            their_prev: None,
+            their_secrets: ShachainStore::new(),
+            staged_ours: empty.clone(),
+            staged_theirs: empty,
+            log: Vec::new(),
+            next_htlc_id: 0,
+            deadlines: BTreeMap::new(),
+            ever_had_htlc: false,
+            close: CloseState::default(),
+            sent: 0,
+            processed: 0,
+            peer_ack: 0,
+            unacked: VecDeque::new(),
+            height: 0,
+            time: 0,
+            version: 0,
+            durable: 0,
+            dirty: false,
+            persist: VecDeque::new(),
+            gated: VecDeque::new(),
+            pending: Vec::new(),
+            secrets,
+            config,
+        };
+        // R2.1-f: the first two revocation hashes are those of shachain
+        // indices 2^64-1 and 2^64-2.
+        let open = OpenChannel {
+            delay: ch.config.delay,
+            revocation_hash: ch.secrets.hash(0),
+            next_revocation_hash: ch.secrets.hash(1),
+            commit_key: ch.signer.public_key(KeyRole::Commit),
+            final_key: ch.signer.public_key(KeyRole::Final),
+            anch: match role {
+                Role::Funder => AnchorOffer::WillCreate,
+                Role::Fundee => AnchorOffer::WontCreate,
+            },
+            min_depth: ch.config.min_depth,
+            initial_fee_rate: ch.config.fee_rate,
+        };
+        ch.send(Message::OpenChannel(open));
+        ch.flush();
+        ch
+    }
+
+    // -----------------------------------------------------------------
+    // Getters.
+    // -----------------------------------------------------------------
+
+    /// Which side funds the channel.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// A short description of the phase ("open", "closed", ...).
+    pub fn phase_name(&self) -> &'static str {
+        self.phase.name()
+    }
+
+    /// Whether normal operation has begun and the channel is not closed or
+    /// failed.
+    pub fn is_open(&self) -> bool {
+        self.phase == Phase::Normal
+    }
+
+    /// Whether the channel has ended (closed or failed).
+    pub fn is_terminal(&self) -> bool {
+        matches!(self.phase, Phase::Closed | Phase::Failed)
+    }
+
+    /// The content of our current commitment.
+    pub fn our_commitment(&self) -> &View {
+        &self.our_view
+    }
+
+    /// The content of the peer's latest commitment (the one we signed last).
+    pub fn their_commitment(&self) -> &View {
+        &self.their_view
+    }
+
+    /// Our commitment as it will be once everything staged is committed.
+    pub fn our_staged(&self) -> &View {
+        &self.staged_ours
+    }
+
+    /// The peer's commitment as it will be once everything staged is
+    /// committed.
+    pub fn their_staged(&self) -> &View {
+        &self.staged_theirs
+    }
+
+    /// The number of our current commitment (0 is the first).
+    pub fn our_commitment_number(&self) -> u64 {
+        self.our_num
+    }
+
+    /// `side`'s balance in our current commitment.
+    pub fn balance(&self, side: Side) -> MilliSats {
+        self.our_view.balance(side)
+    }
+
+    /// The anchor output, once known.
+    pub fn funding(&self) -> Option<&FundingOutput> {
+        self.funding.as_ref()
+    }
+
+    /// Whether updates are logged that are not yet committed in both
+    /// commitments.
+    pub fn has_pending_updates(&self) -> bool {
+        !self.log.is_empty() || self.their_prev.is_some()
+    }
+
+    /// Whether [`commit`](Self::commit) would send an `update_commit` now.
+    pub fn can_commit(&self) -> bool {
+        self.phase == Phase::Normal
+            && self.their_prev.is_none()
+            && self.log.iter().any(|e| !e.in_theirs)
+    }
+
+    /// Our latest commitment transaction, built (unsigned by us) from our
+    /// current view: the bytes the peer signed.
+    pub fn our_commitment_tx(&self) -> Option<Commitment> {
+        self.build_ours(&self.our_view, self.our_num)
+    }
+
+    /// The peer's latest commitment transaction as we signed it.
+    pub fn their_commitment_tx(&self) -> Option<Commitment> {
+        self.build_theirs(&self.their_view, self.their_hash)
+    }
+
+    /// The `acknowledge` value we would put on a message now (R1.2-b).
+    pub fn acknowledge(&self) -> u64 {
+        self.processed
+    }
+
+    // -----------------------------------------------------------------
+    // Outputs.
+    // -----------------------------------------------------------------
+
+    /// The next output, or `None`. Call after every input or command until it
+    /// returns `None`.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output> {
+        if let Some(p) = self.persist.pop_front() {
+            return Some(p);
+        }
+        match self.gated.front() {
+            Some((version, _)) if *version <= self.durable => {
+                self.gated.pop_front().map(|(_, o)| o)
+            }
+            _ => None,
+        }
+    }
+
+    /// The state of `version` (and every earlier one) is durable: release
+    /// what depended on it.
+    pub fn handle_persisted(&mut self, version: u64) {
+        self.durable = self.durable.max(version.min(self.version));
+    }
+
+    fn send(&mut self, message: Message) {
+        self.sent += 1;
+        self.unacked
+            .push_back((self.sent, self.processed, message.clone()));
+        self.pending.push(Output::Send {
+            message,
+            acknowledge: self.processed,
+        });
+        self.dirty = true;
+    }
+
+    fn emit(&mut self, output: Output) {
+        self.pending.push(output);
+        self.dirty = true;
+    }
+
+    fn event(&mut self, event: Event) {
+        self.emit(Output::Event(event));
+    }
+
+    /// Ends one input or command: persists a changed state and gates what it
+    /// produced behind that version.
+    fn flush(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        self.version += 1;
+        self.persist.push_back(Output::Persist {
+            version: self.version,
+            state: self.to_bytes(),
+        });
+        for o in self.pending.drain(..) {
+            self.gated.push_back((self.version, o));
+        }
+    }
+
+    // -----------------------------------------------------------------
+    // Inputs.
+    // -----------------------------------------------------------------
+
+    /// A message from the peer, with the `acknowledge` value of its transport
+    /// header (ruling D8).
+    pub fn handle_message(&mut self, message: Message, acknowledge: u64) {
+        // `authenticate` belongs to the transport and is not counted (R1.2-b).
+        if matches!(message, Message::Authenticate(_)) || self.is_terminal() {
+            return;
+        }
+        self.processed += 1;
+        self.dirty = true;
+        if acknowledge > self.peer_ack {
+            self.peer_ack = acknowledge.min(self.sent);
+            while self
+                .unacked
+                .front()
+                .is_some_and(|(n, _, _)| *n <= self.peer_ack)
+            {
+                self.unacked.pop_front();
+            }
+        }
+        if let Err(v) = self.dispatch(message, acknowledge) {
+            self.fail_with(FailOrigin::PeerViolation, v.rule, v.problem);
+        }
+        self.progress();
+        self.flush();
+    }
+
+    /// A message from the peer that did not decode: fails the connection
+    /// with the rule it broke (R1-b, R1-d, R2.1-e).
+    pub fn handle_malformed(&mut self, error: &DecodeError) {
+        if self.is_terminal() {
+            return;
+        }
+        self.processed += 1;
+        self.fail_with(
+            FailOrigin::PeerViolation,
+            error.rule(),
+            format!("malformed message: {error}"),
+        );
+        self.flush();
+    }
+
+    /// The anchor transaction is `depth` blocks deep (1 = in the tip).
+    pub fn handle_anchor_depth(&mut self, depth: u32) {
+        if self.is_terminal() || depth <= self.anchor_depth {
+            return;
+        }
+        self.anchor_depth = depth;
+        self.dirty = true;
+        self.progress();
+        self.flush();
+    }
+
+    /// A new best block at `height`, with median time past `time`. Heights
+    /// and times that go backwards are ignored.
+    pub fn handle_block(&mut self, height: u32, time: u32) {
+        if self.is_terminal() || (height <= self.height && time <= self.time) {
+            return;
+        }
+        self.height = self.height.max(height);
+        self.time = self.time.max(time);
+        self.dirty = true;
+        if let Err(v) = self.check_clock() {
+            self.fail_with(FailOrigin::Chain, v.rule, v.problem);
+        }
+        self.progress();
+        self.flush();
+    }
+
+    /// A transaction spending the anchor was seen (R6.1-a). Our agreed close
+    /// transaction ends the channel; anything else fails it.
+    pub fn handle_anchor_spent(&mut self, tx: &Transaction) {
+        if self.is_terminal() {
+            return;
+        }
+        self.anchor_broadcast = true;
+        self.fail_inner(
+            FailOrigin::Chain,
+            Some("R6.1-a"),
+            format!("anchor spent by {}", tx.compute_txid()),
+            Some(FailBroadcast::AnchorSpent),
+        );
+        self.flush();
+    }
+
+    /// Continues on a new transport (R1.2-a): `peer_ack` is the acknowledge
+    /// of the peer's `authenticate` header. Every message it does not cover
+    /// is sent again, with the same acknowledge, so the bytes are identical
+    /// (R1.2-d, R1.2-e).
+    pub fn reconnect(&mut self, peer_ack: u64) {
+        if peer_ack > self.peer_ack {
+            self.peer_ack = peer_ack.min(self.sent);
+            while self
+                .unacked
+                .front()
+                .is_some_and(|(n, _, _)| *n <= self.peer_ack)
+            {
+                self.unacked.pop_front();
+            }
+        }
+        // Drop what was queued for the old transport and not yet drained.
+        self.gated
+            .retain(|(_, o)| !matches!(o, Output::Send { .. }));
+        let resend: Vec<Output> = self
+            .unacked
+            .iter()
+            .map(|(_, ack, m)| Output::Send {
+                message: m.clone(),
+                acknowledge: *ack,
+            })
+            .collect();
+        for o in resend {
+            self.gated.push_back((self.version, o));
+        }
+    }
+
+    // -----------------------------------------------------------------
+    // Commands.
+    // -----------------------------------------------------------------
+
+    /// Funder: the wallet's anchor transaction (signed, not broadcast,
+    /// R2.2-a), paying the anchor at output `vout`.
+    pub fn provide_anchor(&mut self, tx: Transaction, vout: u32) -> Result<(), ChannelError> {
+        if self.phase != Phase::AwaitAnchorTx {
+            return Err(self.wrong_phase("provide_anchor"));
+        }
+        let remote = self.remote.expect("known after open_channel");
+        let ours = self.signer.public_key(KeyRole::Commit);
+        let funding = validate_funding(&tx, vout, &ours, &remote.commit_key, self.capacity)
+            .map_err(ChannelError::BadAnchor)?;
+        let theirs = self
+            .build_theirs_with(&funding, &self.their_view, self.their_hash)
+            .expect("the initial commitment builds: its fees were checked");
+        let commit_sig = theirs.sign(&funding, &*self.signer)?;
+        self.send(Message::OpenAnchor(OpenAnchor {
+            txid: funding.outpoint().txid,
+            output_index: funding.outpoint().vout,
+            amount: funding.value(),
+            commit_sig,
+        }));
+        self.funding = Some(funding);
+        self.anchor_tx = Some(tx);
+        self.phase = Phase::AwaitCommitSig;
+        self.flush();
+        Ok(())
+    }
+
+    /// Offers an HTLC of `amount` for `r_hash`, expiring at `expiry`, with
+    /// opaque `route`; returns its id. Checks R3.1-b, R3.2-a..e and R4.1-a.
+    pub fn offer_htlc(
+        &mut self,
+        amount: MilliSats,
+        r_hash: sha256::Hash,
+        expiry: absolute::LockTime,
+        route: Vec<u8>,
+    ) -> Result<u64, ChannelError> {
+        if self.phase != Phase::Normal {
+            return Err(self.wrong_phase("offer_htlc"));
+        }
+        // R4.1-a: no new HTLC after close_clearing either way.
+        if self.close.sent_clearing || self.close.received_clearing {
+            return Err(ChannelError::Closing);
+        }
+        // R3.2-b
+        let wire_amount = HtlcMsat::try_from(amount)
+            .ok()
+            .filter(|a| a.to_u32() > 0)
+            .ok_or(ChannelError::BadAmount(amount))?;
+        // R3.2-d, R3.1-b: the expiry is at least the peer's delay away, so
+        // the deadline is still ahead.
+        let earliest = self.earliest_expiry(expiry);
+        if !earliest.is_implied_by(expiry) {
+            return Err(ChannelError::ExpiryTooSoon { expiry, earliest });
+        }
+        let htlc = Htlc {
+            offerer: Side::Local,
+            id: self.next_htlc_id,
+            amount: wire_amount,
+            r_hash,
+            expiry,
+        };
+        let update = Update::Add(htlc);
+        self.check_both(Side::Local, &update)
+            .map_err(Refusal::caller)?;
+        self.next_htlc_id += 1;
+        // R3.1-a
+        self.deadlines.insert(htlc.id, self.deadline(expiry));
+        self.ever_had_htlc = true;
+        self.send(Message::UpdateAddHtlc(UpdateAddHtlc {
+            id: htlc.id,
+            amount: wire_amount,
+            r_hash,
+            expiry,
+            route: route.clone(),
+        }));
+        self.log_update(Side::Local, update, route, None);
+        self.flush();
+        Ok(htlc.id)
+    }
+
+    /// Fulfills the incoming HTLC `id` with its preimage `r` (R3.3-a).
+    pub fn fulfill_htlc(&mut self, id: u64, r: Preimage) -> Result<(), ChannelError> {
+        self.remove_htlc("fulfill_htlc", Update::Fulfill { id, r }, Vec::new())
+    }
+
+    /// Fails the incoming HTLC `id`; `reason` is sent as is (copy it
+    /// unchanged from the outgoing HTLC's failure when relaying, R3.3-e).
+    pub fn fail_htlc(&mut self, id: u64, reason: Vec<u8>) -> Result<(), ChannelError> {
+        self.remove_htlc("fail_htlc", Update::Fail { id }, reason)
+    }
+
+    fn remove_htlc(
+        &mut self,
+        command: &'static str,
+        update: Update,
+        reason: Vec<u8>,
+    ) -> Result<(), ChannelError> {
+        if self.phase != Phase::Normal {
+            return Err(self.wrong_phase(command));
+        }
+        // R3.3-a: only the peer's HTLCs, as staged (not already removed).
+        self.check_both(Side::Local, &update)
+            .map_err(Refusal::caller)?;
+        let removed = self.staged_htlc(&update);
+        let message = match &update {
+            Update::Fulfill { id, r } => {
+                Message::UpdateFulfillHtlc(UpdateFulfillHtlc { id: *id, r: *r })
+            }
+            Update::Fail { id } => Message::UpdateFailHtlc(UpdateFailHtlc {
+                id: *id,
+                reason: reason.clone(),
+            }),
+            _ => unreachable!("removals only"),
+        };
+        self.send(message);
+        self.log_update(Side::Local, update, reason, removed);
+        self.flush();
+        Ok(())
+    }
+
+    /// Changes the fee rate of our commitments (R3.4-a); it applies once the
+    /// peer acknowledges it (ruling D7).
+    pub fn update_fee(&mut self, fee_rate: u32) -> Result<(), ChannelError> {
+        if self.phase != Phase::Normal {
+            return Err(self.wrong_phase("update_fee"));
+        }
+        if fee_rate == 0 {
+            return Err(ChannelError::BadFeeRate);
+        }
+        self.send(Message::UpdateFee(UpdateFee { fee_rate }));
+        self.log_update(Side::Local, Update::Fee(fee_rate), Vec::new(), None);
+        self.flush();
+        Ok(())
+    }
+
+    /// A fee estimate from the caller (satoshi per 1000 bytes for timely
+    /// inclusion): if our commitments' rate is below it, raise it to twice
+    /// the estimate, as the text suggests (R3.4-c). Returns whether an
+    /// `update_fee` was sent.
+    pub fn handle_fee_estimate(&mut self, estimate: u32) -> Result<bool, ChannelError> {
+        if self.phase != Phase::Normal || self.staged_ours.fee_rate >= estimate {
+            return Ok(false);
+        }
+        self.update_fee(estimate.saturating_mul(2)).map(|()| true)
+    }
+
+    /// Signs the peer's next commitment with every staged change and sends
+    /// `update_commit` (R3.5-a, R3.5-b).
+    pub fn commit(&mut self) -> Result<(), ChannelError> {
+        if self.phase != Phase::Normal {
+            return Err(self.wrong_phase("commit"));
+        }
+        if self.their_prev.is_some() {
+            return Err(ChannelError::AwaitingRevocation);
+        }
+        // R3.5-a: never without a staged update.
+        if !self.log.iter().any(|e| !e.in_theirs) {
+            return Err(ChannelError::NothingToCommit);
+        }
+        let next_hash = self
+            .their_next_hash
+            .expect("known while no revocation is awaited");
+        let view = self.staged_theirs.clone();
+        let built = self
+            .build_theirs(&view, next_hash)
+            .expect("staged updates were checked against this view");
+        let sig = built.sign(
+            self.funding
+                .as_ref()
+                .expect("normal operation has an anchor"),
+            &*self.signer,
+        )?;
+        self.send(Message::UpdateCommit(UpdateCommit { sig }));
+        let prev = std::mem::replace(&mut self.their_view, view);
+        self.their_prev = Some((prev, self.their_hash));
+        self.their_hash = next_hash;
+        self.their_next_hash = None;
+        self.their_num += 1;
+        for e in &mut self.log {
+            e.in_theirs = true;
+        }
+        self.flush();
+        Ok(())
+    }
+
+    /// Begins a cooperative close: sends `close_clearing` (R4.1-b: once).
+    pub fn close(&mut self) -> Result<(), ChannelError> {
+        if self.phase != Phase::Normal {
+            return Err(self.wrong_phase("close"));
+        }
+        if self.close.sent_clearing {
+            return Err(ChannelError::AlreadyClosing);
+        }
+        self.send_clearing();
+        self.progress();
+        self.flush();
+        Ok(())
+    }
+
+    /// Fails the channel on the application's decision: sends an `error`
+    /// and broadcasts as section 6.3 says.
+    pub fn fail(&mut self, problem: &str) {
+        if self.is_terminal() {
+            return;
+        }
+        self.fail_with(FailOrigin::Local, None, problem.to_string());
+        self.flush();
+    }
+
+    fn wrong_phase(&self, command: &'static str) -> ChannelError {
+        ChannelError::WrongPhase {
+            command,
+            phase: self.phase.name(),
+        }
+    }
+
+    // -----------------------------------------------------------------
+    // Message handling.
+    // -----------------------------------------------------------------
+
+    fn dispatch(&mut self, message: Message, ack: u64) -> Result<(), Violation> {
+        let name = message.name();
+        let unexpected = |phase: Phase| {
+            let rule = if matches!(phase, Phase::Normal) {
+                "R2.4-b"
+            } else {
+                "R2-a"
+            };
+            violation(rule, format!("unexpected {name} while {}", phase.name()))
+        };
+        match (self.phase, message) {
+            // R6.3-b: an error fails the connection and gets no error back.
+            (_, Message::Error(ErrorMessage { problem })) => {
+                let problem = format!("peer sent error: {}", problem.unwrap_or_default());
+                self.fail_with(FailOrigin::PeerError, Some("R6.3-b"), problem);
+                Ok(())
+            }
+            // R1-a: an unknown odd message is ignored.
+            (_, Message::Unknown(_)) => Ok(()),
+            (Phase::AwaitOpen, Message::OpenChannel(o)) => self.on_open_channel(o),
+            (Phase::AwaitOpenAnchor, Message::OpenAnchor(a)) => self.on_open_anchor(a),
+            (Phase::AwaitCommitSig, Message::OpenCommitSig(s)) => self.on_open_commit_sig(s),
+            (Phase::AwaitDepth, Message::OpenComplete) if !self.received_complete => {
+                self.received_complete = true;
+                Ok(())
+            }
+            (Phase::Normal, Message::UpdateAddHtlc(m)) => self.on_add(m, ack),
+            (Phase::Normal, Message::UpdateFulfillHtlc(m)) => {
+                self.on_remove(Update::Fulfill { id: m.id, r: m.r }, Vec::new())
+            }
+            (Phase::Normal, Message::UpdateFailHtlc(m)) => {
+                self.on_remove(Update::Fail { id: m.id }, m.reason)
+            }
+            (Phase::Normal, Message::UpdateFee(m)) => self.on_fee(m.fee_rate),
+            (Phase::Normal, Message::UpdateCommit(m)) => self.on_commit(m.sig, ack),
+            (Phase::Normal, Message::UpdateRevocation(m)) => self.on_revocation(m),
+            (Phase::Normal, Message::CloseClearing) => self.on_close_clearing(),
+            (Phase::Normal, Message::CloseSignature(m)) => self.on_close_signature(m),
+            (phase, _) => Err(unexpected(phase)),
+        }
+    }
+
+    fn on_open_channel(&mut self, o: OpenChannel) -> Result<(), Violation> {
+        // R2.1-a
+        let expected = match self.role {
+            Role::Funder => AnchorOffer::WontCreate,
+            Role::Fundee => AnchorOffer::WillCreate,
+        };
+        if o.anch != expected {
+            return Err(violation(
+                "R2.1-a",
+                format!("peer's anch is {:?}, expected {expected:?}", o.anch),
+            ));
+        }
+        // R2.1-b
+        let too_long = match o.delay {
+            Delay::Blocks(b) => b > self.config.max_delay_blocks,
+            Delay::Seconds(s) => s > self.config.max_delay_seconds,
+        };
+        if too_long {
+            return Err(violation(
+                "R2.1-b",
+                format!("delay {} is unreasonably large", o.delay),
+            ));
+        }
+        // R2.1-c
+        if o.min_depth > self.config.max_min_depth {
+            return Err(violation(
+                "R2.1-c",
+                format!("min_depth {} is unreasonably large", o.min_depth),
+            ));
+        }
+        // R2.1-d
+        if o.initial_fee_rate < self.config.min_fee_rate
+            || o.initial_fee_rate > self.config.max_fee_rate
+        {
+            return Err(violation(
+                "R2.1-d",
+                format!(
+                    "initial_fee_rate {} outside {}..={}",
+                    o.initial_fee_rate, self.config.min_fee_rate, self.config.max_fee_rate
+                ),
+            ));
+        }
+        self.remote = Some(RemoteParams {
+            commit_key: o.commit_key,
+            final_key: o.final_key,
+            delay: o.delay,
+            min_depth: o.min_depth,
+        });
+        self.their_hash = o.revocation_hash;
+        self.their_next_hash = Some(o.next_revocation_hash);
+        self.their_view = View::new(
+            Side::Remote,
+            MilliSats::ZERO,
+            MilliSats::ZERO,
+            o.initial_fee_rate,
+        );
+        match self.role {
+            Role::Funder => {
+                // R2.2-b: our anchor must cover both initial commitments' fees.
+                self.check_initial_fees(self.capacity)
+                    .map_err(|v| Violation {
+                        rule: v.rule,
+                        problem: v.problem,
+                    })?;
+                self.set_initial_views(self.capacity);
+                let ours = self.signer.public_key(KeyRole::Commit);
+                let script = crate::tx::funding::anchor_witness_script(&ours, &o.commit_key);
+                self.emit(Output::FundAnchor {
+                    amount: self.capacity,
+                    script_pubkey: ScriptBuf::new_p2wsh(&script.wscript_hash()),
+                });
+                self.phase = Phase::AwaitAnchorTx;
+            }
+            Role::Fundee => self.phase = Phase::AwaitOpenAnchor,
+        }
+        Ok(())
+    }
+
+    /// R2.2-b: the anchor pays both initial commitments' fees and leaves a
+    /// non-dust output.
+    fn check_initial_fees(&self, amount: Amount) -> Result<(), Violation> {
+        let needed = commitment_fee(self.config.fee_rate, 0)
+            .max(commitment_fee(self.their_view.fee_rate, 0))
+            + DUST_LIMIT;
+        if amount < needed || amount < self.config.min_anchor {
+            return Err(violation(
+                "R2.2-b",
+                format!("anchor of {amount} does not cover the initial commitment fees (needs {needed})"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn set_initial_views(&mut self, capacity: Amount) {
+        let all = MilliSats::from_sat(capacity).expect("capacity is at most 4294967 sat");
+        let (to_local, to_remote) = match self.role {
+            Role::Funder => (all, MilliSats::ZERO),
+            Role::Fundee => (MilliSats::ZERO, all),
+        };
+        let their_rate = self.their_view.fee_rate;
+        self.our_view = View::new(Side::Local, to_local, to_remote, self.config.fee_rate);
+        self.their_view = View::new(Side::Remote, to_local, to_remote, their_rate);
+        self.staged_ours = self.our_view.clone();
+        self.staged_theirs = self.their_view.clone();
+    }
+
+    fn on_open_anchor(&mut self, a: OpenAnchor) -> Result<(), Violation> {
+        // R2.2-c
+        if a.amount > MAX_ANCHOR {
+            return Err(violation(
+                "R2.2-c",
+                format!("anchor amount {} is above 4294967 sat", a.amount),
+            ));
+        }
+        self.check_initial_fees(a.amount)?;
+        let remote = self.remote.expect("known after open_channel");
+        let funding = FundingOutput::new(
+            OutPoint {
+                txid: a.txid,
+                vout: a.output_index,
+            },
+            a.amount,
+            &self.signer.public_key(KeyRole::Commit),
+            &remote.commit_key,
+        );
+        self.capacity = a.amount;
+        self.set_initial_views(a.amount);
+        let ours = self
+            .build_ours_with(&funding, &self.our_view, 0)
+            .expect("fees were checked");
+        // R2.2-d
+        if ours
+            .verify(&funding, &remote.commit_key, &a.commit_sig)
+            .is_err()
+        {
+            return Err(violation(
+                "R2.2-d",
+                "open_anchor.commit_sig does not sign our initial commitment",
+            ));
+        }
+        let theirs = self
+            .build_theirs_with(&funding, &self.their_view, self.their_hash)
+            .expect("fees were checked");
+        let sig = theirs
+            .sign(&funding, &*self.signer)
+            .map_err(|e| Violation {
+                rule: None,
+                problem: e.to_string(),
+            })?;
+        self.our_sig = Some(a.commit_sig);
+        self.send(Message::OpenCommitSig(OpenCommitSig { sig }));
+        self.watch_anchor(&funding);
+        self.funding = Some(funding);
+        // The funder may broadcast from now on (R2.3-b).
+        self.anchor_broadcast = true;
+        self.phase = Phase::AwaitDepth;
+        Ok(())
+    }
+
+    fn on_open_commit_sig(&mut self, s: OpenCommitSig) -> Result<(), Violation> {
+        let funding = self.funding.clone().expect("set with the anchor");
+        let remote = self.remote.expect("known after open_channel");
+        let ours = self
+            .build_ours_with(&funding, &self.our_view, 0)
+            .expect("fees were checked");
+        // R2.3-a
+        if ours.verify(&funding, &remote.commit_key, &s.sig).is_err() {
+            return Err(violation(
+                "R2.3-a",
+                "open_commit_sig.sig does not sign our initial commitment",
+            ));
+        }
+        self.our_sig = Some(s.sig);
+        // R2.3-b: broadcast the anchor now, and watch it (R6.1-a).
+        let anchor = self.anchor_tx.take().expect("kept until open_commit_sig");
+        self.emit(Output::Broadcast(anchor));
+        self.watch_anchor(&funding);
+        self.anchor_broadcast = true;
+        self.phase = Phase::AwaitDepth;
+        Ok(())
+    }
+
+    fn watch_anchor(&mut self, funding: &FundingOutput) {
+        self.emit(Output::Watch(Watch::AnchorDepth {
+            txid: funding.outpoint().txid,
+            script_pubkey: funding.script_pubkey(),
+        }));
+        self.emit(Output::Watch(Watch::AnchorSpend(funding.outpoint())));
+    }
+
+    fn on_add(&mut self, m: UpdateAddHtlc, ack: u64) -> Result<(), Violation> {
+        // R4.1-a: the peer may not add after its own close_clearing, nor
+        // after processing ours.
+        if self.close.received_clearing {
+            return Err(violation(
+                "R4.1-a",
+                "update_add_htlc after the peer's close_clearing",
+            ));
+        }
+        if self.close.sent_clearing && ack >= self.close.clearing_msg_no {
+            return Err(violation(
+                "R4.1-a",
+                "update_add_htlc after acknowledging our close_clearing",
+            ));
+        }
+        // R3.2-b
+        if m.amount.to_u32() == 0 {
+            return Err(violation("R3.2-b", format!("HTLC {} has amount 0", m.id)));
+        }
+        let htlc = Htlc {
+            offerer: Side::Remote,
+            id: m.id,
+            amount: m.amount,
+            r_hash: m.r_hash,
+            expiry: m.expiry,
+        };
+        let update = Update::Add(htlc);
+        self.check_both(Side::Remote, &update)
+            .map_err(Refusal::peer)?;
+        self.ever_had_htlc = true;
+        self.log_update(Side::Remote, update, m.route, None);
+        // R4.1-c: an HTLC that crossed our close_clearing is failed at once.
+        if self.close.sent_clearing {
+            self.send(Message::UpdateFailHtlc(UpdateFailHtlc {
+                id: m.id,
+                reason: b"closing".to_vec(),
+            }));
+            self.log_update(
+                Side::Local,
+                Update::Fail { id: m.id },
+                b"closing".to_vec(),
+                Some(htlc),
+            );
+        }
+        Ok(())
+    }
+
+    fn on_remove(&mut self, update: Update, reason: Vec<u8>) -> Result<(), Violation> {
+        // R3.3-c, R3.3-d (and R3.3-a: the id is in our id space).
+        self.check_both(Side::Remote, &update)
+            .map_err(Refusal::peer)?;
+        let removed = self.staged_htlc_of(Side::Remote, &update);
+        if let (Update::Fulfill { r, .. }, Some(h)) = (&update, removed) {
+            // The preimage is usable upstream at once (R6.2-a's off-chain twin).
+            self.event(Event::HtlcFulfilled {
+                direction: Direction::Outgoing,
+                id: h.id,
+                amount: h.amount.msat(),
+                preimage: *r,
+            });
+        }
+        self.log_update(Side::Remote, update, reason, removed);
+        Ok(())
+    }
+
+    fn on_fee(&mut self, rate: u32) -> Result<(), Violation> {
+        // R3.4-b
+        if rate > self.config.max_fee_rate || rate == 0 {
+            return Err(violation(
+                "R3.4-b",
+                format!(
+                    "update_fee of {rate} is outside 1..={}",
+                    self.config.max_fee_rate
+                ),
+            ));
+        }
+        self.log_update(Side::Remote, Update::Fee(rate), Vec::new(), None);
+        Ok(())
+    }
+
+    fn on_commit(&mut self, sig: Signature, ack: u64) -> Result<(), Violation> {
+        // R3.5-b: our new commitment has every change of the peer and ours
+        // up to the message its header acknowledges.
+        let included = |e: &Entry| !e.in_ours && (e.from == Side::Remote || e.msg_no <= ack);
+        if !self.log.iter().any(included) {
+            // R3.5-a
+            return Err(violation("R3.5-a", "update_commit without any update"));
+        }
+        let mut view = self.our_view.clone();
+        for e in self.log.iter().filter(|e| included(e)) {
+            view.apply(e.from, &e.update).map_err(Refusal::peer)?;
+        }
+        let num = self.our_num + 1;
+        let built = self
+            .build_ours(&view, num)
+            .ok_or_else(|| violation("R3.2-a", "commitment cannot be built"))?;
+        let funding = self
+            .funding
+            .as_ref()
+            .expect("normal operation has an anchor");
+        if built
+            .verify(funding, &self.remote.expect("open").commit_key, &sig)
+            .is_err()
+        {
+            return Err(violation(
+                "R3.5-b",
+                format!("update_commit signature does not sign our commitment {num}"),
+            ));
+        }
+        for e in self.log.iter_mut().filter(|e| included(e)) {
+            e.in_ours = true;
+        }
+        self.our_view = view;
+        self.our_sig = Some(sig);
+        self.our_num = num;
+        // R3.5-c: revoke the previous commitment, give the next hash.
+        self.send(Message::UpdateRevocation(UpdateRevocation {
+            revocation_preimage: self.secrets.preimage(num - 1),
+            next_revocation_hash: self.secrets.hash(num + 1),
+        }));
+        self.lock_in();
+        Ok(())
+    }
+
+    fn on_revocation(&mut self, m: UpdateRevocation) -> Result<(), Violation> {
+        let Some((prev_view, prev_hash)) = self.their_prev.take() else {
+            return Err(violation(
+                "R3.5-d",
+                "update_revocation without a commitment to revoke",
+            ));
+        };
+        // R3.5-d
+        if m.revocation_preimage.hash() != prev_hash {
+            self.their_prev = Some((prev_view, prev_hash));
+            return Err(violation(
+                "R3.5-d",
+                "revocation preimage does not match the previous commitment",
+            ));
+        }
+        let prev_num = self.their_num - 1;
+        // R5-d: consistent with every preimage revealed before.
+        if let Err(e) = self
+            .their_secrets
+            .insert(RevocationSecrets::index(prev_num), m.revocation_preimage.0)
+        {
+            self.their_prev = Some((prev_view, prev_hash));
+            return Err(violation("R5-d", e.to_string()));
+        }
+        self.their_next_hash = Some(m.next_revocation_hash);
+        // R3-a: what is needed to punish this commitment if it is ever
+        // broadcast leaves the channel as a durable watch record.
+        let record = self.revoked_record(&prev_view, prev_num, m.revocation_preimage);
+        self.emit(Output::Watch(Watch::RevokedCommitment(Box::new(record))));
+        for e in self.log.iter_mut().filter(|e| e.in_theirs) {
+            e.theirs_locked = true;
+        }
+        self.lock_in();
+        Ok(())
+    }
+
+    fn revoked_record(&self, view: &View, number: u64, preimage: Preimage) -> RevokedCommitment {
+        let funding = self
+            .funding
+            .clone()
+            .expect("normal operation has an anchor");
+        let remote = self.remote.expect("open");
+        let (to_owner, to_other) = view.owner_balances();
+        let htlcs = view.htlc_specs();
+        let txid = self
+            .build_theirs(view, preimage.hash())
+            .expect("it was signed")
+            .txid();
+        RevokedCommitment {
+            number,
+            txid,
+            preimage,
+            funding,
+            to_owner,
+            to_other,
+            htlcs,
+            fee_rate: view.fee_rate,
+            delay: self.config.delay,
+            owner_final: remote.final_key,
+            other_final: self.signer.public_key(KeyRole::Final),
+        }
+    }
+
+    fn on_close_clearing(&mut self) -> Result<(), Violation> {
+        // R4.1-b
+        if self.close.received_clearing {
+            return Err(violation("R4.1-b", "second close_clearing"));
+        }
+        self.close.received_clearing = true;
+        if !self.close.sent_clearing {
+            self.send_clearing();
+        }
+        Ok(())
+    }
+
+    fn send_clearing(&mut self) {
+        self.send(Message::CloseClearing);
+        self.close.sent_clearing = true;
+        self.close.clearing_msg_no = self.sent;
+        self.event(Event::ChannelClosing);
+    }
+
+    fn on_close_signature(&mut self, m: CloseSignature) -> Result<(), Violation> {
+        // R4.2-a: only once clearing is complete.
+        if !self.clearing_complete() {
+            return Err(violation(
+                "R4.2-a",
+                "close_signature before clearing is complete",
+            ));
+        }
+        // R4.2-b
+        let their_max = self.their_view.fee();
+        if m.close_fee.to_sat() % 2 == 1 || m.close_fee > their_max {
+            return Err(violation(
+                "R4.2-b",
+                format!("close_fee {} is odd or above {their_max}", m.close_fee),
+            ));
+        }
+        let close = self
+            .build_close(m.close_fee)
+            .ok_or_else(|| violation("R4.2-b", "close_fee leaves no output"))?;
+        let funding = self.funding.as_ref().expect("open");
+        // R4.2-d
+        if close
+            .verify(funding, &self.remote.expect("open").commit_key, &m.sig)
+            .is_err()
+        {
+            return Err(violation(
+                "R4.2-d",
+                format!(
+                    "close_signature does not sign the close with fee {}",
+                    m.close_fee
+                ),
+            ));
+        }
+        // R4.2-f, ruling D5: each proposal must narrow the interval.
+        if let (Some(ours), Some((prev, _))) = (self.close.our_fee, self.close.their) {
+            let (lo, hi) = if prev < ours {
+                (prev, ours)
+            } else {
+                (ours, prev)
+            };
+            let between = m.close_fee == ours || (m.close_fee > lo && m.close_fee < hi);
+            if !between {
+                return Err(violation(
+                    "R4.2-f",
+                    format!("close_fee {} is not between {prev} and {ours}", m.close_fee),
+                ));
+            }
+        }
+        self.close.their = Some((m.close_fee, m.sig));
+        let next = match self.close.our_fee {
+            // They agreed with us.
+            Some(ours) if ours == m.close_fee => None,
+            // D5: no even value strictly between: accept theirs.
+            Some(ours) if ours.to_sat().abs_diff(m.close_fee.to_sat()) <= 2 => Some(m.close_fee),
+            // R4.2-e: propose strictly between the two.
+            Some(ours) => {
+                let (lo, hi) = (
+                    ours.min(m.close_fee).to_sat(),
+                    ours.max(m.close_fee).to_sat(),
+                );
+                Some(Amount::from_sat(lo + (((hi - lo) / 2) & !1)))
+            }
+            None => Some(self.initial_close_fee()),
+        };
+        match next {
+            None => self.finish_close(close),
+            Some(fee) if fee == m.close_fee => {
+                // R4.2-e: echo the agreed fee with our signature, broadcast.
+                self.send_close_signature(fee)?;
+                self.finish_close(close);
+            }
+            Some(fee) => self.send_close_signature(fee)?,
+        }
+        Ok(())
+    }
+
+    fn send_close_signature(&mut self, fee: Amount) -> Result<(), Violation> {
+        let close = self
+            .build_close(fee)
+            .ok_or_else(|| violation("R4.2-b", "our close fee leaves no output"))?;
+        let sig = close
+            .sign(self.funding.as_ref().expect("open"), &*self.signer)
+            .map_err(|e| Violation {
+                rule: None,
+                problem: e.to_string(),
+            })?;
+        self.close.our_fee = Some(fee);
+        self.send(Message::CloseSignature(CloseSignature {
+            close_fee: fee,
+            sig,
+        }));
+        Ok(())
+    }
+
+    fn finish_close(&mut self, close: CloseTx) {
+        let (_, sig) = self.close.their.expect("agreed on their signature");
+        let funding = self.funding.clone().expect("open");
+        let remote = self.remote.expect("open");
+        match close.finalize(&funding, &*self.signer, &remote.commit_key, &sig) {
+            Ok(tx) => {
+                self.emit(Output::Broadcast(tx.clone()));
+                self.event(Event::ChannelClosed { tx });
+                self.phase = Phase::Closed;
+            }
+            Err(e) => self.fail_with(
+                FailOrigin::Local,
+                None,
+                format!("cannot sign the close: {e}"),
+            ),
+        }
+    }
+
+    /// The opening offer: a 336-byte estimate at our close fee rate, capped
+    /// at our final commitment's fee (R4.2-b), even.
+    fn initial_close_fee(&self) -> Amount {
+        fee_for_bytecount(CLOSE_BYTECOUNT, self.config.close_fee_rate).min(self.our_view.fee())
+    }
+
+    fn build_close(&self, fee: Amount) -> Option<CloseTx> {
+        let remote = self.remote?;
+        build_close(&CloseSpec {
+            funding: self.funding.as_ref()?,
+            local_final: self.signer.public_key(KeyRole::Final),
+            remote_final: remote.final_key,
+            to_local: self.our_view.to_local,
+            to_remote: self.our_view.to_remote,
+            close_fee: fee,
+        })
+        .ok()
+    }
+
+    /// R4.2-a: clearing was started by either side and no HTLC or update
+    /// remains in either commitment.
+    fn clearing_complete(&self) -> bool {
+        self.close.sent_clearing
+            && self.close.received_clearing
+            && self.log.is_empty()
+            && self.their_prev.is_none()
+            && self.our_view.htlcs.is_empty()
+            && self.their_view.htlcs.is_empty()
+    }
+
+    // -----------------------------------------------------------------
+    // The update log.
+    // -----------------------------------------------------------------
+
+    /// R3.2-a, R3.6-e: an update must be valid in both staged commitments.
+    fn check_both(&self, from: Side, update: &Update) -> Result<(), Refusal> {
+        self.staged_theirs
+            .check(from, update, self.config.max_htlcs)?;
+        self.staged_ours.check(from, update, self.config.max_htlcs)
+    }
+
+    fn staged_htlc(&self, update: &Update) -> Option<Htlc> {
+        self.staged_htlc_of(Side::Local, update)
+    }
+
+    /// The HTLC a removal by `from` removes.
+    fn staged_htlc_of(&self, from: Side, update: &Update) -> Option<Htlc> {
+        match update {
+            Update::Fulfill { id, .. } | Update::Fail { id } => {
+                self.staged_ours.htlc(from.other(), *id).copied()
+            }
+            _ => None,
+        }
+    }
+
+    fn log_update(&mut self, from: Side, update: Update, blob: Vec<u8>, removed: Option<Htlc>) {
+        self.staged_theirs
+            .apply(from, &update)
+            .expect("checked against this view");
+        self.staged_ours
+            .apply(from, &update)
+            .expect("checked against this view");
+        let msg_no = if from == Side::Local { self.sent } else { 0 };
+        self.log.push(Entry {
+            from,
+            msg_no,
+            update,
+            blob,
+            removed,
+            in_ours: false,
+            in_theirs: false,
+            theirs_locked: false,
+        });
+        self.dirty = true;
+    }
+
+    /// Updates committed in both current commitments leave the log and are
+    /// reported.
+    fn lock_in(&mut self) {
+        let (done, rest): (Vec<Entry>, Vec<Entry>) = std::mem::take(&mut self.log)
+            .into_iter()
+            .partition(|e| e.in_ours && e.theirs_locked);
+        self.log = rest;
+        for e in done {
+            let event = match (&e.update, e.from) {
+                (Update::Add(h), _) => Some(Event::HtlcAdded {
+                    direction: Direction::of(h.offerer),
+                    id: h.id,
+                    amount: h.amount.msat(),
+                    r_hash: h.r_hash,
+                    expiry: h.expiry,
+                    route: e.blob,
+                }),
+                (Update::Fulfill { id, r }, Side::Local) => Some(Event::HtlcFulfilled {
+                    direction: Direction::Incoming,
+                    id: *id,
+                    amount: e.removed.map_or(MilliSats::ZERO, |h| h.amount.msat()),
+                    preimage: *r,
+                }),
+                // Outgoing fulfills were reported when R arrived.
+                (Update::Fulfill { id, .. }, Side::Remote) => {
+                    self.deadlines.remove(id);
+                    None
+                }
+                (Update::Fail { id }, from) => {
+                    if from == Side::Remote {
+                        self.deadlines.remove(id);
+                    }
+                    Some(Event::HtlcFailed {
+                        direction: Direction::of(from.other()),
+                        id: *id,
+                        amount: e.removed.map_or(MilliSats::ZERO, |h| h.amount.msat()),
+                        reason: e.blob,
+                    })
+                }
+                (Update::Fee(rate), from) => Some(Event::FeeChanged {
+                    side: from,
+                    fee_rate: *rate,
+                }),
+            };
+            if let Some(event) = event {
+                self.event(event);
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------
+    // Progress that follows from state: open_complete, close negotiation.
+    // -----------------------------------------------------------------
+
+    fn progress(&mut self) {
+        if self.phase == Phase::AwaitDepth {
+            let remote = self.remote.expect("known before the anchor");
+            let needed = self.config.min_depth.max(remote.min_depth).max(1);
+            // R2.4-a: open_complete only once the anchor is deep enough.
+            if self.sent_complete_at.is_none() && self.anchor_depth >= needed {
+                self.send(Message::OpenComplete);
+                self.sent_complete_at = Some(self.height);
+            }
+            // R2.4-b: normal operation once both were sent and received.
+            if self.sent_complete_at.is_some() && self.received_complete {
+                self.phase = Phase::Normal;
+                let funding = self.funding.as_ref().expect("known");
+                let event = Event::ChannelOpen {
+                    funding: funding.outpoint(),
+                    capacity: funding.value(),
+                };
+                self.event(event);
+            }
+        }
+        // R4.2-a: once clearing is complete, open the fee negotiation.
+        if self.phase == Phase::Normal && self.close.our_fee.is_none() && self.clearing_complete() {
+            let fee = self.initial_close_fee();
+            if let Err(v) = self.send_close_signature(fee) {
+                self.fail_with(FailOrigin::Local, v.rule, v.problem);
+            }
+        }
+    }
+
+    /// Deadlines and timeouts that depend on the chain's clock.
+    fn check_clock(&mut self) -> Result<(), Violation> {
+        // R2.4-c: the peer's open_complete is late.
+        if let (Phase::AwaitDepth, Some(at), false) =
+            (self.phase, self.sent_complete_at, self.received_complete)
+        {
+            if self.height >= at.saturating_add(self.config.open_complete_timeout_blocks) {
+                return Err(violation("R2.4-c", "open_complete did not arrive in time"));
+            }
+        }
+        if self.phase != Phase::Normal {
+            return Ok(());
+        }
+        // R3.1-c: an HTLC we offered is in a current commitment past its
+        // deadline.
+        for (id, deadline) in &self.deadlines {
+            let present = self.our_view.htlc(Side::Local, *id).is_some()
+                || self.their_view.htlc(Side::Local, *id).is_some();
+            if present && self.reached(*deadline) {
+                return Err(violation(
+                    "R3.1-c",
+                    format!("offered HTLC {id} is past its redemption deadline {deadline}"),
+                ));
+            }
+        }
+        // R3.3-b: fail incoming HTLCs that have timed out, as soon as
+        // possible.
+        let expired: Vec<Htlc> = self
+            .staged_ours
+            .htlcs()
+            .filter(|h| h.offerer == Side::Remote && self.reached(h.expiry))
+            .copied()
+            .collect();
+        for h in expired {
+            let reason = b"expired".to_vec();
+            self.send(Message::UpdateFailHtlc(UpdateFailHtlc {
+                id: h.id,
+                reason: reason.clone(),
+            }));
+            self.log_update(Side::Local, Update::Fail { id: h.id }, reason, Some(h));
+        }
+        Ok(())
+    }
+
+    fn reached(&self, lock: absolute::LockTime) -> bool {
+        match lock {
+            absolute::LockTime::Blocks(h) => self.height >= h.to_consensus_u32(),
+            absolute::LockTime::Seconds(t) => self.time >= t.to_consensus_u32(),
+        }
+    }
+
+    /// The peer's delay in blocks and in seconds.
+    fn their_delay(&self) -> (u32, u32) {
+        match self.remote.map(|r| r.delay) {
+            Some(Delay::Blocks(b)) => (u32::from(b), u32::from(b) * SECONDS_PER_BLOCK),
+            Some(Delay::Seconds(s)) => (s.div_ceil(SECONDS_PER_BLOCK), s),
+            None => (0, 0),
+        }
+    }
+
+    /// R3.2-d: the earliest expiry of an HTLC offered now, in `like`'s unit.
+    fn earliest_expiry(&self, like: absolute::LockTime) -> absolute::LockTime {
+        let (blocks, seconds) = self.their_delay();
+        match like {
+            absolute::LockTime::Blocks(_) => {
+                absolute::LockTime::from_height(self.height.saturating_add(blocks))
+                    .unwrap_or(absolute::LockTime::from_height(499_999_999).expect("a height"))
+            }
+            absolute::LockTime::Seconds(_) => {
+                absolute::LockTime::from_time(self.time.saturating_add(seconds).max(500_000_000))
+                    .expect("a time")
+            }
+        }
+    }
+
+    /// R3.1-a: the later of `expiry` and now + the peer's delay, plus our
+    /// safety margin.
+    fn deadline(&self, expiry: absolute::LockTime) -> absolute::LockTime {
+        let (blocks, seconds) = self.their_delay();
+        let margin = self.config.deadline_margin_blocks;
+        match expiry {
+            absolute::LockTime::Blocks(h) => {
+                let at = h
+                    .to_consensus_u32()
+                    .max(self.height.saturating_add(blocks))
+                    .saturating_add(margin);
+                absolute::LockTime::from_height(at.min(499_999_999)).expect("a height")
+            }
+            absolute::LockTime::Seconds(t) => {
+                let at = t.to_consensus_u32().max(self.time.saturating_add(seconds));
+                absolute::LockTime::from_time(
+                    at.saturating_add(margin.saturating_mul(SECONDS_PER_BLOCK)),
+                )
+                .expect("a time")
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------
+    // Building commitments.
+    // -----------------------------------------------------------------
+
+    fn build_ours(&self, view: &View, num: u64) -> Option<Commitment> {
+        self.build_ours_with(self.funding.as_ref()?, view, num)
+    }
+
+    fn build_ours_with(
+        &self,
+        funding: &FundingOutput,
+        view: &View,
+        num: u64,
+    ) -> Option<Commitment> {
+        let remote = self.remote?;
+        let (to_owner, to_other) = view.owner_balances();
+        commitment::build(&CommitmentSpec {
+            funding,
+            owner_final: self.signer.public_key(KeyRole::Final),
+            other_final: remote.final_key,
+            to_owner,
+            to_other,
+            htlcs: &view.htlc_specs(),
+            fee_rate_per_kb: view.fee_rate,
+            revocation_hash: self.secrets.hash(num),
+            // Our outputs wait for the delay the peer asked for.
+            delay: remote.delay,
+        })
+        .ok()
+    }
+
+    fn build_theirs(&self, view: &View, revocation_hash: sha256::Hash) -> Option<Commitment> {
+        self.build_theirs_with(self.funding.as_ref()?, view, revocation_hash)
+    }
+
+    fn build_theirs_with(
+        &self,
+        funding: &FundingOutput,
+        view: &View,
+        revocation_hash: sha256::Hash,
+    ) -> Option<Commitment> {
+        let remote = self.remote?;
+        let (to_owner, to_other) = view.owner_balances();
+        commitment::build(&CommitmentSpec {
+            funding,
+            owner_final: remote.final_key,
+            other_final: self.signer.public_key(KeyRole::Final),
+            to_owner,
+            to_other,
+            htlcs: &view.htlc_specs(),
+            fee_rate_per_kb: view.fee_rate,
+            revocation_hash,
+            // The peer's outputs wait for the delay we asked for.
+            delay: self.config.delay,
+        })
+        .ok()
+    }
+
+    // -----------------------------------------------------------------
+    // Failing the connection (section 6.3).
+    // -----------------------------------------------------------------
+
+    fn fail_with(&mut self, origin: FailOrigin, rule: Option<&'static str>, problem: String) {
+        self.fail_inner(origin, rule, problem, None);
+    }
+
+    fn fail_inner(
+        &mut self,
+        origin: FailOrigin,
+        rule: Option<&'static str>,
+        problem: String,
+        forced: Option<FailBroadcast>,
+    ) {
+        if self.is_terminal() {
+            return;
+        }
+        // R6.3-b: never answer an error with an error; R6.3-c: otherwise say
+        // why.
+        if !matches!(origin, FailOrigin::PeerError | FailOrigin::Chain) {
+            self.send(Message::Error(ErrorMessage {
+                problem: Some(problem.clone()),
+            }));
+        }
+        let broadcast = match forced {
+            Some(b) => b,
+            None => self.failure_broadcast(),
+        };
+        self.phase = Phase::Failed;
+        self.event(Event::ChannelFailed {
+            reason: FailReason {
+                origin,
+                rule,
+                problem,
+            },
+            broadcast,
+        });
+        self.dirty = true;
+    }
+
+    /// Chooses and emits the broadcast of section 6.3.
+    fn failure_broadcast(&mut self) -> FailBroadcast {
+        // R6.3-d
+        if !self.anchor_broadcast {
+            return FailBroadcast::Nothing;
+        }
+        // R6.3-f: a valid close_signature was received: close with it.
+        if let Some((fee, sig)) = self.close.their {
+            if let Some(close) = self.build_close(fee) {
+                let funding = self.funding.clone().expect("open");
+                if let Ok(tx) = close.finalize(
+                    &funding,
+                    &*self.signer,
+                    &self.remote.expect("open").commit_key,
+                    &sig,
+                ) {
+                    self.emit(Output::Broadcast(tx));
+                    return FailBroadcast::Close;
+                }
+            }
+        }
+        // R6.3-e, R6.3-g: sign our latest commitment only now (R3.5-f); it is
+        // never a revoked one (R3.5-e).
+        let (Some(sig), Some(funding)) = (self.our_sig, self.funding.clone()) else {
+            return FailBroadcast::Nothing;
+        };
+        let Some(ours) = self.build_ours(&self.our_view, self.our_num) else {
+            return FailBroadcast::Nothing;
+        };
+        match ours.finalize(
+            &funding,
+            &*self.signer,
+            &self.remote.expect("open").commit_key,
+            &sig,
+        ) {
+            Ok(tx) => {
+                self.emit(Output::Broadcast(tx));
+                if self.ever_had_htlc {
+                    FailBroadcast::Commitment
+                } else {
+                    FailBroadcast::CommitmentNoHtlcs
+                }
+            }
+            Err(_) => FailBroadcast::Nothing,
+        }
+    }
+}
+
+use bitcoin::hashes::Hash as _;

@@ -1,0 +1,528 @@
+//! The channel's persistent state: a versioned, self-describing-enough
+//! binary encoding of everything a [`Channel`] needs to continue after a
+//! restart. Secret keys stay with the [`Signer`]; the shachain seed is part
+//! of the state (it never leaves the node otherwise, R5-a).
+//!
+//! Layout: a magic `PCHN`, a format version byte, then the fields in a fixed
+//! order (integers big-endian, byte strings length-prefixed with a u32).
+//! [`Channel::restore`] checks every tag and length and refuses anything it
+//! does not understand.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use bitcoin::consensus::{deserialize, serialize};
+use bitcoin::hashes::{sha256, Hash as _};
+use bitcoin::secp256k1::ecdsa::Signature;
+use bitcoin::{absolute, Amount, CompressedPublicKey, OutPoint, Transaction, Txid};
+
+use super::view::{Entry, Htlc, Side, Update, View};
+use super::{Channel, ChannelConfig, CloseState, Phase, RemoteParams, Role};
+use crate::shachain::{RevocationSecrets, ShachainStore};
+use crate::tx::funding::FundingOutput;
+use crate::tx::Signer;
+use crate::types::{Delay, HtlcMsat, MilliSats, Preimage};
+use crate::wire;
+
+const MAGIC: &[u8; 4] = b"PCHN";
+const FORMAT: u8 = 1;
+
+/// Why a persisted state could not be restored.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RestoreError {
+    /// The bytes end early.
+    #[error("channel state is truncated")]
+    Truncated,
+    /// Not a channel state, or a format this version does not know.
+    #[error("not a channel state of a known format")]
+    Format,
+    /// A field holds a value no channel can have.
+    #[error("channel state field {0} is invalid")]
+    Invalid(&'static str),
+    /// The signer's keys are not the ones the channel was made with.
+    #[error("the signer's keys do not match the channel's")]
+    WrongSigner,
+}
+
+struct W(Vec<u8>);
+
+impl W {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn bool(&mut self, v: bool) {
+        self.u8(u8::from(v));
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn raw(&mut self, v: &[u8]) {
+        self.0.extend_from_slice(v);
+    }
+    fn bytes(&mut self, v: &[u8]) {
+        self.u32(u32::try_from(v.len()).expect("state pieces are far below 4 GiB"));
+        self.raw(v);
+    }
+    fn opt<T>(&mut self, v: Option<T>, f: impl FnOnce(&mut Self, T)) {
+        self.bool(v.is_some());
+        if let Some(v) = v {
+            f(self, v);
+        }
+    }
+    fn key(&mut self, k: &CompressedPublicKey) {
+        self.raw(&k.to_bytes());
+    }
+    fn sig(&mut self, s: &Signature) {
+        self.raw(&s.serialize_compact());
+    }
+    fn hash(&mut self, h: &sha256::Hash) {
+        self.raw(h.as_byte_array());
+    }
+    fn delay(&mut self, d: Delay) {
+        match d {
+            Delay::Blocks(b) => {
+                self.u8(0);
+                self.u32(u32::from(b));
+            }
+            Delay::Seconds(s) => {
+                self.u8(1);
+                self.u32(s);
+            }
+        }
+    }
+    fn htlc(&mut self, h: &Htlc) {
+        self.u8(h.offerer as u8);
+        self.u64(h.id);
+        self.u32(h.amount.to_u32());
+        self.hash(&h.r_hash);
+        self.u32(h.expiry.to_consensus_u32());
+    }
+    fn view(&mut self, v: &View) {
+        self.u8(v.owner as u8);
+        self.u64(v.to_local.to_msat());
+        self.u64(v.to_remote.to_msat());
+        self.u32(v.fee_rate);
+        self.u32(v.htlcs.len() as u32);
+        for h in v.htlcs.values() {
+            self.htlc(h);
+        }
+    }
+}
+
+struct R<'a>(&'a [u8]);
+
+impl<'a> R<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], RestoreError> {
+        if self.0.len() < n {
+            return Err(RestoreError::Truncated);
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Ok(head)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], RestoreError> {
+        Ok(self.take(N)?.try_into().expect("took N bytes"))
+    }
+    fn u8(&mut self) -> Result<u8, RestoreError> {
+        Ok(self.take(1)?[0])
+    }
+    fn bool(&mut self) -> Result<bool, RestoreError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(RestoreError::Invalid("bool")),
+        }
+    }
+    fn u32(&mut self) -> Result<u32, RestoreError> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> Result<u64, RestoreError> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+    fn bytes(&mut self) -> Result<Vec<u8>, RestoreError> {
+        let n = self.u32()? as usize;
+        Ok(self.take(n)?.to_vec())
+    }
+    fn opt<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, RestoreError>,
+    ) -> Result<Option<T>, RestoreError> {
+        if self.bool()? {
+            f(self).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+    fn key(&mut self) -> Result<CompressedPublicKey, RestoreError> {
+        CompressedPublicKey::from_slice(&self.array::<33>()?)
+            .map_err(|_| RestoreError::Invalid("public key"))
+    }
+    fn sig(&mut self) -> Result<Signature, RestoreError> {
+        Signature::from_compact(&self.array::<64>()?)
+            .map_err(|_| RestoreError::Invalid("signature"))
+    }
+    fn hash(&mut self) -> Result<sha256::Hash, RestoreError> {
+        Ok(sha256::Hash::from_byte_array(self.array()?))
+    }
+    fn side(&mut self) -> Result<Side, RestoreError> {
+        match self.u8()? {
+            0 => Ok(Side::Local),
+            1 => Ok(Side::Remote),
+            _ => Err(RestoreError::Invalid("side")),
+        }
+    }
+    fn delay(&mut self) -> Result<Delay, RestoreError> {
+        match (self.u8()?, self.u32()?) {
+            (0, b) => u16::try_from(b)
+                .map(Delay::Blocks)
+                .map_err(|_| RestoreError::Invalid("delay")),
+            (1, s) => Delay::from_seconds(s).ok_or(RestoreError::Invalid("delay")),
+            _ => Err(RestoreError::Invalid("delay")),
+        }
+    }
+    fn htlc(&mut self) -> Result<Htlc, RestoreError> {
+        Ok(Htlc {
+            offerer: self.side()?,
+            id: self.u64()?,
+            amount: HtlcMsat::from_msat(self.u32()?),
+            r_hash: self.hash()?,
+            expiry: absolute::LockTime::from_consensus(self.u32()?),
+        })
+    }
+    fn view(&mut self) -> Result<View, RestoreError> {
+        let owner = self.side()?;
+        let to_local = MilliSats::from_msat(self.u64()?);
+        let to_remote = MilliSats::from_msat(self.u64()?);
+        let mut v = View::new(owner, to_local, to_remote, self.u32()?);
+        for _ in 0..self.u32()? {
+            let h = self.htlc()?;
+            if v.htlcs.insert((h.offerer, h.id), h).is_some() {
+                return Err(RestoreError::Invalid("duplicate HTLC"));
+            }
+        }
+        v.recount();
+        Ok(v)
+    }
+}
+
+fn phase_code(p: Phase) -> u8 {
+    match p {
+        Phase::AwaitOpen => 0,
+        Phase::AwaitAnchorTx => 1,
+        Phase::AwaitOpenAnchor => 2,
+        Phase::AwaitCommitSig => 3,
+        Phase::AwaitDepth => 4,
+        Phase::Normal => 5,
+        Phase::Closed => 6,
+        Phase::Failed => 7,
+    }
+}
+
+fn phase_of(code: u8) -> Result<Phase, RestoreError> {
+    Ok(match code {
+        0 => Phase::AwaitOpen,
+        1 => Phase::AwaitAnchorTx,
+        2 => Phase::AwaitOpenAnchor,
+        3 => Phase::AwaitCommitSig,
+        4 => Phase::AwaitDepth,
+        5 => Phase::Normal,
+        6 => Phase::Closed,
+        7 => Phase::Failed,
+        _ => return Err(RestoreError::Invalid("phase")),
+    })
+}
+
+impl Channel {
+    /// The whole state, as [`Output::Persist`](super::Output::Persist)
+    /// carries it.
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        let mut w = W(Vec::with_capacity(1024));
+        w.raw(MAGIC);
+        w.u8(FORMAT);
+        let c = &self.config;
+        w.u32(u32::from(c.max_delay_blocks));
+        w.u32(c.max_delay_seconds);
+        w.u32(c.max_min_depth);
+        w.u32(c.min_fee_rate);
+        w.u32(c.max_fee_rate);
+        w.u64(c.min_anchor.to_sat());
+        w.delay(c.delay);
+        w.u32(c.min_depth);
+        w.u32(c.fee_rate);
+        w.u32(c.deadline_margin_blocks);
+        w.u32(c.open_complete_timeout_blocks);
+        w.u32(c.close_fee_rate);
+        w.u32(c.max_htlcs as u32);
+        w.u8(self.role as u8);
+        w.raw(&self.secrets.seed());
+        w.key(&self.signer.public_key(crate::tx::KeyRole::Commit));
+        w.u64(self.capacity.to_sat());
+        w.u8(phase_code(self.phase));
+        w.opt(self.remote, |w, r| {
+            w.key(&r.commit_key);
+            w.key(&r.final_key);
+            w.delay(r.delay);
+            w.u32(r.min_depth);
+        });
+        w.opt(self.funding.as_ref(), |w, f| {
+            w.raw(f.outpoint().txid.as_byte_array());
+            w.u32(f.outpoint().vout);
+            w.u64(f.value().to_sat());
+            w.key(&f.keys()[0]);
+            w.key(&f.keys()[1]);
+        });
+        w.opt(self.anchor_tx.as_ref(), |w, tx| w.bytes(&serialize(tx)));
+        w.bool(self.anchor_broadcast);
+        w.u32(self.anchor_depth);
+        w.opt(self.sent_complete_at, W::u32);
+        w.bool(self.received_complete);
+        w.u64(self.our_num);
+        w.view(&self.our_view);
+        w.opt(self.our_sig.as_ref(), W::sig);
+        w.u64(self.their_num);
+        w.view(&self.their_view);
+        w.hash(&self.their_hash);
+        w.opt(self.their_next_hash.as_ref(), W::hash);
+        w.opt(self.their_prev.as_ref(), |w, (v, h)| {
+            w.view(v);
+            w.hash(h);
+        });
+        w.bytes(&self.their_secrets.to_bytes());
+        w.view(&self.staged_ours);
+        w.view(&self.staged_theirs);
+        w.u32(self.log.len() as u32);
+        for e in &self.log {
+            w.u8(e.from as u8);
+            w.u64(e.msg_no);
+            match &e.update {
+                Update::Add(h) => {
+                    w.u8(0);
+                    w.htlc(h);
+                }
+                Update::Fulfill { id, r } => {
+                    w.u8(1);
+                    w.u64(*id);
+                    w.raw(&r.0);
+                }
+                Update::Fail { id } => {
+                    w.u8(2);
+                    w.u64(*id);
+                }
+                Update::Fee(rate) => {
+                    w.u8(3);
+                    w.u32(*rate);
+                }
+            }
+            w.bytes(&e.blob);
+            w.opt(e.removed.as_ref(), W::htlc);
+            w.u8(u8::from(e.in_ours) | u8::from(e.in_theirs) << 1 | u8::from(e.theirs_locked) << 2);
+        }
+        w.u64(self.next_htlc_id);
+        w.u32(self.deadlines.len() as u32);
+        for (id, d) in &self.deadlines {
+            w.u64(*id);
+            w.u32(d.to_consensus_u32());
+        }
+        w.bool(self.ever_had_htlc);
+        w.bool(self.close.sent_clearing);
+        w.u64(self.close.clearing_msg_no);
+        w.bool(self.close.received_clearing);
+        w.opt(self.close.our_fee, |w, f| w.u64(f.to_sat()));
+        w.opt(self.close.their.as_ref(), |w, (f, s)| {
+            w.u64(f.to_sat());
+            w.sig(s);
+        });
+        w.u64(self.sent);
+        w.u64(self.processed);
+        w.u64(self.peer_ack);
+        w.u32(self.unacked.len() as u32);
+        for (n, ack, m) in &self.unacked {
+            w.u64(*n);
+            w.u64(*ack);
+            w.bytes(&wire::encode(m));
+        }
+        w.u32(self.height);
+        w.u32(self.time);
+        w.0
+    }
+
+    /// Continues a channel from a state an [`Output::Persist`](super::Output::Persist)
+    /// carried, with the signer holding its keys. Nothing is queued: call
+    /// [`Channel::reconnect`] once a transport is up.
+    pub fn restore(
+        state: &[u8],
+        signer: Arc<dyn Signer + Send + Sync>,
+    ) -> Result<Channel, RestoreError> {
+        let mut r = R(state);
+        if r.take(4)? != MAGIC || r.u8()? != FORMAT {
+            return Err(RestoreError::Format);
+        }
+        let config = ChannelConfig {
+            max_delay_blocks: u16::try_from(r.u32()?)
+                .map_err(|_| RestoreError::Invalid("max_delay_blocks"))?,
+            max_delay_seconds: r.u32()?,
+            max_min_depth: r.u32()?,
+            min_fee_rate: r.u32()?,
+            max_fee_rate: r.u32()?,
+            min_anchor: Amount::from_sat(r.u64()?),
+            delay: r.delay()?,
+            min_depth: r.u32()?,
+            fee_rate: r.u32()?,
+            deadline_margin_blocks: r.u32()?,
+            open_complete_timeout_blocks: r.u32()?,
+            close_fee_rate: r.u32()?,
+            max_htlcs: r.u32()? as usize,
+        };
+        let role = match r.u8()? {
+            0 => Role::Funder,
+            1 => Role::Fundee,
+            _ => return Err(RestoreError::Invalid("role")),
+        };
+        let secrets = RevocationSecrets::new(r.array()?);
+        if r.key()? != signer.public_key(crate::tx::KeyRole::Commit) {
+            return Err(RestoreError::WrongSigner);
+        }
+        let capacity = Amount::from_sat(r.u64()?);
+        let phase = phase_of(r.u8()?)?;
+        let remote = r.opt(|r| {
+            Ok(RemoteParams {
+                commit_key: r.key()?,
+                final_key: r.key()?,
+                delay: r.delay()?,
+                min_depth: r.u32()?,
+            })
+        })?;
+        let funding = r.opt(|r| {
+            let txid = Txid::from_byte_array(r.array()?);
+            let vout = r.u32()?;
+            let value = Amount::from_sat(r.u64()?);
+            let (a, b) = (r.key()?, r.key()?);
+            Ok(FundingOutput::new(OutPoint { txid, vout }, value, &a, &b))
+        })?;
+        let anchor_tx = r.opt(|r| {
+            deserialize::<Transaction>(&r.bytes()?).map_err(|_| RestoreError::Invalid("anchor"))
+        })?;
+        let anchor_broadcast = r.bool()?;
+        let anchor_depth = r.u32()?;
+        let sent_complete_at = r.opt(R::u32)?;
+        let received_complete = r.bool()?;
+        let our_num = r.u64()?;
+        let our_view = r.view()?;
+        let our_sig = r.opt(R::sig)?;
+        let their_num = r.u64()?;
+        let their_view = r.view()?;
+        let their_hash = r.hash()?;
+        let their_next_hash = r.opt(R::hash)?;
+        let their_prev = r.opt(|r| Ok((r.view()?, r.hash()?)))?;
+        let their_secrets = ShachainStore::from_bytes(&r.bytes()?)
+            .map_err(|_| RestoreError::Invalid("shachain store"))?;
+        let staged_ours = r.view()?;
+        let staged_theirs = r.view()?;
+        let mut log = Vec::new();
+        for _ in 0..r.u32()? {
+            let from = r.side()?;
+            let msg_no = r.u64()?;
+            let update = match r.u8()? {
+                0 => Update::Add(r.htlc()?),
+                1 => Update::Fulfill {
+                    id: r.u64()?,
+                    r: Preimage(r.array()?),
+                },
+                2 => Update::Fail { id: r.u64()? },
+                3 => Update::Fee(r.u32()?),
+                _ => return Err(RestoreError::Invalid("update")),
+            };
+            let blob = r.bytes()?;
+            let removed = r.opt(R::htlc)?;
+            let flags = r.u8()?;
+            if flags > 7 {
+                return Err(RestoreError::Invalid("update flags"));
+            }
+            log.push(Entry {
+                from,
+                msg_no,
+                update,
+                blob,
+                removed,
+                in_ours: flags & 1 != 0,
+                in_theirs: flags & 2 != 0,
+                theirs_locked: flags & 4 != 0,
+            });
+        }
+        let next_htlc_id = r.u64()?;
+        let mut deadlines = BTreeMap::new();
+        for _ in 0..r.u32()? {
+            deadlines.insert(r.u64()?, absolute::LockTime::from_consensus(r.u32()?));
+        }
+        let ever_had_htlc = r.bool()?;
+        let close = CloseState {
+            sent_clearing: r.bool()?,
+            clearing_msg_no: r.u64()?,
+            received_clearing: r.bool()?,
+            our_fee: r.opt(|r| r.u64().map(Amount::from_sat))?,
+            their: r.opt(|r| Ok((Amount::from_sat(r.u64()?), r.sig()?)))?,
+        };
+        let sent = r.u64()?;
+        let processed = r.u64()?;
+        let peer_ack = r.u64()?;
+        let mut unacked = VecDeque::new();
+        for _ in 0..r.u32()? {
+            let (n, ack) = (r.u64()?, r.u64()?);
+            let m = wire::decode(&r.bytes()?)
+                .map_err(|_| RestoreError::Invalid("unacknowledged message"))?;
+            unacked.push_back((n, ack, m));
+        }
+        let height = r.u32()?;
+        let time = r.u32()?;
+        if !r.0.is_empty() {
+            return Err(RestoreError::Invalid("trailing bytes"));
+        }
+        Ok(Channel {
+            signer,
+            config,
+            role,
+            secrets,
+            capacity,
+            phase,
+            remote,
+            funding,
+            anchor_tx,
+            anchor_broadcast,
+            anchor_depth,
+            sent_complete_at,
+            received_complete,
+            our_num,
+            our_view,
+            our_sig,
+            their_num,
+            their_view,
+            their_hash,
+            their_next_hash,
+            their_prev,
+            their_secrets,
+            staged_ours,
+            staged_theirs,
+            log,
+            next_htlc_id,
+            deadlines,
+            ever_had_htlc,
+            close,
+            sent,
+            processed,
+            peer_ack,
+            unacked,
+            height,
+            time,
+            version: 0,
+            durable: 0,
+            dirty: false,
+            persist: VecDeque::new(),
+            gated: VecDeque::new(),
+            pending: Vec::new(),
+        })
+    }
+}
