@@ -14,9 +14,7 @@ fn secrets(seed: &[u8; 32]) -> Vec<[u8; 32]> {
 fn bench(c: &mut Criterion) {
     let seed = [0x5a; 32];
     // All 64 bits set: 64 flips and 64 SHA-256 compressions.
-    c.bench_function("shachain/derive/worst_index", |b| {
-        b.iter(|| derive(black_box(&seed), black_box(u64::MAX)))
-    });
+    c.bench_function("shachain/derive/worst_index", |b| b.iter(|| derive(black_box(&seed), black_box(u64::MAX))));
 
     let all = secrets(&seed);
     let mut group = c.benchmark_group("shachain/insert");
@@ -27,9 +25,7 @@ fn bench(c: &mut Criterion) {
             ShachainStore::new,
             |mut store| {
                 for (i, secret) in all.iter().enumerate() {
-                    store
-                        .insert(u64::MAX - i as u64, *secret)
-                        .expect("consistent");
+                    store.insert(u64::MAX - i as u64, *secret).expect("consistent");
                 }
                 store
             },
@@ -40,17 +36,11 @@ fn bench(c: &mut Criterion) {
 
     let mut store = ShachainStore::new();
     for (i, secret) in all.iter().enumerate() {
-        store
-            .insert(u64::MAX - i as u64, *secret)
-            .expect("consistent");
+        store.insert(u64::MAX - i as u64, *secret).expect("consistent");
     }
     // The oldest secret is the farthest from the entry that derives it.
-    c.bench_function("shachain/get/oldest_after_1M", |b| {
-        b.iter(|| store.get(black_box(u64::MAX)))
-    });
-    c.bench_function("shachain/get/newest_after_1M", |b| {
-        b.iter(|| store.get(black_box(u64::MAX - (INSERTS - 1))))
-    });
+    c.bench_function("shachain/get/oldest_after_1M", |b| b.iter(|| store.get(black_box(u64::MAX))));
+    c.bench_function("shachain/get/newest_after_1M", |b| b.iter(|| store.get(black_box(u64::MAX - (INSERTS - 1)))));
 }
 
 criterion_group!(benches, bench);

@@ -21,10 +21,7 @@ fn bench(c: &mut Criterion) {
     let public = |n: u8| CompressedPublicKey(key(n).public_key(&secp));
     let funding_value = Amount::from_sat(4_000_000);
     let funding = FundingOutput::new(
-        OutPoint {
-            txid: Txid::from_byte_array([7; 32]),
-            vout: 0,
-        },
+        OutPoint { txid: Txid::from_byte_array([7; 32]), vout: 0 },
         funding_value,
         &public(1),
         &public(3),
@@ -42,11 +39,7 @@ fn bench(c: &mut Criterion) {
     for n in [0u64, 10, 100, 1500] {
         let htlcs: Vec<HtlcSpec> = (0..n)
             .map(|i| HtlcSpec {
-                direction: if i % 2 == 0 {
-                    HtlcDirection::Offered
-                } else {
-                    HtlcDirection::Received
-                },
+                direction: if i % 2 == 0 { HtlcDirection::Offered } else { HtlcDirection::Received },
                 id: i,
                 amount: MilliSats::from_msat(600_000 + i),
                 r_hash: sha256::Hash::hash(&i.to_le_bytes()),
@@ -78,20 +71,14 @@ fn bench(c: &mut Criterion) {
         let built = commitment::build(&spec).expect("valid spec");
         let sig = built.sign(&funding, &b).expect("in-memory signer");
         group.bench_with_input(BenchmarkId::new("verify", n), &built, |bench, built| {
-            bench.iter(|| {
-                built
-                    .verify(&funding, &public(3), black_box(&sig))
-                    .expect("valid signature")
-            })
+            bench.iter(|| built.verify(&funding, &public(3), black_box(&sig)).expect("valid signature"))
         });
         if n == 1500 {
             let dest = ScriptBuf::new_p2wpkh(&public(9).wpubkey_hash());
             let rate = FeeRate::from_sat_per_vb(2).expect("small rate");
             group.sample_size(10);
             group.bench_function("penalty/1500", |bench| {
-                bench.iter(|| {
-                    build_penalty(&built, revocation, dest.clone(), rate, &a).expect("sweepable")
-                })
+                bench.iter(|| build_penalty(&built, revocation, dest.clone(), rate, &a).expect("sweepable"))
             });
         }
     }

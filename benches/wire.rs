@@ -11,8 +11,7 @@ use std::hint::black_box;
 
 fn messages() -> [(&'static str, Message); 2] {
     let secp = Secp256k1::new();
-    let key =
-        |n: u8| CompressedPublicKey(SecretKey::from_slice(&[n; 32]).unwrap().public_key(&secp));
+    let key = |n: u8| CompressedPublicKey(SecretKey::from_slice(&[n; 32]).unwrap().public_key(&secp));
     [
         (
             "update_add_htlc",
@@ -44,12 +43,8 @@ fn messages() -> [(&'static str, Message); 2] {
 fn bench(c: &mut Criterion) {
     for (name, msg) in messages() {
         let bytes = wire::encode(&msg);
-        c.bench_function(&format!("wire/encode/{name}"), |b| {
-            b.iter(|| wire::encode(black_box(&msg)))
-        });
-        c.bench_function(&format!("wire/decode/{name}"), |b| {
-            b.iter(|| wire::decode(black_box(&bytes)).unwrap())
-        });
+        c.bench_function(&format!("wire/encode/{name}"), |b| b.iter(|| wire::encode(black_box(&msg))));
+        c.bench_function(&format!("wire/decode/{name}"), |b| b.iter(|| wire::decode(black_box(&bytes)).unwrap()));
     }
 }
 

@@ -50,12 +50,7 @@ fn main() {
                 commit_sig: sign(1, b"B's first commitment"),
             }),
         ),
-        (
-            "B",
-            Message::OpenCommitSig(OpenCommitSig {
-                sig: sign(3, b"A's first commitment"),
-            }),
-        ),
+        ("B", Message::OpenCommitSig(OpenCommitSig { sig: sign(3, b"A's first commitment") })),
         ("A", Message::OpenComplete),
         ("B", Message::OpenComplete),
     ];
@@ -65,11 +60,7 @@ fn main() {
     let (mut a_to_b, mut b_to_a) = (Vec::new(), Vec::new());
     let (mut a_ack, mut b_ack) = (0u64, 0u64);
     for (step, (from, msg)) in sequence.iter().enumerate() {
-        let (stream, ack) = if *from == "A" {
-            (&mut a_to_b, a_ack)
-        } else {
-            (&mut b_to_a, b_ack)
-        };
+        let (stream, ack) = if *from == "A" { (&mut a_to_b, a_ack) } else { (&mut b_to_a, b_ack) };
         let before = stream.len();
         encode_frame(ack, msg, stream);
         let bytes = stream.len() - before;
@@ -95,18 +86,10 @@ fn main() {
                 got.push(frame);
             }
         }
-        let sent: Vec<&Message> = sequence
-            .iter()
-            .filter(|(f, _)| *f == from)
-            .map(|(_, m)| m)
-            .collect();
+        let sent: Vec<&Message> = sequence.iter().filter(|(f, _)| *f == from).map(|(_, m)| m).collect();
         assert_eq!(got.iter().map(|f| &f.message).collect::<Vec<_>>(), sent);
         let acks: Vec<u64> = got.iter().map(|f| f.acknowledge).collect();
-        println!(
-            "{name}: {} bytes, {} frames decoded, acknowledge values {acks:?}",
-            stream.len(),
-            got.len()
-        );
+        println!("{name}: {} bytes, {} frames decoded, acknowledge values {acks:?}", stream.len(), got.len());
     }
 
     println!("\nRevocation preimages of A (shachain, section 5, first index 2^64-1):");
@@ -119,18 +102,12 @@ fn main() {
             a_secrets.hash(n),
             hex(&preimage.0)
         );
-        store
-            .insert(RevocationSecrets::index(n), preimage.0)
-            .expect("A's secrets are consistent");
+        store.insert(RevocationSecrets::index(n), preimage.0).expect("A's secrets are consistent");
     }
     println!("  B's store after 4 revocations: {} entries", store.len());
 
     let fee = commitment_fee(1112, 2);
-    println!(
-        "\nFee example of section 3.6: {} bytes at 1112 sat/kB -> {} sat",
-        commitment_bytecount(2),
-        fee.to_sat()
-    );
+    println!("\nFee example of section 3.6: {} bytes at 1112 sat/kB -> {} sat", commitment_bytecount(2), fee.to_sat());
     let split = split_fee(fee, Amount::from_sat(10_000), Amount::from_sat(150));
     println!(
         "  split between 10000 sat and 150 sat: local pays {} sat, remote pays {} sat; \
@@ -138,11 +115,7 @@ fn main() {
         split.local_paid.to_sat(),
         split.remote_paid.to_sat(),
         split.local.to_sat(),
-        if split.remote_output().is_none() {
-            "none"
-        } else {
-            "one"
-        }
+        if split.remote_output().is_none() { "none" } else { "one" }
     );
 }
 

@@ -150,13 +150,7 @@ pub fn split_fee(fee: Amount, local: Amount, remote: Amount) -> FeeSplit {
         let rest = fee - remote;
         (local.min(rest), remote)
     };
-    FeeSplit {
-        fee,
-        local_paid,
-        remote_paid,
-        local: local - local_paid,
-        remote: remote - remote_paid,
-    }
+    FeeSplit { fee, local_paid, remote_paid, local: local - local_paid, remote: remote - remote_paid }
 }
 
 #[cfg(test)]
@@ -165,9 +159,6 @@ mod tests {
 
     #[test]
     fn saturates_instead_of_wrapping() {
-        assert_eq!(
-            commitment_fee(u32::MAX, usize::MAX),
-            Amount::from_sat(u64::MAX - 1)
-        );
+        assert_eq!(commitment_fee(u32::MAX, usize::MAX), Amount::from_sat(u64::MAX - 1));
     }
 }

@@ -171,10 +171,7 @@ impl Default for ShachainStore {
 
 impl fmt::Debug for ShachainStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ShachainStore")
-            .field("entries", &self.valid)
-            .field("min_index", &self.min_index)
-            .finish()
+        f.debug_struct("ShachainStore").field("entries", &self.valid).field("min_index", &self.min_index).finish()
     }
 }
 
@@ -184,11 +181,7 @@ impl ShachainStore {
 
     /// An empty store.
     pub fn new() -> Self {
-        ShachainStore {
-            known: [([0; 32], 0); 65],
-            valid: 0,
-            min_index: None,
-        }
+        ShachainStore { known: [([0; 32], 0); 65], valid: 0, min_index: None }
     }
 
     /// How many entries the store keeps (never more than 65).
@@ -214,18 +207,12 @@ impl ShachainStore {
     pub fn insert(&mut self, index: u64, secret: [u8; 32]) -> Result<(), ShachainError> {
         let expected = self.next_index().ok_or(ShachainError::Exhausted)?;
         if index != expected {
-            return Err(ShachainError::OutOfOrder {
-                expected,
-                got: index,
-            });
+            return Err(ShachainError::OutOfOrder { expected, got: index });
         }
         let pos = position(index) as usize;
         for &(known, known_index) in &self.known[..pos.min(self.valid)] {
             if derive_bits(secret, known_index, pos as u32) != known {
-                return Err(ShachainError::Inconsistent {
-                    index,
-                    conflicts_with: known_index,
-                });
+                return Err(ShachainError::Inconsistent { index, conflicts_with: known_index });
             }
         }
         self.known[pos] = (secret, index);
@@ -279,11 +266,7 @@ impl ShachainStore {
         let valid = usize::from(valid);
         let mut store = ShachainStore::new();
         if valid == 0 {
-            return if rest.is_empty() {
-                Ok(store)
-            } else {
-                Err(ShachainDecodeError::Length)
-            };
+            return if rest.is_empty() { Ok(store) } else { Err(ShachainDecodeError::Length) };
         }
         if valid > 65 || rest.len() != 8 + valid * 40 {
             return Err(ShachainDecodeError::Length);

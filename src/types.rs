@@ -72,9 +72,7 @@ impl fmt::Display for MilliSats {
 impl MilliSats {
     /// The sum of `amounts`, or `None` on overflow.
     pub fn checked_sum(amounts: impl IntoIterator<Item = MilliSats>) -> Option<MilliSats> {
-        amounts
-            .into_iter()
-            .try_fold(MilliSats::ZERO, MilliSats::checked_add)
+        amounts.into_iter().try_fold(MilliSats::ZERO, MilliSats::checked_add)
     }
 }
 
@@ -194,15 +192,9 @@ mod tests {
     fn msat_arithmetic_is_checked() {
         assert_eq!(MilliSats::MAX.checked_add(MilliSats::from_msat(1)), None);
         assert_eq!(MilliSats::ZERO.checked_sub(MilliSats::from_msat(1)), None);
-        assert_eq!(
-            MilliSats::from_msat(1999).to_sat_floor(),
-            Amount::from_sat(1)
-        );
+        assert_eq!(MilliSats::from_msat(1999).to_sat_floor(), Amount::from_sat(1));
         assert_eq!(MilliSats::from_sat(Amount::from_sat(u64::MAX)), None);
-        assert_eq!(
-            MilliSats::checked_sum([MilliSats::MAX, MilliSats::from_msat(1)]),
-            None
-        );
+        assert_eq!(MilliSats::checked_sum([MilliSats::MAX, MilliSats::from_msat(1)]), None);
         assert_eq!(
             MilliSats::checked_sum([MilliSats::from_msat(2), MilliSats::from_msat(3)]),
             Some(MilliSats::from_msat(5))
@@ -215,9 +207,6 @@ mod tests {
         // 513 seconds round up to two 512-second units, with the type flag.
         assert_eq!(Delay::Seconds(513).to_sequence(), Sequence((1 << 22) | 2));
         assert_eq!(Delay::from_seconds(Delay::MAX_SECONDS + 1), None);
-        assert_eq!(
-            Delay::Seconds(Delay::MAX_SECONDS).to_sequence(),
-            Sequence((1 << 22) | 0xFFFF)
-        );
+        assert_eq!(Delay::Seconds(Delay::MAX_SECONDS).to_sequence(), Sequence((1 << 22) | 0xFFFF));
     }
 }

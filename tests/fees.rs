@@ -1,9 +1,7 @@
 //! Fee calculation (section 3.6, R3.6-a..e, ruling D9).
 
 use bitcoin::Amount;
-use paychan::fees::{
-    commitment_bytecount, commitment_fee, htlc_is_dust, is_dust, split_fee, DUST_LIMIT,
-};
+use paychan::fees::{commitment_bytecount, commitment_fee, htlc_is_dust, is_dust, split_fee, DUST_LIMIT};
 use paychan::MilliSats;
 use proptest::prelude::*;
 
@@ -48,23 +46,14 @@ fn dust_is_below_546_satoshis() {
 fn split_cases_of_the_text() {
     // R3.6-c: both can afford half: each pays half.
     let s = split_fee(sat(1000), sat(10_000), sat(700));
-    assert_eq!(
-        (s.local_paid, s.remote_paid, s.local, s.remote),
-        (sat(500), sat(500), sat(9500), sat(200))
-    );
+    assert_eq!((s.local_paid, s.remote_paid, s.local, s.remote), (sat(500), sat(500), sat(9500), sat(200)));
     // R3.6-d: the remote's 200 left is dust and has no output.
-    assert_eq!(
-        (s.local_output(), s.remote_output()),
-        (Some(sat(9500)), None)
-    );
+    assert_eq!((s.local_output(), s.remote_output()), (Some(sat(9500)), None));
     assert_eq!(s.effective_fee(), sat(1200));
 
     // R3.6-c: remote cannot afford half: it pays all it has, local the rest.
     let s = split_fee(sat(1000), sat(10_000), sat(300));
-    assert_eq!(
-        (s.local_paid, s.remote_paid, s.local, s.remote),
-        (sat(700), sat(300), sat(9300), sat(0))
-    );
+    assert_eq!((s.local_paid, s.remote_paid, s.local, s.remote), (sat(700), sat(300), sat(9300), sat(0)));
     // R3.6-e: remote did not pay its share, local did.
     assert!(!s.remote_paid_share());
     assert!(s.local_paid_share());
@@ -72,20 +61,14 @@ fn split_cases_of_the_text() {
 
     // R3.6-c: neither can afford half: both go to zero.
     let s = split_fee(sat(1000), sat(400), sat(300));
-    assert_eq!(
-        (s.local, s.remote, s.local_paid, s.remote_paid),
-        (sat(0), sat(0), sat(400), sat(300))
-    );
+    assert_eq!((s.local, s.remote, s.local_paid, s.remote_paid), (sat(0), sat(0), sat(400), sat(300)));
     assert!(!s.fully_paid());
     // R3.6-e
     assert!(!s.local_paid_share() && !s.remote_paid_share());
 
     // R3.6-c: local cannot afford half, remote cannot cover the rest.
     let s = split_fee(sat(1000), sat(100), sat(600));
-    assert_eq!(
-        (s.local_paid, s.remote_paid, s.local, s.remote),
-        (sat(100), sat(600), sat(0), sat(0))
-    );
+    assert_eq!((s.local_paid, s.remote_paid, s.local, s.remote), (sat(100), sat(600), sat(0), sat(0)));
 }
 
 /// The rule of R3.6-c written independently: who pays what.

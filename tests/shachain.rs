@@ -65,11 +65,7 @@ fn matches_the_48_bit_definition_below_2_pow_48() {
     ];
     for (seed, index, expected) in cases {
         // R5-c
-        assert_eq!(
-            derive(&hex32(seed), index),
-            hex32(expected),
-            "seed {seed} index {index}"
-        );
+        assert_eq!(derive(&hex32(seed), index), hex32(expected), "seed {seed} index {index}");
     }
 }
 
@@ -193,20 +189,14 @@ fn a_million_sequential_inserts_stay_within_65_entries() {
     let mut most = 0;
     for i in 0..1_000_000u64 {
         let index = u64::MAX - i;
-        store
-            .insert(index, reference_bits(top, index, 19, 0))
-            .unwrap();
+        store.insert(index, reference_bits(top, index, 19, 0)).unwrap();
         most = most.max(store.len());
     }
     // R5-d
     assert!(most <= 65, "store grew to {most} entries");
     for i in [0u64, 1, 2, 1023, 65_536, 999_999, 123_457] {
         let index = u64::MAX - i;
-        assert_eq!(
-            store.get(index),
-            Some(reference_bits(top, index, 19, 0)),
-            "index {index}"
-        );
+        assert_eq!(store.get(index), Some(reference_bits(top, index, 19, 0)), "index {index}");
     }
 }
 
@@ -217,19 +207,14 @@ fn inserts_must_be_sequential_from_the_top() {
     // R5-b: the first secret is index 2^64-1.
     assert_eq!(
         store.insert(u64::MAX - 1, reference(seed, u64::MAX - 1)),
-        Err(ShachainError::OutOfOrder {
-            expected: u64::MAX,
-            got: u64::MAX - 1
-        })
+        Err(ShachainError::OutOfOrder { expected: u64::MAX, got: u64::MAX - 1 })
     );
     assert!(store.is_empty());
     store.insert(u64::MAX, reference(seed, u64::MAX)).unwrap();
     // Repeating or skipping an index is refused and changes nothing.
     let before = store.clone();
     assert!(store.insert(u64::MAX, reference(seed, u64::MAX)).is_err());
-    assert!(store
-        .insert(u64::MAX - 2, reference(seed, u64::MAX - 2))
-        .is_err());
+    assert!(store.insert(u64::MAX - 2, reference(seed, u64::MAX - 2)).is_err());
     assert_eq!(store, before);
     assert_eq!(store.next_index(), Some(u64::MAX - 1));
 }
@@ -239,9 +224,7 @@ fn serialized_store_is_checked() {
     let seed = [3u8; 32];
     let mut store = ShachainStore::new();
     for i in 0..10 {
-        store
-            .insert(u64::MAX - i, reference(seed, u64::MAX - i))
-            .unwrap();
+        store.insert(u64::MAX - i, reference(seed, u64::MAX - i)).unwrap();
     }
     let bytes = store.to_bytes();
     assert!(ShachainStore::from_bytes(&bytes[..bytes.len() - 1]).is_err());

@@ -7,17 +7,12 @@
 mod common;
 
 use bitcoin::hashes::{ripemd160, sha256, Hash};
-use bitcoin::{
-    absolute, Amount, CompressedPublicKey, FeeRate, OutPoint, ScriptBuf, Sequence, Transaction,
-    TxOut,
-};
+use bitcoin::{absolute, Amount, CompressedPublicKey, FeeRate, OutPoint, ScriptBuf, Sequence, Transaction, TxOut};
 use common::chain::{funding_tx, resign, set_witness_element, verify_input};
 use common::{pubkey, secret};
 use paychan::fees::{commitment_fee, DUST_LIMIT};
 use paychan::tx::closing::{build_close, CloseSpec};
-use paychan::tx::commitment::{
-    self, to_self_script, Commitment, CommitmentSpec, HtlcDirection, HtlcSpec, OutputKind,
-};
+use paychan::tx::commitment::{self, to_self_script, Commitment, CommitmentSpec, HtlcDirection, HtlcSpec, OutputKind};
 use paychan::tx::funding::{anchor_witness_script, validate_funding, FundingError, FundingOutput};
 use paychan::tx::htlc::{offered_htlc_script, received_htlc_script, success_sweep, timeout_sweep};
 use paychan::tx::penalty::{build_penalty, PenaltyError, MAX_PENALTY_TX_SIZE};
@@ -67,20 +62,8 @@ fn height(h: u32) -> absolute::LockTime {
     absolute::LockTime::from_height(h).unwrap()
 }
 
-fn htlc(
-    direction: HtlcDirection,
-    id: u64,
-    msat: u64,
-    preimage: u8,
-    expiry: absolute::LockTime,
-) -> HtlcSpec {
-    HtlcSpec {
-        direction,
-        id,
-        amount: MilliSats::from_msat(msat),
-        r_hash: r(preimage).hash(),
-        expiry,
-    }
+fn htlc(direction: HtlcDirection, id: u64, msat: u64, preimage: u8, expiry: absolute::LockTime) -> HtlcSpec {
+    HtlcSpec { direction, id, amount: MilliSats::from_msat(msat), r_hash: r(preimage).hash(), expiry }
 }
 
 /// The standard test commitment of A: balances plus one offered, one
@@ -123,11 +106,7 @@ fn broadcast_a(f: &FundingOutput, spent: &TxOut, c: &Commitment) -> Transaction 
 }
 
 fn output_of(c: &Commitment, kind: impl Fn(&OutputKind) -> bool) -> u32 {
-    c.outputs()
-        .iter()
-        .find(|o| kind(&o.kind))
-        .expect("output present")
-        .vout
+    c.outputs().iter().find(|o| kind(&o.kind)).expect("output present").vout
 }
 
 fn is_htlc(direction: HtlcDirection, id: u64) -> impl Fn(&OutputKind) -> bool {
@@ -181,10 +160,7 @@ fn script_templates_match_the_specification() {
     let (k1, k2) = (pubkey(1).to_bytes(), pubkey(3).to_bytes());
     let (lo, hi) = if k1 < k2 { (k1, k2) } else { (k2, k1) };
     let anchor = [vec![0x52], push(&lo), push(&hi), vec![0x52, 0xae]].concat();
-    assert_eq!(
-        anchor_witness_script(&pubkey(3), &pubkey(1)).as_bytes(),
-        &anchor[..]
-    );
+    assert_eq!(anchor_witness_script(&pubkey(3), &pubkey(1)).as_bytes(), &anchor[..]);
 
     // To-self: HASH160 <rip(rev)> EQUAL IF <other> ELSE <delay> CSV DROP <owner> ENDIF CHECKSIG.
     let to_self = [
@@ -199,10 +175,7 @@ fn script_templates_match_the_specification() {
         vec![0x68, 0xac],
     ]
     .concat();
-    assert_eq!(
-        to_self_script(&rev, &other, DELAY, &owner).as_bytes(),
-        &to_self[..]
-    );
+    assert_eq!(to_self_script(&rev, &other, DELAY, &owner).as_bytes(), &to_self[..]);
 
     // Offered: SIZE 32 EQUALVERIFY HASH160 DUP <rip(r)> EQUAL SWAP <rip(rev)>
     // EQUAL BOOLOR IF <other> ELSE <expiry> CLTV <delay> CSV 2DROP <owner> ENDIF CHECKSIG.
@@ -222,10 +195,7 @@ fn script_templates_match_the_specification() {
         vec![0x68, 0xac],
     ]
     .concat();
-    assert_eq!(
-        offered_htlc_script(&rh, &rev, &owner, &other, height(500_100), DELAY).as_bytes(),
-        &offered[..]
-    );
+    assert_eq!(offered_htlc_script(&rh, &rev, &owner, &other, height(500_100), DELAY).as_bytes(), &offered[..]);
 
     // Received: SIZE 32 EQUALVERIFY HASH160 DUP <rip(r)> EQUAL IF <delay> CSV
     // 2DROP <owner> ELSE <rip(rev)> EQUAL NOTIF <expiry> CLTV DROP ENDIF
@@ -246,18 +216,12 @@ fn script_templates_match_the_specification() {
         vec![0x68, 0xac],
     ]
     .concat();
-    assert_eq!(
-        received_htlc_script(&rh, &rev, &owner, &other, height(500_100), DELAY).as_bytes(),
-        &received[..]
-    );
+    assert_eq!(received_htlc_script(&rh, &rev, &owner, &other, height(500_100), DELAY).as_bytes(), &received[..]);
 
     // A delay in seconds: 1000 s = 2 units of 512 s, type flag 1 << 22:
     // 0x400002 as a script number is 02 00 40.
     let secs = to_self_script(&rev, &other, Delay::Seconds(1000), &owner);
-    assert!(secs
-        .as_bytes()
-        .windows(4)
-        .any(|w| w == [0x03, 0x02, 0x00, 0x40]));
+    assert!(secs.as_bytes().windows(4).any(|w| w == [0x03, 0x02, 0x00, 0x40]));
 }
 
 // ---------------------------------------------------------------------------
@@ -270,30 +234,15 @@ fn funding_validation() {
     let spk = ScriptBuf::new_p2wsh(&anchor_witness_script(&a, &b).wscript_hash());
     let good = funding_tx(spk.clone(), Amount::from_sat(FUNDING_SAT));
     let f = validate_funding(&good, 0, &b, &a, Amount::from_sat(FUNDING_SAT)).unwrap();
-    assert_eq!(
-        f.outpoint(),
-        OutPoint {
-            txid: good.compute_txid(),
-            vout: 0
-        }
-    );
+    assert_eq!(f.outpoint(), OutPoint { txid: good.compute_txid(), vout: 0 });
     assert_eq!(f.script_pubkey(), spk);
 
     assert_eq!(
         validate_funding(&good, 1, &a, &b, Amount::from_sat(FUNDING_SAT)),
-        Err(FundingError::NoSuchOutput {
-            vout: 1,
-            outputs: 1
-        })
+        Err(FundingError::NoSuchOutput { vout: 1, outputs: 1 })
     );
     assert_eq!(
-        validate_funding(
-            &good,
-            0,
-            &a,
-            &pubkey(STRANGER),
-            Amount::from_sat(FUNDING_SAT)
-        ),
+        validate_funding(&good, 0, &a, &pubkey(STRANGER), Amount::from_sat(FUNDING_SAT)),
         Err(FundingError::WrongScript { vout: 0 })
     );
     assert_eq!(
@@ -336,10 +285,7 @@ fn commitment_spends_the_anchor_only_with_both_signatures() {
     let stranger = InMemorySigner::new(secret(STRANGER), secret(STRANGER + 1));
     let bad = c.sign(&f, &stranger).unwrap();
     assert!(c.verify(&f, &pubkey(3), &bad).is_err());
-    assert!(
-        c.verify(&f, &pubkey(STRANGER), &bad).is_err(),
-        "not an anchor key"
-    );
+    assert!(c.verify(&f, &pubkey(STRANGER), &bad).is_err(), "not an anchor key");
     let forged = c.finalize(&f, &signer_a(), &pubkey(3), &bad).unwrap();
     assert!(verify_input(&forged, 0, &spent).is_err());
 
@@ -362,17 +308,9 @@ fn commitment_spends_the_anchor_only_with_both_signatures() {
 
     // Swapping the two signatures in the witness breaks the key order.
     let mut swapped = tx.clone();
-    let items: Vec<Vec<u8>> = swapped.input[0]
-        .witness
-        .iter()
-        .map(|w| w.to_vec())
-        .collect();
-    swapped.input[0].witness = bitcoin::Witness::from_slice(&[
-        items[0].clone(),
-        items[2].clone(),
-        items[1].clone(),
-        items[3].clone(),
-    ]);
+    let items: Vec<Vec<u8>> = swapped.input[0].witness.iter().map(|w| w.to_vec()).collect();
+    swapped.input[0].witness =
+        bitcoin::Witness::from_slice(&[items[0].clone(), items[2].clone(), items[1].clone(), items[3].clone()]);
     assert!(verify_input(&swapped, 0, &spent).is_err());
 }
 
@@ -393,17 +331,10 @@ fn commitment_layout() {
     // R3.6-e: both paid their share, so either may add HTLCs.
     assert!(c.fee_split().local_paid_share() && c.fee_split().remote_paid_share());
     // D4: every output is segwit v0 (P2WSH, or P2WPKH for to-other).
-    assert!(c
-        .tx()
-        .output
-        .iter()
-        .all(|o| o.script_pubkey.is_p2wsh() || o.script_pubkey.is_p2wpkh()));
+    assert!(c.tx().output.iter().all(|o| o.script_pubkey.is_p2wsh() || o.script_pubkey.is_p2wpkh()));
     // Value: outputs + fee paid + dust HTLC = funding.
     let outs: Amount = c.tx().output.iter().map(|o| o.value).sum();
-    assert_eq!(
-        outs + Amount::from_sat(4020) + Amount::from_sat(400),
-        Amount::from_sat(FUNDING_SAT)
-    );
+    assert_eq!(outs + Amount::from_sat(4020) + Amount::from_sat(400), Amount::from_sat(FUNDING_SAT));
     assert_eq!(c.absolute_fee(&f), Amount::from_sat(4420));
     // Version 2, lock time 0, nSequence final.
     assert_eq!(c.tx().version, bitcoin::transaction::Version::TWO);
@@ -428,44 +359,20 @@ fn to_self_delayed_path() {
     // nSequence one below the delay fails CSV.
     let mut early = sweep.clone();
     early.input[0].sequence = Sequence(143);
-    resign(
-        &mut early,
-        0,
-        &witness_script(&c, vout),
-        c.output(vout).unwrap().value,
-        &secret(2),
-    );
-    assert!(
-        spends(&early, &c).is_err(),
-        "CSV must reject nSequence below the delay"
-    );
+    resign(&mut early, 0, &witness_script(&c, vout), c.output(vout).unwrap().value, &secret(2));
+    assert!(spends(&early, &c).is_err(), "CSV must reject nSequence below the delay");
     // Transaction version 1 disables BIP68: CSV fails.
     let mut v1 = sweep.clone();
     v1.version = bitcoin::transaction::Version::ONE;
-    resign(
-        &mut v1,
-        0,
-        &witness_script(&c, vout),
-        c.output(vout).unwrap().value,
-        &secret(2),
-    );
+    resign(&mut v1, 0, &witness_script(&c, vout), c.output(vout).unwrap().value, &secret(2));
     assert!(spends(&v1, &c).is_err());
     // The other side's key cannot use the delayed path.
     let mut wrong_key = sweep.clone();
-    resign(
-        &mut wrong_key,
-        0,
-        &witness_script(&c, vout),
-        c.output(vout).unwrap().value,
-        &secret(4),
-    );
+    resign(&mut wrong_key, 0, &witness_script(&c, vout), c.output(vout).unwrap().value, &secret(4));
     assert!(spends(&wrong_key, &c).is_err());
     // Only the owner's to-self output takes this claim.
     let htlc_vout = output_of(&c, is_htlc(HtlcDirection::Offered, 0));
-    assert!(matches!(
-        to_self_sweep(&c, htlc_vout, dest(), rate(), &signer_a()),
-        Err(SweepError::WrongClaim { .. })
-    ));
+    assert!(matches!(to_self_sweep(&c, htlc_vout, dest(), rate(), &signer_a()), Err(SweepError::WrongClaim { .. })));
 }
 
 #[test]
@@ -476,31 +383,16 @@ fn to_self_delayed_path_in_seconds() {
     let vout = output_of(&c, |k| *k == OutputKind::ToOwner);
     let sweep = to_self_sweep(&c, vout, dest(), rate(), &signer_a()).unwrap();
     // 3600 s rounds up to 8 units of 512 s.
-    assert_eq!(
-        sweep.input[0].sequence,
-        Sequence::from_512_second_intervals(8)
-    );
+    assert_eq!(sweep.input[0].sequence, Sequence::from_512_second_intervals(8));
     spends(&sweep, &c).expect("time-based CSV");
     let mut early = sweep.clone();
     early.input[0].sequence = Sequence::from_512_second_intervals(7);
-    resign(
-        &mut early,
-        0,
-        &witness_script(&c, vout),
-        c.output(vout).unwrap().value,
-        &secret(2),
-    );
+    resign(&mut early, 0, &witness_script(&c, vout), c.output(vout).unwrap().value, &secret(2));
     assert!(spends(&early, &c).is_err());
     // A block-based nSequence does not satisfy a time-based CSV.
     let mut blocks = sweep.clone();
     blocks.input[0].sequence = Sequence(60_000);
-    resign(
-        &mut blocks,
-        0,
-        &witness_script(&c, vout),
-        c.output(vout).unwrap().value,
-        &secret(2),
-    );
+    resign(&mut blocks, 0, &witness_script(&c, vout), c.output(vout).unwrap().value, &secret(2));
     assert!(spends(&blocks, &c).is_err());
 }
 
@@ -515,13 +407,9 @@ fn revocation_paths() {
     let tx = &penalty.txs[0];
     assert_eq!(tx.input.len(), 3, "to-self and both HTLCs");
     for (i, input) in tx.input.iter().enumerate() {
-        verify_input(tx, i, &c.tx().output[input.previous_output.vout as usize])
-            .expect("revocation path");
+        verify_input(tx, i, &c.tx().output[input.previous_output.vout as usize]).expect("revocation path");
     }
-    assert_eq!(
-        penalty.already_ours.map(|(o, _)| o.vout),
-        Some(output_of(&c, |k| *k == OutputKind::ToOther))
-    );
+    assert_eq!(penalty.already_ours.map(|(o, _)| o.vout), Some(output_of(&c, |k| *k == OutputKind::ToOther)));
 
     // With a hash that was not revoked (any other 32 bytes), each script
     // falls to a path B cannot use yet.
@@ -529,28 +417,13 @@ fn revocation_paths() {
         let mut bad = tx.clone();
         set_witness_element(&mut bad, i, 1, vec![0x55; 32]);
         let vout = bad.input[i].previous_output.vout;
-        resign(
-            &mut bad,
-            i,
-            &witness_script(&c, vout),
-            c.output(vout).unwrap().value,
-            &secret(4),
-        );
-        assert!(
-            verify_input(&bad, i, &c.tx().output[vout as usize]).is_err(),
-            "input {i} with a non-revoked hash"
-        );
+        resign(&mut bad, i, &witness_script(&c, vout), c.output(vout).unwrap().value, &secret(4));
+        assert!(verify_input(&bad, i, &c.tx().output[vout as usize]).is_err(), "input {i} with a non-revoked hash");
     }
     // The owner's key cannot use the revocation path.
     let mut wrong = tx.clone();
     let vout = wrong.input[0].previous_output.vout;
-    resign(
-        &mut wrong,
-        0,
-        &witness_script(&c, vout),
-        c.output(vout).unwrap().value,
-        &secret(2),
-    );
+    resign(&mut wrong, 0, &witness_script(&c, vout), c.output(vout).unwrap().value, &secret(2));
     assert!(verify_input(&wrong, 0, &c.tx().output[vout as usize]).is_err());
     // The API refuses a wrong preimage outright.
     assert_eq!(
@@ -581,10 +454,7 @@ fn offered_htlc_paths() {
     assert!(spends(&short, &c).is_err(), "a preimage must be 32 bytes");
     let mut wrong_key = success.clone();
     resign(&mut wrong_key, 0, &script, value, &secret(2));
-    assert!(
-        spends(&wrong_key, &c).is_err(),
-        "owner cannot take the success path"
-    );
+    assert!(spends(&wrong_key, &c).is_err(), "owner cannot take the success path");
     assert!(matches!(
         success_sweep(&c, vout, r(9), dest(), rate(), &signer_b()),
         Err(SweepError::WrongPreimage { .. })
@@ -593,10 +463,7 @@ fn offered_htlc_paths() {
     // R6.2-b, D6: A (the owner) spends the HTLC output directly (no
     // second-stage transaction) after expiry and the CSV delay.
     let timeout = timeout_sweep(&c, vout, dest(), rate(), &signer_a()).unwrap();
-    assert_eq!(
-        (timeout.lock_time, timeout.input[0].sequence),
-        (height(500_100), Sequence(144))
-    );
+    assert_eq!((timeout.lock_time, timeout.input[0].sequence), (height(500_100), Sequence(144)));
     spends(&timeout, &c).expect("owner's timeout path");
     let mut early = timeout.clone();
     early.lock_time = height(500_099);
@@ -609,16 +476,10 @@ fn offered_htlc_paths() {
     let mut final_seq = timeout.clone();
     final_seq.input[0].sequence = Sequence::MAX;
     resign(&mut final_seq, 0, &script, value, &secret(2));
-    assert!(
-        spends(&final_seq, &c).is_err(),
-        "a final nSequence disables CLTV"
-    );
+    assert!(spends(&final_seq, &c).is_err(), "a final nSequence disables CLTV");
     let mut wrong_key = timeout.clone();
     resign(&mut wrong_key, 0, &script, value, &secret(4));
-    assert!(
-        spends(&wrong_key, &c).is_err(),
-        "other side cannot take the timeout path"
-    );
+    assert!(spends(&wrong_key, &c).is_err(), "other side cannot take the timeout path");
 }
 
 #[test]
@@ -657,10 +518,7 @@ fn received_htlc_paths() {
     let mut time_lock = timeout.clone();
     time_lock.lock_time = absolute::LockTime::from_time(1_900_000_000).unwrap();
     resign(&mut time_lock, 0, &script, value, &secret(4));
-    assert!(
-        spends(&time_lock, &c).is_err(),
-        "a time lock does not satisfy a height expiry"
-    );
+    assert!(spends(&time_lock, &c).is_err(), "a time lock does not satisfy a height expiry");
     let mut wrong_key = timeout.clone();
     resign(&mut wrong_key, 0, &script, value, &secret(2));
     assert!(spends(&wrong_key, &c).is_err());
@@ -670,10 +528,8 @@ fn received_htlc_paths() {
 fn htlc_paths_with_time_expiry() {
     let (f, spent) = funding();
     let t = absolute::LockTime::from_time(1_700_000_000).unwrap();
-    let htlcs = vec![
-        htlc(HtlcDirection::Offered, 7, 20_000_000, 4, t),
-        htlc(HtlcDirection::Received, 8, 20_000_000, 5, t),
-    ];
+    let htlcs =
+        vec![htlc(HtlcDirection::Offered, 7, 20_000_000, 4, t), htlc(HtlcDirection::Received, 8, 20_000_000, 5, t)];
     let c = build_a(&f, &htlcs, DELAY, 10_000);
     broadcast_a(&f, &spent, &c);
     let offered = output_of(&c, is_htlc(HtlcDirection::Offered, 7));
@@ -685,13 +541,7 @@ fn htlc_paths_with_time_expiry() {
     spends(&b_timeout, &c).unwrap();
     let mut early = b_timeout.clone();
     early.lock_time = absolute::LockTime::from_time(1_699_999_999).unwrap();
-    resign(
-        &mut early,
-        0,
-        &witness_script(&c, received),
-        c.output(received).unwrap().value,
-        &secret(4),
-    );
+    resign(&mut early, 0, &witness_script(&c, received), c.output(received).unwrap().value, &secret(4));
     assert!(spends(&early, &c).is_err());
 }
 
@@ -708,29 +558,17 @@ fn one_sweep_for_several_timeouts() {
     let c = build_a(&f, &htlcs, DELAY, 10_000);
     broadcast_a(&f, &spent, &c);
     let input = |id| {
-        SweepInput::from_commitment(
-            &c,
-            output_of(&c, is_htlc(HtlcDirection::Offered, id)),
-            Claim::Timeout,
-        )
-        .unwrap()
+        SweepInput::from_commitment(&c, output_of(&c, is_htlc(HtlcDirection::Offered, id)), Claim::Timeout).unwrap()
     };
     // Two height expiries: nLockTime is the later one and both inputs spend.
     let tx = build_sweep(vec![input(1), input(2)], dest(), rate(), &signer_a()).unwrap();
     assert_eq!(tx.lock_time, height(500_050));
     for (i, txin) in tx.input.iter().enumerate() {
-        verify_input(&tx, i, &c.tx().output[txin.previous_output.vout as usize])
-            .expect("timeout input");
+        verify_input(&tx, i, &c.tx().output[txin.previous_output.vout as usize]).expect("timeout input");
     }
     // R6.2-b: a height and a time cannot share one nLockTime.
-    assert_eq!(
-        build_sweep(vec![input(1), input(3)], dest(), rate(), &signer_a()),
-        Err(SweepError::MixedLockTimeUnits)
-    );
-    assert_eq!(
-        build_sweep(vec![], dest(), rate(), &signer_a()),
-        Err(SweepError::Empty)
-    );
+    assert_eq!(build_sweep(vec![input(1), input(3)], dest(), rate(), &signer_a()), Err(SweepError::MixedLockTimeUnits));
+    assert_eq!(build_sweep(vec![], dest(), rate(), &signer_a()), Err(SweepError::Empty));
 }
 
 #[test]
@@ -743,17 +581,10 @@ fn sweep_fee_and_dust() {
     // The fee covers the real weight at the asked rate (signatures here are
     // at most 72 bytes; the estimate allows 73).
     assert!(fee >= rate().fee_wu(sweep.weight()).unwrap());
-    assert!(
-        fee <= rate()
-            .fee_wu(sweep.weight() + bitcoin::Weight::from_wu(4))
-            .unwrap()
-    );
+    assert!(fee <= rate().fee_wu(sweep.weight() + bitcoin::Weight::from_wu(4)).unwrap());
     // A fee rate that eats the output is refused, not paid.
     let huge = FeeRate::from_sat_per_vb(100_000).unwrap();
-    assert!(matches!(
-        to_self_sweep(&c, vout, dest(), huge, &signer_a()),
-        Err(SweepError::NotWorthSweeping { .. })
-    ));
+    assert!(matches!(to_self_sweep(&c, vout, dest(), huge, &signer_a()), Err(SweepError::NotWorthSweeping { .. })));
 }
 
 // ---------------------------------------------------------------------------
@@ -807,19 +638,9 @@ fn close_transaction() {
     );
 
     // R3.6-d: a dust balance has no output.
-    let dusty = build_close(&close_spec(
-        &f,
-        pubkey(2),
-        pubkey(4),
-        FUNDING_SAT * 1000 - 500_000,
-        1000,
-    ))
-    .unwrap();
+    let dusty = build_close(&close_spec(&f, pubkey(2), pubkey(4), FUNDING_SAT * 1000 - 500_000, 1000)).unwrap();
     assert_eq!(dusty.tx().output.len(), 1);
-    assert_eq!(
-        dusty.tx().output[0].value,
-        Amount::from_sat(FUNDING_SAT - 500 - 500)
-    );
+    assert_eq!(dusty.tx().output[0].value, Amount::from_sat(FUNDING_SAT - 500 - 500));
 }
 
 // ---------------------------------------------------------------------------
@@ -833,31 +654,12 @@ fn golden(name: &str, description: &str, tx: &Transaction) {
     let path = format!("{}/tests/vectors/{name}.hex", env!("CARGO_MANIFEST_DIR"));
     let hex = bitcoin::consensus::encode::serialize_hex(tx);
     if std::env::var_os("PAYCHAN_BLESS").is_some() {
-        let body: Vec<String> = hex
-            .as_bytes()
-            .chunks(64)
-            .map(|c| String::from_utf8(c.to_vec()).unwrap())
-            .collect();
-        std::fs::write(
-            &path,
-            format!(
-                "# {description}\n# txid {}\n{}\n",
-                tx.compute_txid(),
-                body.join("\n")
-            ),
-        )
-        .unwrap();
+        let body: Vec<String> = hex.as_bytes().chunks(64).map(|c| String::from_utf8(c.to_vec()).unwrap()).collect();
+        std::fs::write(&path, format!("# {description}\n# txid {}\n{}\n", tx.compute_txid(), body.join("\n"))).unwrap();
         return;
     }
     let expected = common::read_hex_vector(&path);
-    assert_eq!(
-        hex,
-        expected
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>(),
-        "{name} changed"
-    );
+    assert_eq!(hex, expected.iter().map(|b| format!("{b:02x}")).collect::<String>(), "{name} changed");
 }
 
 #[test]
@@ -889,19 +691,9 @@ fn golden_vectors() {
         "B's penalty on the commitment with HTLCs, revocation preimage e0*32, 10 sat/vB, to P2WPKH of secret(50)",
         &penalty.txs[0],
     );
-    let sweep = to_self_sweep(
-        &with,
-        output_of(&with, |k| *k == OutputKind::ToOwner),
-        dest(),
-        rate(),
-        &signer_a(),
-    )
-    .unwrap();
-    golden(
-        "tx_to_self_sweep",
-        "A's delayed to-self sweep of the commitment with HTLCs, 10 sat/vB",
-        &sweep,
-    );
+    let sweep =
+        to_self_sweep(&with, output_of(&with, |k| *k == OutputKind::ToOwner), dest(), rate(), &signer_a()).unwrap();
+    golden("tx_to_self_sweep", "A's delayed to-self sweep of the commitment with HTLCs, 10 sat/vB", &sweep);
 }
 
 // ---------------------------------------------------------------------------
@@ -910,10 +702,7 @@ fn golden_vectors() {
 
 fn arb_commitment() -> impl Strategy<Value = (Vec<HtlcSpec>, u64, u32, u16)> {
     (
-        proptest::collection::vec(
-            (any::<bool>(), 1u64..3_000_000, 0u8..8, 400_000u32..400_100),
-            0..40,
-        ),
+        proptest::collection::vec((any::<bool>(), 1u64..3_000_000, 0u8..8, 400_000u32..400_100), 0..40),
         0u64..=1000,
         0u32..100_000,
         1u16..2000,
@@ -923,11 +712,7 @@ fn arb_commitment() -> impl Strategy<Value = (Vec<HtlcSpec>, u64, u32, u16)> {
                 .into_iter()
                 .enumerate()
                 .map(|(i, (offered, msat, p, h))| HtlcSpec {
-                    direction: if offered {
-                        HtlcDirection::Offered
-                    } else {
-                        HtlcDirection::Received
-                    },
+                    direction: if offered { HtlcDirection::Offered } else { HtlcDirection::Received },
                     id: i as u64,
                     amount: MilliSats::from_msat(msat),
                     r_hash: r(p).hash(),
@@ -1026,11 +811,7 @@ proptest! {
 fn many_htlcs(n: u64) -> Vec<HtlcSpec> {
     (0..n)
         .map(|i| HtlcSpec {
-            direction: if i % 2 == 0 {
-                HtlcDirection::Offered
-            } else {
-                HtlcDirection::Received
-            },
+            direction: if i % 2 == 0 { HtlcDirection::Offered } else { HtlcDirection::Received },
             id: i,
             amount: MilliSats::from_msat(600_000 + i),
             r_hash: sha256::Hash::hash(&i.to_le_bytes()),
@@ -1046,11 +827,7 @@ fn a_1500_htlc_commitment_builds_signs_and_verifies() {
     // R3.2-c: 1500 HTLCs, every one with its own output.
     let c = build_a(&f, &htlcs, DELAY, 1000);
     assert_eq!(c.tx().output.len(), 1502);
-    assert!(
-        c.tx().total_size() < 100_000,
-        "{} bytes",
-        c.tx().total_size()
-    );
+    assert!(c.tx().total_size() < 100_000, "{} bytes", c.tx().total_size());
     let tx = broadcast_a(&f, &spent, &c);
     assert_eq!(tx.compute_txid(), c.txid());
 }
@@ -1067,24 +844,18 @@ fn a_revoked_1500_htlc_commitment_is_swept_completely() {
     let mut swept = std::collections::BTreeSet::new();
     for tx in &penalty.txs {
         // R6.1-c: each penalty transaction is under 100,000 bytes.
-        assert!(
-            tx.total_size() < MAX_PENALTY_TX_SIZE,
-            "{} bytes",
-            tx.total_size()
-        );
+        assert!(tx.total_size() < MAX_PENALTY_TX_SIZE, "{} bytes", tx.total_size());
         for (i, input) in tx.input.iter().enumerate() {
             assert_eq!(input.previous_output.txid, c.txid());
             // R6.1-b: every input really spends its output.
-            verify_input(tx, i, &c.tx().output[input.previous_output.vout as usize])
-                .expect("penalty input");
+            verify_input(tx, i, &c.tx().output[input.previous_output.vout as usize]).expect("penalty input");
             assert!(swept.insert(input.previous_output.vout), "swept twice");
         }
     }
     // R6.1-b: every output but the one already ours is swept.
     let to_other = output_of(&c, |k| *k == OutputKind::ToOther);
-    let expected: std::collections::BTreeSet<u32> = (0..c.tx().output.len() as u32)
-        .filter(|v| *v != to_other)
-        .collect();
+    let expected: std::collections::BTreeSet<u32> =
+        (0..c.tx().output.len() as u32).filter(|v| *v != to_other).collect();
     assert_eq!(swept, expected);
 }
 
@@ -1096,24 +867,14 @@ fn uneconomical_penalty_outputs_are_reported() {
     // more than the 30 000-sat HTLC, less than the 50 000-sat one.
     let high = FeeRate::from_sat_per_vb(400).unwrap();
     let penalty = build_penalty(&c, rev_preimage(0), dest(), high, &signer_b()).unwrap();
-    let skipped: Vec<u32> = penalty
-        .uneconomical
-        .iter()
-        .map(|(o, _, _)| o.vout)
-        .collect();
-    assert_eq!(
-        skipped,
-        vec![output_of(&c, is_htlc(HtlcDirection::Received, 0))]
-    );
+    let skipped: Vec<u32> = penalty.uneconomical.iter().map(|(o, _, _)| o.vout).collect();
+    assert_eq!(skipped, vec![output_of(&c, is_htlc(HtlcDirection::Received, 0))]);
     let (_, value, cost) = penalty.uneconomical[0];
     assert!(cost >= value && cost < Amount::from_sat(50_000));
     assert_eq!(penalty.txs.len(), 1);
     assert_eq!(penalty.txs[0].input.len(), 2);
     // Nothing is lost silently: every output is swept, reported, or ours.
-    assert_eq!(
-        penalty.txs[0].input.len() + skipped.len() + 1,
-        c.tx().output.len()
-    );
+    assert_eq!(penalty.txs[0].input.len() + skipped.len() + 1, c.tx().output.len());
 }
 
 #[test]
@@ -1130,10 +891,7 @@ fn commitment_rejects_inconsistent_specs() {
         revocation_hash: rev_preimage(0).hash(),
         delay: DELAY,
     };
-    assert!(matches!(
-        commitment::build(&spec),
-        Err(commitment::CommitmentError::ValueMismatch { .. })
-    ));
+    assert!(matches!(commitment::build(&spec), Err(commitment::CommitmentError::ValueMismatch { .. })));
     let dup = [
         htlc(HtlcDirection::Offered, 5, 1_000_000, 1, height(1)),
         htlc(HtlcDirection::Offered, 5, 2_000_000, 2, height(1)),
@@ -1144,10 +902,7 @@ fn commitment_rejects_inconsistent_specs() {
         htlcs: &dup,
         ..spec
     };
-    assert!(matches!(
-        commitment::build(&spec),
-        Err(commitment::CommitmentError::DuplicateHtlc { id: 5, .. })
-    ));
+    assert!(matches!(commitment::build(&spec), Err(commitment::CommitmentError::DuplicateHtlc { id: 5, .. })));
     // R3.6-c, R3.6-e: an owner with 300 sat cannot pay half of a 4020-sat
     // fee: it pays all it has, the other side the rest, and the owner has
     // not paid its share.
@@ -1159,16 +914,10 @@ fn commitment_rejects_inconsistent_specs() {
         ..spec
     };
     let c = commitment::build(&poor).unwrap();
-    assert_eq!(
-        (c.fee_split().local_paid, c.fee_split().remote_paid),
-        (Amount::from_sat(300), Amount::from_sat(3720))
-    );
+    assert_eq!((c.fee_split().local_paid, c.fee_split().remote_paid), (Amount::from_sat(300), Amount::from_sat(3720)));
     assert!(!c.fee_split().local_paid_share());
     assert!(c.fee_split().remote_paid_share());
-    assert!(
-        c.outputs().iter().all(|o| o.kind != OutputKind::ToOwner),
-        "R3.6-d: nothing left for the owner"
-    );
+    assert!(c.outputs().iter().all(|o| o.kind != OutputKind::ToOwner), "R3.6-d: nothing left for the owner");
     // The signer's public keys are what the scripts use.
     assert_eq!(signer_a().public_key(KeyRole::Final), pubkey(2));
     assert_eq!(signer_a().public_key(KeyRole::Commit), pubkey(1));
@@ -1178,24 +927,11 @@ fn commitment_rejects_inconsistent_specs() {
 /// and they must stay the same bytes.
 #[test]
 fn the_specification_shows_the_vectors() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/transactions.md"))
-        .unwrap();
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/transactions.md")).unwrap();
     let doc_hex: String = doc.split_whitespace().collect();
-    for name in [
-        "tx_commitment_no_htlcs",
-        "tx_commitment_htlcs",
-        "tx_close",
-        "tx_penalty",
-        "tx_to_self_sweep",
-    ] {
-        let bytes = common::read_hex_vector(&format!(
-            "{}/tests/vectors/{name}.hex",
-            env!("CARGO_MANIFEST_DIR")
-        ));
+    for name in ["tx_commitment_no_htlcs", "tx_commitment_htlcs", "tx_close", "tx_penalty", "tx_to_self_sweep"] {
+        let bytes = common::read_hex_vector(&format!("{}/tests/vectors/{name}.hex", env!("CARGO_MANIFEST_DIR")));
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        assert!(
-            doc_hex.contains(&hex),
-            "docs/transactions.md does not show {name}"
-        );
+        assert!(doc_hex.contains(&hex), "docs/transactions.md does not show {name}");
     }
 }

@@ -13,9 +13,8 @@ use common::{pb, pubkey, read_hex_vector, sig};
 use paychan::wire::frame::{encode_frame, FrameDecoder, FrameError, HEADER_LEN};
 use paychan::wire::{self, DecodeErrorKind, Message, MAX_PKT_LEN};
 use paychan::wire::{
-    AnchorOffer, Authenticate, CloseSignature, ErrorMessage, OpenAnchor, OpenChannel,
-    OpenCommitSig, UpdateAddHtlc, UpdateCommit, UpdateFailHtlc, UpdateFee, UpdateFulfillHtlc,
-    UpdateRevocation,
+    AnchorOffer, Authenticate, CloseSignature, ErrorMessage, OpenAnchor, OpenChannel, OpenCommitSig, UpdateAddHtlc,
+    UpdateCommit, UpdateFailHtlc, UpdateFee, UpdateFulfillHtlc, UpdateRevocation,
 };
 use paychan::{Delay, HtlcMsat, Preimage};
 use proptest::prelude::*;
@@ -29,10 +28,7 @@ fn sig_r1_s2() -> Signature {
 }
 
 fn vector(name: &str) -> Vec<u8> {
-    read_hex_vector(&format!(
-        "{}/tests/vectors/wire_{name}.hex",
-        env!("CARGO_MANIFEST_DIR")
-    ))
+    read_hex_vector(&format!("{}/tests/vectors/wire_{name}.hex", env!("CARGO_MANIFEST_DIR")))
 }
 
 /// Each golden file was assembled by hand; the crate must decode it to the
@@ -40,10 +36,7 @@ fn vector(name: &str) -> Vec<u8> {
 #[test]
 fn golden_encodings() {
     let cases = [
-        (
-            "update_fee",
-            Message::UpdateFee(UpdateFee { fee_rate: 1000 }),
-        ),
+        ("update_fee", Message::UpdateFee(UpdateFee { fee_rate: 1000 })),
         (
             "update_add_htlc",
             Message::UpdateAddHtlc(UpdateAddHtlc {
@@ -67,23 +60,12 @@ fn golden_encodings() {
                 initial_fee_rate: 10_000,
             }),
         ),
-        (
-            "update_commit",
-            Message::UpdateCommit(UpdateCommit { sig: sig_r1_s2() }),
-        ),
+        ("update_commit", Message::UpdateCommit(UpdateCommit { sig: sig_r1_s2() })),
         (
             "close_signature",
-            Message::CloseSignature(CloseSignature {
-                close_fee: Amount::from_sat(4000),
-                sig: sig_r1_s2(),
-            }),
+            Message::CloseSignature(CloseSignature { close_fee: Amount::from_sat(4000), sig: sig_r1_s2() }),
         ),
-        (
-            "error",
-            Message::Error(ErrorMessage {
-                problem: Some("anchor spent".into()),
-            }),
-        ),
+        ("error", Message::Error(ErrorMessage { problem: Some("anchor spent".into()) })),
         ("open_complete", Message::OpenComplete),
     ];
     for (name, msg) in cases {
@@ -110,10 +92,7 @@ fn signature() -> impl Strategy<Value = Signature> {
 }
 
 fn delay() -> impl Strategy<Value = Delay> {
-    prop_oneof![
-        any::<u16>().prop_map(Delay::Blocks),
-        (0..=Delay::MAX_SECONDS).prop_map(Delay::Seconds)
-    ]
+    prop_oneof![any::<u16>().prop_map(Delay::Blocks), (0..=Delay::MAX_SECONDS).prop_map(Delay::Seconds)]
 }
 
 fn expiry() -> impl Strategy<Value = absolute::LockTime> {
@@ -125,49 +104,31 @@ fn expiry() -> impl Strategy<Value = absolute::LockTime> {
 
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
-        (key(), signature()).prop_map(|(node_id, session_sig)| Message::Authenticate(
-            Authenticate {
-                node_id,
-                session_sig
-            }
-        )),
-        (
-            delay(),
-            hash(),
-            hash(),
-            key(),
-            key(),
-            any::<bool>(),
-            any::<u32>(),
-            any::<u32>()
-        )
-            .prop_map(
-                |(
+        (key(), signature())
+            .prop_map(|(node_id, session_sig)| Message::Authenticate(Authenticate { node_id, session_sig })),
+        (delay(), hash(), hash(), key(), key(), any::<bool>(), any::<u32>(), any::<u32>()).prop_map(
+            |(
+                delay,
+                revocation_hash,
+                next_revocation_hash,
+                commit_key,
+                final_key,
+                will,
+                min_depth,
+                initial_fee_rate,
+            )| {
+                Message::OpenChannel(OpenChannel {
                     delay,
                     revocation_hash,
                     next_revocation_hash,
                     commit_key,
                     final_key,
-                    will,
+                    anch: if will { AnchorOffer::WillCreate } else { AnchorOffer::WontCreate },
                     min_depth,
                     initial_fee_rate,
-                )| {
-                    Message::OpenChannel(OpenChannel {
-                        delay,
-                        revocation_hash,
-                        next_revocation_hash,
-                        commit_key,
-                        final_key,
-                        anch: if will {
-                            AnchorOffer::WillCreate
-                        } else {
-                            AnchorOffer::WontCreate
-                        },
-                        min_depth,
-                        initial_fee_rate,
-                    })
-                }
-            ),
+                })
+            }
+        ),
         (any::<[u8; 32]>(), any::<u32>(), any::<u64>(), signature()).prop_map(
             |(txid, output_index, amount, commit_sig)| {
                 Message::OpenAnchor(OpenAnchor {
@@ -180,44 +141,29 @@ fn message() -> impl Strategy<Value = Message> {
         ),
         signature().prop_map(|sig| Message::OpenCommitSig(OpenCommitSig { sig })),
         Just(Message::OpenComplete),
-        (
-            any::<u64>(),
-            any::<u32>(),
-            hash(),
-            expiry(),
-            proptest::collection::vec(any::<u8>(), 0..300)
-        )
-            .prop_map(
-                |(id, amount, r_hash, expiry, route)| Message::UpdateAddHtlc(UpdateAddHtlc {
-                    id,
-                    amount: HtlcMsat::from_msat(amount),
-                    r_hash,
-                    expiry,
-                    route,
-                })
-            ),
-        (any::<u64>(), any::<[u8; 32]>()).prop_map(|(id, r)| Message::UpdateFulfillHtlc(
-            UpdateFulfillHtlc { id, r: Preimage(r) }
-        )),
+        (any::<u64>(), any::<u32>(), hash(), expiry(), proptest::collection::vec(any::<u8>(), 0..300)).prop_map(
+            |(id, amount, r_hash, expiry, route)| Message::UpdateAddHtlc(UpdateAddHtlc {
+                id,
+                amount: HtlcMsat::from_msat(amount),
+                r_hash,
+                expiry,
+                route,
+            })
+        ),
+        (any::<u64>(), any::<[u8; 32]>())
+            .prop_map(|(id, r)| Message::UpdateFulfillHtlc(UpdateFulfillHtlc { id, r: Preimage(r) })),
         (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..300))
             .prop_map(|(id, reason)| Message::UpdateFailHtlc(UpdateFailHtlc { id, reason })),
         signature().prop_map(|sig| Message::UpdateCommit(UpdateCommit { sig })),
-        (any::<[u8; 32]>(), hash()).prop_map(
-            |(p, next_revocation_hash)| Message::UpdateRevocation(UpdateRevocation {
-                revocation_preimage: Preimage(p),
-                next_revocation_hash
-            })
-        ),
+        (any::<[u8; 32]>(), hash()).prop_map(|(p, next_revocation_hash)| Message::UpdateRevocation(UpdateRevocation {
+            revocation_preimage: Preimage(p),
+            next_revocation_hash
+        })),
         any::<u32>().prop_map(|fee_rate| Message::UpdateFee(UpdateFee { fee_rate })),
         Just(Message::CloseClearing),
-        (any::<u64>(), signature()).prop_map(|(fee, sig)| Message::CloseSignature(
-            CloseSignature {
-                close_fee: Amount::from_sat(fee),
-                sig
-            }
-        )),
-        proptest::option::of(".{0,40}")
-            .prop_map(|problem| Message::Error(ErrorMessage { problem })),
+        (any::<u64>(), signature())
+            .prop_map(|(fee, sig)| Message::CloseSignature(CloseSignature { close_fee: Amount::from_sat(fee), sig })),
+        proptest::option::of(".{0,40}").prop_map(|problem| Message::Error(ErrorMessage { problem })),
     ]
 }
 
@@ -308,15 +254,11 @@ fn update_fee_body(extra: &[u8]) -> Vec<u8> {
 fn unknown_odd_field_is_ignored() {
     // R1-a: field 3 (odd) inside update_fee is skipped, the message accepted.
     let bytes = pb::pkt(8, &update_fee_body(&pb::uint(3, 7)));
-    assert_eq!(
-        wire::decode(&bytes),
-        Ok(Message::UpdateFee(UpdateFee { fee_rate: 1000 }))
-    );
+    assert_eq!(wire::decode(&bytes), Ok(Message::UpdateFee(UpdateFee { fee_rate: 1000 })));
 
     // R1-a: also inside a nested helper message, with every wire type,
     // including a group with a nested group.
-    let mut odd_everything =
-        pb::msg(&[pb::fixed64(9, 1), pb::bytes(11, b"xyz"), pb::uint(13, 300)]);
+    let mut odd_everything = pb::msg(&[pb::fixed64(9, 1), pb::bytes(11, b"xyz"), pb::uint(13, 300)]);
     pb::key(15, 5, &mut odd_everything); // fixed32
     odd_everything.extend_from_slice(&[1, 2, 3, 4]);
     pb::key(17, 3, &mut odd_everything); // start group 17
@@ -327,10 +269,7 @@ fn unknown_odd_field_is_ignored() {
     let mut commit = pb::signature(&sig_r1_s2().serialize_compact());
     commit.extend_from_slice(&odd_everything);
     let bytes = pb::pkt(5, &pb::bytes(1, &commit));
-    assert_eq!(
-        wire::decode(&bytes),
-        Ok(Message::UpdateCommit(UpdateCommit { sig: sig_r1_s2() }))
-    );
+    assert_eq!(wire::decode(&bytes), Ok(Message::UpdateCommit(UpdateCommit { sig: sig_r1_s2() })));
 }
 
 #[test]
@@ -339,10 +278,7 @@ fn unknown_even_field_is_rejected() {
     let err = wire::decode(&bytes).unwrap_err();
     // R1-b
     assert_eq!(err.kind(), &DecodeErrorKind::UnknownEvenField(2));
-    assert_eq!(
-        (err.message(), err.field(), err.rule()),
-        ("update_fee", "", Some("R1-b"))
-    );
+    assert_eq!((err.message(), err.field(), err.rule()), ("update_fee", "", Some("R1-b")));
 
     // R1-b: inside a nested message the path names the field.
     let mut hash = pb::hash(&[0; 32]);
@@ -351,10 +287,7 @@ fn unknown_even_field_is_rejected() {
     let err = wire::decode(&pb::pkt(3, &fulfill)).unwrap_err();
     assert_eq!((err.message(), err.field()), ("update_fulfill_htlc", "r"));
     assert_eq!(err.kind(), &DecodeErrorKind::UnknownEvenField(6));
-    assert_eq!(
-        err.to_string(),
-        "update_fulfill_htlc.r: unknown even field 6 (R1-b)"
-    );
+    assert_eq!(err.to_string(), "update_fulfill_htlc.r: unknown even field 6 (R1-b)");
 }
 
 #[test]
@@ -371,21 +304,12 @@ fn unknown_pkt_variants() {
     // R1-a: next to a known message, an unknown odd member is ignored.
     let mut both = pb::pkt(8, &update_fee_body(&[]));
     both.extend(pb::pkt(11, &[]));
-    assert_eq!(
-        wire::decode(&both),
-        Ok(Message::UpdateFee(UpdateFee { fee_rate: 1000 }))
-    );
+    assert_eq!(wire::decode(&both), Ok(Message::UpdateFee(UpdateFee { fee_rate: 1000 })));
     // An empty pkt or two messages in one are malformed.
-    assert_eq!(
-        wire::decode(&[]).unwrap_err().kind(),
-        &DecodeErrorKind::Empty
-    );
+    assert_eq!(wire::decode(&[]).unwrap_err().kind(), &DecodeErrorKind::Empty);
     let mut two = pb::pkt(8, &update_fee_body(&[]));
     two.extend(pb::pkt(30, &[]));
-    assert_eq!(
-        wire::decode(&two).unwrap_err().kind(),
-        &DecodeErrorKind::OneofConflict
-    );
+    assert_eq!(wire::decode(&two).unwrap_err().kind(), &DecodeErrorKind::OneofConflict);
 }
 
 #[test]
@@ -393,19 +317,13 @@ fn missing_required_fields_are_rejected() {
     // R1-d: update_fee without fee_rate (prost alone would read 0).
     let err = wire::decode(&pb::pkt(8, &[])).unwrap_err();
     assert_eq!(err.kind(), &DecodeErrorKind::MissingRequired);
-    assert_eq!(
-        (err.message(), err.field(), err.rule()),
-        ("update_fee", "fee_rate", Some("R1-d"))
-    );
+    assert_eq!((err.message(), err.field(), err.rule()), ("update_fee", "fee_rate", Some("R1-d")));
 
     // R1-d: a missing word of a nested hash is named by its path.
     let hash = pb::msg(&[pb::fixed64(1, 0), pb::fixed64(2, 0), pb::fixed64(4, 0)]);
     let rev = pb::msg(&[pb::bytes(1, &hash), pb::bytes(2, &pb::hash(&[0; 32]))]);
     let err = wire::decode(&pb::pkt(6, &rev)).unwrap_err();
-    assert_eq!(
-        (err.message(), err.field()),
-        ("update_revocation", "revocation_preimage.c")
-    );
+    assert_eq!((err.message(), err.field()), ("update_revocation", "revocation_preimage.c"));
     assert_eq!(err.kind(), &DecodeErrorKind::MissingRequired);
 
     // R1-d: a locktime with neither member set.
@@ -417,10 +335,7 @@ fn missing_required_fields_are_rejected() {
         pb::bytes(5, &pb::bytes(1, b"")),
     ]);
     let err = wire::decode(&pb::pkt(2, &add)).unwrap_err();
-    assert_eq!(
-        (err.message(), err.field(), err.rule()),
-        ("update_add_htlc", "expiry", Some("R1-d"))
-    );
+    assert_eq!((err.message(), err.field(), err.rule()), ("update_add_htlc", "expiry", Some("R1-d")));
 
     // The optional min_depth may be absent and reads as 0.
     let open = open_channel_body(&pubkey(1).to_bytes(), false);
@@ -467,11 +382,7 @@ fn bad_public_keys_are_rejected() {
         let err = wire::decode(&pb::pkt(20, &open_channel_body(key, true))).expect_err(what);
         // R2.1-e
         assert_eq!(err.kind(), &DecodeErrorKind::InvalidPublicKey, "{what}");
-        assert_eq!(
-            (err.message(), err.field(), err.rule()),
-            ("open_channel", "commit_key", Some("R2.1-e")),
-            "{what}"
-        );
+        assert_eq!((err.message(), err.field(), err.rule()), ("open_channel", "commit_key", Some("R2.1-e")), "{what}");
     }
     // R2.1-e: the good key is accepted.
     assert!(wire::decode(&pb::pkt(20, &open_channel_body(&good, true))).is_ok());
@@ -480,8 +391,7 @@ fn bad_public_keys_are_rejected() {
 #[test]
 fn high_s_and_invalid_signatures_are_rejected() {
     // secp256k1 order n; n - 1 is a valid but high S.
-    let n_minus_1: [u8; 32] =
-        hex32("fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364140");
+    let n_minus_1: [u8; 32] = hex32("fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364140");
     let mut compact = [0u8; 64];
     compact[31] = 1;
     compact[32..].copy_from_slice(&n_minus_1);
@@ -491,9 +401,7 @@ fn high_s_and_invalid_signatures_are_rejected() {
 
     // R = n is not below the order.
     let mut overflow = [0u8; 64];
-    overflow[..32].copy_from_slice(&hex32(
-        "fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141",
-    ));
+    overflow[..32].copy_from_slice(&hex32("fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141"));
     overflow[63] = 1;
     let err = wire::decode(&pb::pkt(22, &pb::bytes(1, &pb::signature(&overflow)))).unwrap_err();
     assert_eq!(err.kind(), &DecodeErrorKind::InvalidSignature);
@@ -510,43 +418,26 @@ fn truncated_and_malformed_input_is_rejected() {
     for cut in 1..full.len() {
         let err = wire::decode(&full[..cut]).unwrap_err();
         assert!(
-            matches!(
-                err.kind(),
-                DecodeErrorKind::Truncated | DecodeErrorKind::MissingRequired
-            ),
+            matches!(err.kind(), DecodeErrorKind::Truncated | DecodeErrorKind::MissingRequired),
             "cut at {cut}: {err}"
         );
     }
     // A known field with the wrong wire type.
     let err = wire::decode(&pb::pkt(8, &pb::fixed64(1, 1000))).unwrap_err();
-    assert_eq!(
-        err.kind(),
-        &DecodeErrorKind::WrongWireType {
-            expected: 0,
-            found: 1
-        }
-    );
+    assert_eq!(err.kind(), &DecodeErrorKind::WrongWireType { expected: 0, found: 1 });
     // A uint32 that does not fit in 32 bits.
     let err = wire::decode(&pb::pkt(8, &pb::uint(1, 1 << 32))).unwrap_err();
     assert!(matches!(err.kind(), DecodeErrorKind::OutOfRange(_)));
     // A field twice.
     let err = wire::decode(&pb::pkt(8, &pb::msg(&[pb::uint(1, 1), pb::uint(1, 2)]))).unwrap_err();
-    assert_eq!(
-        (err.kind(), err.field()),
-        (&DecodeErrorKind::DuplicateField, "fee_rate")
-    );
+    assert_eq!((err.kind(), err.field()), (&DecodeErrorKind::DuplicateField, "fee_rate"));
     // An 11-byte varint.
-    let err = wire::decode(&[
-        0x42, 0x0b, 0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
-    ])
-    .unwrap_err();
+    let err =
+        wire::decode(&[0x42, 0x0b, 0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]).unwrap_err();
     assert_eq!(err.kind(), &DecodeErrorKind::BadVarint);
     // Text that is not UTF-8.
     let err = wire::decode(&pb::pkt(40, &pb::bytes(1, &[0xff, 0xfe]))).unwrap_err();
-    assert_eq!(
-        (err.message(), err.field(), err.kind()),
-        ("error", "problem", &DecodeErrorKind::InvalidUtf8)
-    );
+    assert_eq!((err.message(), err.field(), err.kind()), ("error", "problem", &DecodeErrorKind::InvalidUtf8));
     // Lock times that no transaction could carry.
     let add = |expiry: Vec<u8>| {
         pb::pkt(
@@ -560,33 +451,17 @@ fn truncated_and_malformed_input_is_rejected() {
             ]),
         )
     };
-    assert_eq!(
-        wire::decode(&add(pb::uint(2, 500_000_000)))
-            .unwrap_err()
-            .field(),
-        "expiry.blocks"
-    );
-    assert_eq!(
-        wire::decode(&add(pb::uint(1, 499_999_999)))
-            .unwrap_err()
-            .field(),
-        "expiry.seconds"
-    );
+    assert_eq!(wire::decode(&add(pb::uint(2, 500_000_000))).unwrap_err().field(), "expiry.blocks");
+    assert_eq!(wire::decode(&add(pb::uint(1, 499_999_999))).unwrap_err().field(), "expiry.seconds");
     let mut both = pb::uint(1, 600_000_000);
     both.extend(pb::uint(2, 10));
-    assert_eq!(
-        wire::decode(&add(both)).unwrap_err().kind(),
-        &DecodeErrorKind::OneofConflict
-    );
+    assert_eq!(wire::decode(&add(both)).unwrap_err().kind(), &DecodeErrorKind::OneofConflict);
     // An anch value that is not declared.
     let mut open = open_channel_body(&pubkey(1).to_bytes(), true);
     let at = open.windows(2).position(|w| w == [0x28, 0x02]).unwrap();
     open[at + 1] = 3;
     let err = wire::decode(&pb::pkt(20, &open)).unwrap_err();
-    assert_eq!(
-        (err.field(), err.kind()),
-        ("anch", &DecodeErrorKind::UnknownEnumValue(3))
-    );
+    assert_eq!((err.field(), err.kind()), ("anch", &DecodeErrorKind::UnknownEnumValue(3)));
 }
 
 #[test]
@@ -594,10 +469,7 @@ fn oversized_input_is_rejected_up_front() {
     let big = vec![0u8; MAX_PKT_LEN + 1];
     assert_eq!(
         wire::decode(&big).unwrap_err().kind(),
-        &DecodeErrorKind::TooLarge {
-            len: MAX_PKT_LEN + 1,
-            max: MAX_PKT_LEN
-        }
+        &DecodeErrorKind::TooLarge { len: MAX_PKT_LEN + 1, max: MAX_PKT_LEN }
     );
 
     // A frame header announcing 4 GiB fails before any body arrives.
@@ -605,12 +477,7 @@ fn oversized_input_is_rejected_up_front() {
     let mut header = 7u64.to_le_bytes().to_vec();
     header.extend_from_slice(&u32::MAX.to_le_bytes());
     dec.push(&header);
-    assert_eq!(
-        dec.next_frame(),
-        Err(FrameError::TooLarge {
-            len: u64::from(u32::MAX)
-        })
-    );
+    assert_eq!(dec.next_frame(), Err(FrameError::TooLarge { len: u64::from(u32::MAX) }));
     assert_eq!(dec.buffered(), 0);
     // After that the stream has no framing left.
     dec.push(&[0; HEADER_LEN]);
@@ -629,21 +496,14 @@ fn a_bad_frame_body_does_not_lose_the_next_frame() {
     dec.push(&stream);
     assert!(matches!(dec.next_frame(), Err(FrameError::Decode(e)) if e.rule() == Some("R1-b")));
     let frame = dec.next_frame().unwrap().unwrap();
-    assert_eq!(
-        (frame.acknowledge, frame.message),
-        (2, Message::CloseClearing)
-    );
+    assert_eq!((frame.acknowledge, frame.message), (2, Message::CloseClearing));
     assert_eq!(dec.next_frame(), Ok(None));
 }
 
 #[test]
 fn frame_header_layout_is_ruling_d8() {
     let mut out = Vec::new();
-    encode_frame(
-        0x0102_0304_0506_0708,
-        &Message::UpdateFee(UpdateFee { fee_rate: 1000 }),
-        &mut out,
-    );
+    encode_frame(0x0102_0304_0506_0708, &Message::UpdateFee(UpdateFee { fee_rate: 1000 }), &mut out);
     let body = vector("update_fee");
     assert_eq!(&out[..8], &[8, 7, 6, 5, 4, 3, 2, 1]);
     assert_eq!(&out[8..12], &(body.len() as u32).to_le_bytes());
@@ -663,23 +523,14 @@ struct ProtoText {
 
 impl ProtoText {
     fn load() -> Self {
-        let text =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/proto/paychan.proto"))
-                .unwrap();
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/proto/paychan.proto")).unwrap();
         let mut messages = HashMap::new();
         let mut stack: Vec<String> = Vec::new();
         for line in text.lines() {
             let line = line.split("//").next().unwrap().trim();
             let words: Vec<&str> = line.split_whitespace().collect();
-            if words.first() == Some(&"message")
-                || words.first() == Some(&"enum")
-                || words.first() == Some(&"oneof")
-            {
-                let name = if words[0] == "oneof" {
-                    stack.last().unwrap().clone()
-                } else {
-                    words[1].to_string()
-                };
+            if words.first() == Some(&"message") || words.first() == Some(&"enum") || words.first() == Some(&"oneof") {
+                let name = if words[0] == "oneof" { stack.last().unwrap().clone() } else { words[1].to_string() };
                 stack.push(name);
                 continue;
             }
@@ -691,10 +542,7 @@ impl ProtoText {
                 let number: u32 = words[eq + 1].trim_end_matches(';').parse().unwrap_or(0);
                 let ty = if eq >= 2 { words[eq - 2] } else { "" };
                 if let Some(msg) = stack.last() {
-                    messages
-                        .entry(msg.clone())
-                        .or_insert_with(HashMap::new)
-                        .insert(number, ty.to_string());
+                    messages.entry(msg.clone()).or_insert_with(HashMap::new).insert(number, ty.to_string());
                 }
             }
         }

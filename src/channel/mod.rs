@@ -27,9 +27,8 @@ use crate::tx::funding::{validate_funding, FundingError, FundingOutput, MAX_ANCH
 use crate::tx::{KeyRole, Signer, SignerError};
 use crate::types::{Delay, HtlcMsat, MilliSats, Preimage};
 use crate::wire::{
-    AnchorOffer, CloseSignature, DecodeError, ErrorMessage, Message, OpenAnchor, OpenChannel,
-    OpenCommitSig, UpdateAddHtlc, UpdateCommit, UpdateFailHtlc, UpdateFee, UpdateFulfillHtlc,
-    UpdateRevocation,
+    AnchorOffer, CloseSignature, DecodeError, ErrorMessage, Message, OpenAnchor, OpenChannel, OpenCommitSig,
+    UpdateAddHtlc, UpdateCommit, UpdateFailHtlc, UpdateFee, UpdateFulfillHtlc, UpdateRevocation,
 };
 
 /// The most HTLCs one side may offer in one commitment (R3.2-c).
@@ -362,9 +361,7 @@ pub enum ChannelError {
     #[error("HTLC amount {0} must be above 0 msat and below 2^32 msat (R3.2-b)")]
     BadAmount(MilliSats),
     /// The expiry is less than the peer's `delay` away (R3.2-d, R3.1-b).
-    #[error(
-        "expiry {expiry} is sooner than the peer's delay allows: at least {earliest} (R3.2-d)"
-    )]
+    #[error("expiry {expiry} is sooner than the peer's delay allows: at least {earliest} (R3.2-d)")]
     ExpiryTooSoon {
         /// The expiry asked for.
         expiry: absolute::LockTime,
@@ -412,30 +409,17 @@ pub(crate) struct Violation {
 }
 
 fn violation(rule: &'static str, problem: impl Into<String>) -> Violation {
-    Violation {
-        rule: Some(rule),
-        problem: problem.into(),
-    }
+    Violation { rule: Some(rule), problem: problem.into() }
 }
 
 impl Refusal {
     fn peer(self) -> Violation {
         match self {
-            Refusal::DuplicateId(id) => violation(
-                "R3.2-e",
-                format!("HTLC id {id} is already in the commitment"),
-            ),
-            Refusal::CannotAfford => violation(
-                "R3.2-a",
-                "HTLC the offerer cannot pay for in both commitments",
-            ),
+            Refusal::DuplicateId(id) => violation("R3.2-e", format!("HTLC id {id} is already in the commitment")),
+            Refusal::CannotAfford => violation("R3.2-a", "HTLC the offerer cannot pay for in both commitments"),
             Refusal::TooManyHtlcs => violation("R3.2-c", "more than the allowed number of HTLCs"),
-            Refusal::UnknownHtlc(id) => {
-                violation("R3.3-c", format!("no HTLC {id} in the commitment"))
-            }
-            Refusal::WrongPreimage(id) => {
-                violation("R3.3-d", format!("preimage does not match HTLC {id}"))
-            }
+            Refusal::UnknownHtlc(id) => violation("R3.3-c", format!("no HTLC {id} in the commitment")),
+            Refusal::WrongPreimage(id) => violation("R3.3-d", format!("preimage does not match HTLC {id}")),
         }
     }
 
@@ -672,11 +656,7 @@ impl Channel {
     }
 
     /// The accepting node (`WONT_CREATE_ANCHOR`, R2.1-a).
-    pub fn new_fundee(
-        config: ChannelConfig,
-        signer: Arc<dyn Signer + Send + Sync>,
-        seed: [u8; 32],
-    ) -> Self {
+    pub fn new_fundee(config: ChannelConfig, signer: Arc<dyn Signer + Send + Sync>, seed: [u8; 32]) -> Self {
         Self::new(config, signer, seed, Role::Fundee, Amount::ZERO)
     }
 
@@ -689,12 +669,7 @@ impl Channel {
     ) -> Self {
         let secrets = RevocationSecrets::new(seed);
         let placeholder = sha256::Hash::from_byte_array([0; 32]);
-        let empty = View::new(
-            Side::Local,
-            MilliSats::ZERO,
-            MilliSats::ZERO,
-            config.fee_rate,
-        );
+        let empty = View::new(Side::Local, MilliSats::ZERO, MilliSats::ZERO, config.fee_rate);
         let mut ch = Channel {
             signer,
             role,
@@ -827,9 +802,7 @@ impl Channel {
 
     /// Whether [`commit`](Self::commit) would send an `update_commit` now.
     pub fn can_commit(&self) -> bool {
-        self.phase == Phase::Normal
-            && self.their_prev.is_none()
-            && self.log.iter().any(|e| !e.in_theirs)
+        self.phase == Phase::Normal && self.their_prev.is_none() && self.log.iter().any(|e| !e.in_theirs)
     }
 
     /// Our latest commitment transaction, built (unsigned by us) from our
@@ -860,9 +833,7 @@ impl Channel {
             return Some(p);
         }
         match self.gated.front() {
-            Some((version, _)) if *version <= self.durable => {
-                self.gated.pop_front().map(|(_, o)| o)
-            }
+            Some((version, _)) if *version <= self.durable => self.gated.pop_front().map(|(_, o)| o),
             _ => None,
         }
     }
@@ -875,12 +846,8 @@ impl Channel {
 
     fn send(&mut self, message: Message) {
         self.sent += 1;
-        self.unacked
-            .push_back((self.sent, self.processed, message.clone()));
-        self.pending.push(Output::Send {
-            message,
-            acknowledge: self.processed,
-        });
+        self.unacked.push_back((self.sent, self.processed, message.clone()));
+        self.pending.push(Output::Send { message, acknowledge: self.processed });
         self.dirty = true;
     }
 
@@ -901,10 +868,7 @@ impl Channel {
         }
         self.dirty = false;
         self.version += 1;
-        self.persist.push_back(Output::Persist {
-            version: self.version,
-            state: self.to_bytes(),
-        });
+        self.persist.push_back(Output::Persist { version: self.version, state: self.to_bytes() });
         for o in self.pending.drain(..) {
             self.gated.push_back((self.version, o));
         }
@@ -925,11 +889,7 @@ impl Channel {
         self.dirty = true;
         if acknowledge > self.peer_ack {
             self.peer_ack = acknowledge.min(self.sent);
-            while self
-                .unacked
-                .front()
-                .is_some_and(|(n, _, _)| *n <= self.peer_ack)
-            {
+            while self.unacked.front().is_some_and(|(n, _, _)| *n <= self.peer_ack) {
                 self.unacked.pop_front();
             }
         }
@@ -947,11 +907,7 @@ impl Channel {
             return;
         }
         self.processed += 1;
-        self.fail_with(
-            FailOrigin::PeerViolation,
-            error.rule(),
-            format!("malformed message: {error}"),
-        );
+        self.fail_with(FailOrigin::PeerViolation, error.rule(), format!("malformed message: {error}"));
         self.flush();
     }
 
@@ -1005,25 +961,14 @@ impl Channel {
     pub fn reconnect(&mut self, peer_ack: u64) {
         if peer_ack > self.peer_ack {
             self.peer_ack = peer_ack.min(self.sent);
-            while self
-                .unacked
-                .front()
-                .is_some_and(|(n, _, _)| *n <= self.peer_ack)
-            {
+            while self.unacked.front().is_some_and(|(n, _, _)| *n <= self.peer_ack) {
                 self.unacked.pop_front();
             }
         }
         // Drop what was queued for the old transport and not yet drained.
-        self.gated
-            .retain(|(_, o)| !matches!(o, Output::Send { .. }));
-        let resend: Vec<Output> = self
-            .unacked
-            .iter()
-            .map(|(_, ack, m)| Output::Send {
-                message: m.clone(),
-                acknowledge: *ack,
-            })
-            .collect();
+        self.gated.retain(|(_, o)| !matches!(o, Output::Send { .. }));
+        let resend: Vec<Output> =
+            self.unacked.iter().map(|(_, ack, m)| Output::Send { message: m.clone(), acknowledge: *ack }).collect();
         for o in resend {
             self.gated.push_back((self.version, o));
         }
@@ -1041,8 +986,8 @@ impl Channel {
         }
         let remote = self.remote.expect("known after open_channel");
         let ours = self.signer.public_key(KeyRole::Commit);
-        let funding = validate_funding(&tx, vout, &ours, &remote.commit_key, self.capacity)
-            .map_err(ChannelError::BadAnchor)?;
+        let funding =
+            validate_funding(&tx, vout, &ours, &remote.commit_key, self.capacity).map_err(ChannelError::BadAnchor)?;
         let theirs = self
             .build_theirs_with(&funding, &self.their_view, self.their_hash)
             .expect("the initial commitment builds: its fees were checked");
@@ -1077,26 +1022,17 @@ impl Channel {
             return Err(ChannelError::Closing);
         }
         // R3.2-b
-        let wire_amount = HtlcMsat::try_from(amount)
-            .ok()
-            .filter(|a| a.to_u32() > 0)
-            .ok_or(ChannelError::BadAmount(amount))?;
+        let wire_amount =
+            HtlcMsat::try_from(amount).ok().filter(|a| a.to_u32() > 0).ok_or(ChannelError::BadAmount(amount))?;
         // R3.2-d, R3.1-b: the expiry is at least the peer's delay away, so
         // the deadline is still ahead.
         let earliest = self.earliest_expiry(expiry);
         if !earliest.is_implied_by(expiry) {
             return Err(ChannelError::ExpiryTooSoon { expiry, earliest });
         }
-        let htlc = Htlc {
-            offerer: Side::Local,
-            id: self.next_htlc_id,
-            amount: wire_amount,
-            r_hash,
-            expiry,
-        };
+        let htlc = Htlc { offerer: Side::Local, id: self.next_htlc_id, amount: wire_amount, r_hash, expiry };
         let update = Update::Add(htlc);
-        self.check_both(Side::Local, &update)
-            .map_err(Refusal::caller)?;
+        self.check_both(Side::Local, &update, true).map_err(Refusal::caller)?;
         self.next_htlc_id += 1;
         // R3.1-a
         self.deadlines.insert(htlc.id, self.deadline(expiry));
@@ -1124,27 +1060,16 @@ impl Channel {
         self.remove_htlc("fail_htlc", Update::Fail { id }, reason)
     }
 
-    fn remove_htlc(
-        &mut self,
-        command: &'static str,
-        update: Update,
-        reason: Vec<u8>,
-    ) -> Result<(), ChannelError> {
+    fn remove_htlc(&mut self, command: &'static str, update: Update, reason: Vec<u8>) -> Result<(), ChannelError> {
         if self.phase != Phase::Normal {
             return Err(self.wrong_phase(command));
         }
         // R3.3-a: only the peer's HTLCs, as staged (not already removed).
-        self.check_both(Side::Local, &update)
-            .map_err(Refusal::caller)?;
+        self.check_both(Side::Local, &update, true).map_err(Refusal::caller)?;
         let removed = self.staged_htlc(&update);
         let message = match &update {
-            Update::Fulfill { id, r } => {
-                Message::UpdateFulfillHtlc(UpdateFulfillHtlc { id: *id, r: *r })
-            }
-            Update::Fail { id } => Message::UpdateFailHtlc(UpdateFailHtlc {
-                id: *id,
-                reason: reason.clone(),
-            }),
+            Update::Fulfill { id, r } => Message::UpdateFulfillHtlc(UpdateFulfillHtlc { id: *id, r: *r }),
+            Update::Fail { id } => Message::UpdateFailHtlc(UpdateFailHtlc { id: *id, reason: reason.clone() }),
             _ => unreachable!("removals only"),
         };
         self.send(message);
@@ -1192,19 +1117,10 @@ impl Channel {
         if !self.log.iter().any(|e| !e.in_theirs) {
             return Err(ChannelError::NothingToCommit);
         }
-        let next_hash = self
-            .their_next_hash
-            .expect("known while no revocation is awaited");
+        let next_hash = self.their_next_hash.expect("known while no revocation is awaited");
         let view = self.staged_theirs.clone();
-        let built = self
-            .build_theirs(&view, next_hash)
-            .expect("staged updates were checked against this view");
-        let sig = built.sign(
-            self.funding
-                .as_ref()
-                .expect("normal operation has an anchor"),
-            &*self.signer,
-        )?;
+        let built = self.build_theirs(&view, next_hash).expect("staged updates were checked against this view");
+        let sig = built.sign(self.funding.as_ref().expect("normal operation has an anchor"), &*self.signer)?;
         self.send(Message::UpdateCommit(UpdateCommit { sig }));
         let prev = std::mem::replace(&mut self.their_view, view);
         self.their_prev = Some((prev, self.their_hash));
@@ -1243,10 +1159,7 @@ impl Channel {
     }
 
     fn wrong_phase(&self, command: &'static str) -> ChannelError {
-        ChannelError::WrongPhase {
-            command,
-            phase: self.phase.name(),
-        }
+        ChannelError::WrongPhase { command, phase: self.phase.name() }
     }
 
     // -----------------------------------------------------------------
@@ -1256,11 +1169,7 @@ impl Channel {
     fn dispatch(&mut self, message: Message, ack: u64) -> Result<(), Violation> {
         let name = message.name();
         let unexpected = |phase: Phase| {
-            let rule = if matches!(phase, Phase::Normal) {
-                "R2.4-b"
-            } else {
-                "R2-a"
-            };
+            let rule = if matches!(phase, Phase::Normal) { "R2.4-b" } else { "R2-a" };
             violation(rule, format!("unexpected {name} while {}", phase.name()))
         };
         match (self.phase, message) {
@@ -1283,9 +1192,7 @@ impl Channel {
             (Phase::Normal, Message::UpdateFulfillHtlc(m)) => {
                 self.on_remove(Update::Fulfill { id: m.id, r: m.r }, Vec::new())
             }
-            (Phase::Normal, Message::UpdateFailHtlc(m)) => {
-                self.on_remove(Update::Fail { id: m.id }, m.reason)
-            }
+            (Phase::Normal, Message::UpdateFailHtlc(m)) => self.on_remove(Update::Fail { id: m.id }, m.reason),
             (Phase::Normal, Message::UpdateFee(m)) => self.on_fee(m.fee_rate),
             (Phase::Normal, Message::UpdateCommit(m)) => self.on_commit(m.sig, ack),
             (Phase::Normal, Message::UpdateRevocation(m)) => self.on_revocation(m),
@@ -1302,10 +1209,7 @@ impl Channel {
             Role::Fundee => AnchorOffer::WillCreate,
         };
         if o.anch != expected {
-            return Err(violation(
-                "R2.1-a",
-                format!("peer's anch is {:?}, expected {expected:?}", o.anch),
-            ));
+            return Err(violation("R2.1-a", format!("peer's anch is {:?}, expected {expected:?}", o.anch)));
         }
         // R2.1-b
         let too_long = match o.delay {
@@ -1313,22 +1217,14 @@ impl Channel {
             Delay::Seconds(s) => s > self.config.max_delay_seconds,
         };
         if too_long {
-            return Err(violation(
-                "R2.1-b",
-                format!("delay {} is unreasonably large", o.delay),
-            ));
+            return Err(violation("R2.1-b", format!("delay {} is unreasonably large", o.delay)));
         }
         // R2.1-c
         if o.min_depth > self.config.max_min_depth {
-            return Err(violation(
-                "R2.1-c",
-                format!("min_depth {} is unreasonably large", o.min_depth),
-            ));
+            return Err(violation("R2.1-c", format!("min_depth {} is unreasonably large", o.min_depth)));
         }
         // R2.1-d
-        if o.initial_fee_rate < self.config.min_fee_rate
-            || o.initial_fee_rate > self.config.max_fee_rate
-        {
+        if o.initial_fee_rate < self.config.min_fee_rate || o.initial_fee_rate > self.config.max_fee_rate {
             return Err(violation(
                 "R2.1-d",
                 format!(
@@ -1345,20 +1241,11 @@ impl Channel {
         });
         self.their_hash = o.revocation_hash;
         self.their_next_hash = Some(o.next_revocation_hash);
-        self.their_view = View::new(
-            Side::Remote,
-            MilliSats::ZERO,
-            MilliSats::ZERO,
-            o.initial_fee_rate,
-        );
+        self.their_view = View::new(Side::Remote, MilliSats::ZERO, MilliSats::ZERO, o.initial_fee_rate);
         match self.role {
             Role::Funder => {
                 // R2.2-b: our anchor must cover both initial commitments' fees.
-                self.check_initial_fees(self.capacity)
-                    .map_err(|v| Violation {
-                        rule: v.rule,
-                        problem: v.problem,
-                    })?;
+                self.check_initial_fees(self.capacity).map_err(|v| Violation { rule: v.rule, problem: v.problem })?;
                 self.set_initial_views(self.capacity);
                 let ours = self.signer.public_key(KeyRole::Commit);
                 let script = crate::tx::funding::anchor_witness_script(&ours, &o.commit_key);
@@ -1376,9 +1263,8 @@ impl Channel {
     /// R2.2-b: the anchor pays both initial commitments' fees and leaves a
     /// non-dust output.
     fn check_initial_fees(&self, amount: Amount) -> Result<(), Violation> {
-        let needed = commitment_fee(self.config.fee_rate, 0)
-            .max(commitment_fee(self.their_view.fee_rate, 0))
-            + DUST_LIMIT;
+        let needed =
+            commitment_fee(self.config.fee_rate, 0).max(commitment_fee(self.their_view.fee_rate, 0)) + DUST_LIMIT;
         if amount < needed || amount < self.config.min_anchor {
             return Err(violation(
                 "R2.2-b",
@@ -1404,46 +1290,25 @@ impl Channel {
     fn on_open_anchor(&mut self, a: OpenAnchor) -> Result<(), Violation> {
         // R2.2-c
         if a.amount > MAX_ANCHOR {
-            return Err(violation(
-                "R2.2-c",
-                format!("anchor amount {} is above 4294967 sat", a.amount),
-            ));
+            return Err(violation("R2.2-c", format!("anchor amount {} is above 4294967 sat", a.amount)));
         }
         self.check_initial_fees(a.amount)?;
         let remote = self.remote.expect("known after open_channel");
         let funding = FundingOutput::new(
-            OutPoint {
-                txid: a.txid,
-                vout: a.output_index,
-            },
+            OutPoint { txid: a.txid, vout: a.output_index },
             a.amount,
             &self.signer.public_key(KeyRole::Commit),
             &remote.commit_key,
         );
         self.capacity = a.amount;
         self.set_initial_views(a.amount);
-        let ours = self
-            .build_ours_with(&funding, &self.our_view, 0)
-            .expect("fees were checked");
+        let ours = self.build_ours_with(&funding, &self.our_view, 0).expect("fees were checked");
         // R2.2-d
-        if ours
-            .verify(&funding, &remote.commit_key, &a.commit_sig)
-            .is_err()
-        {
-            return Err(violation(
-                "R2.2-d",
-                "open_anchor.commit_sig does not sign our initial commitment",
-            ));
+        if ours.verify(&funding, &remote.commit_key, &a.commit_sig).is_err() {
+            return Err(violation("R2.2-d", "open_anchor.commit_sig does not sign our initial commitment"));
         }
-        let theirs = self
-            .build_theirs_with(&funding, &self.their_view, self.their_hash)
-            .expect("fees were checked");
-        let sig = theirs
-            .sign(&funding, &*self.signer)
-            .map_err(|e| Violation {
-                rule: None,
-                problem: e.to_string(),
-            })?;
+        let theirs = self.build_theirs_with(&funding, &self.their_view, self.their_hash).expect("fees were checked");
+        let sig = theirs.sign(&funding, &*self.signer).map_err(|e| Violation { rule: None, problem: e.to_string() })?;
         self.our_sig = Some(a.commit_sig);
         self.send(Message::OpenCommitSig(OpenCommitSig { sig }));
         self.watch_anchor(&funding);
@@ -1457,15 +1322,10 @@ impl Channel {
     fn on_open_commit_sig(&mut self, s: OpenCommitSig) -> Result<(), Violation> {
         let funding = self.funding.clone().expect("set with the anchor");
         let remote = self.remote.expect("known after open_channel");
-        let ours = self
-            .build_ours_with(&funding, &self.our_view, 0)
-            .expect("fees were checked");
+        let ours = self.build_ours_with(&funding, &self.our_view, 0).expect("fees were checked");
         // R2.3-a
         if ours.verify(&funding, &remote.commit_key, &s.sig).is_err() {
-            return Err(violation(
-                "R2.3-a",
-                "open_commit_sig.sig does not sign our initial commitment",
-            ));
+            return Err(violation("R2.3-a", "open_commit_sig.sig does not sign our initial commitment"));
         }
         self.our_sig = Some(s.sig);
         // R2.3-b: broadcast the anchor now, and watch it (R6.1-a).
@@ -1489,53 +1349,39 @@ impl Channel {
         // R4.1-a: the peer may not add after its own close_clearing, nor
         // after processing ours.
         if self.close.received_clearing {
-            return Err(violation(
-                "R4.1-a",
-                "update_add_htlc after the peer's close_clearing",
-            ));
+            return Err(violation("R4.1-a", "update_add_htlc after the peer's close_clearing"));
         }
         if self.close.sent_clearing && ack >= self.close.clearing_msg_no {
-            return Err(violation(
-                "R4.1-a",
-                "update_add_htlc after acknowledging our close_clearing",
-            ));
+            return Err(violation("R4.1-a", "update_add_htlc after acknowledging our close_clearing"));
         }
         // R3.2-b
         if m.amount.to_u32() == 0 {
             return Err(violation("R3.2-b", format!("HTLC {} has amount 0", m.id)));
         }
-        let htlc = Htlc {
-            offerer: Side::Remote,
-            id: m.id,
-            amount: m.amount,
-            r_hash: m.r_hash,
-            expiry: m.expiry,
-        };
+        let htlc = Htlc { offerer: Side::Remote, id: m.id, amount: m.amount, r_hash: m.r_hash, expiry: m.expiry };
         let update = Update::Add(htlc);
-        self.check_both(Side::Remote, &update)
-            .map_err(Refusal::peer)?;
+        // Structurally valid in both staged commitments (R3.2-e, R3.2-c)...
+        self.check_both(Side::Remote, &update, false).map_err(Refusal::peer)?;
+        // ...and affordable (R3.2-a) in both commitments as the peer knew
+        // them: our updates it had not yet processed (a fee change, an add
+        // raising the fee) are its bad luck, not its fault (section 3.6).
+        let known = self.peer_known(ack);
+        for view in known {
+            view.check(Side::Remote, &update, self.config.max_htlcs, true).map_err(Refusal::peer)?;
+        }
         self.ever_had_htlc = true;
         self.log_update(Side::Remote, update, m.route, None);
         // R4.1-c: an HTLC that crossed our close_clearing is failed at once.
         if self.close.sent_clearing {
-            self.send(Message::UpdateFailHtlc(UpdateFailHtlc {
-                id: m.id,
-                reason: b"closing".to_vec(),
-            }));
-            self.log_update(
-                Side::Local,
-                Update::Fail { id: m.id },
-                b"closing".to_vec(),
-                Some(htlc),
-            );
+            self.send(Message::UpdateFailHtlc(UpdateFailHtlc { id: m.id, reason: b"closing".to_vec() }));
+            self.log_update(Side::Local, Update::Fail { id: m.id }, b"closing".to_vec(), Some(htlc));
         }
         Ok(())
     }
 
     fn on_remove(&mut self, update: Update, reason: Vec<u8>) -> Result<(), Violation> {
         // R3.3-c, R3.3-d (and R3.3-a: the id is in our id space).
-        self.check_both(Side::Remote, &update)
-            .map_err(Refusal::peer)?;
+        self.check_both(Side::Remote, &update, true).map_err(Refusal::peer)?;
         let removed = self.staged_htlc_of(Side::Remote, &update);
         if let (Update::Fulfill { r, .. }, Some(h)) = (&update, removed) {
             // The preimage is usable upstream at once (R6.2-a's off-chain twin).
@@ -1555,10 +1401,7 @@ impl Channel {
         if rate > self.config.max_fee_rate || rate == 0 {
             return Err(violation(
                 "R3.4-b",
-                format!(
-                    "update_fee of {rate} is outside 1..={}",
-                    self.config.max_fee_rate
-                ),
+                format!("update_fee of {rate} is outside 1..={}", self.config.max_fee_rate),
             ));
         }
         self.log_update(Side::Remote, Update::Fee(rate), Vec::new(), None);
@@ -1578,21 +1421,10 @@ impl Channel {
             view.apply(e.from, &e.update).map_err(Refusal::peer)?;
         }
         let num = self.our_num + 1;
-        let built = self
-            .build_ours(&view, num)
-            .ok_or_else(|| violation("R3.2-a", "commitment cannot be built"))?;
-        let funding = self
-            .funding
-            .as_ref()
-            .expect("normal operation has an anchor");
-        if built
-            .verify(funding, &self.remote.expect("open").commit_key, &sig)
-            .is_err()
-        {
-            return Err(violation(
-                "R3.5-b",
-                format!("update_commit signature does not sign our commitment {num}"),
-            ));
+        let built = self.build_ours(&view, num).ok_or_else(|| violation("R3.2-a", "commitment cannot be built"))?;
+        let funding = self.funding.as_ref().expect("normal operation has an anchor");
+        if built.verify(funding, &self.remote.expect("open").commit_key, &sig).is_err() {
+            return Err(violation("R3.5-b", format!("update_commit signature does not sign our commitment {num}")));
         }
         for e in self.log.iter_mut().filter(|e| included(e)) {
             e.in_ours = true;
@@ -1611,25 +1443,16 @@ impl Channel {
 
     fn on_revocation(&mut self, m: UpdateRevocation) -> Result<(), Violation> {
         let Some((prev_view, prev_hash)) = self.their_prev.take() else {
-            return Err(violation(
-                "R3.5-d",
-                "update_revocation without a commitment to revoke",
-            ));
+            return Err(violation("R3.5-d", "update_revocation without a commitment to revoke"));
         };
         // R3.5-d
         if m.revocation_preimage.hash() != prev_hash {
             self.their_prev = Some((prev_view, prev_hash));
-            return Err(violation(
-                "R3.5-d",
-                "revocation preimage does not match the previous commitment",
-            ));
+            return Err(violation("R3.5-d", "revocation preimage does not match the previous commitment"));
         }
         let prev_num = self.their_num - 1;
         // R5-d: consistent with every preimage revealed before.
-        if let Err(e) = self
-            .their_secrets
-            .insert(RevocationSecrets::index(prev_num), m.revocation_preimage.0)
-        {
+        if let Err(e) = self.their_secrets.insert(RevocationSecrets::index(prev_num), m.revocation_preimage.0) {
             self.their_prev = Some((prev_view, prev_hash));
             return Err(violation("R5-d", e.to_string()));
         }
@@ -1646,17 +1469,11 @@ impl Channel {
     }
 
     fn revoked_record(&self, view: &View, number: u64, preimage: Preimage) -> RevokedCommitment {
-        let funding = self
-            .funding
-            .clone()
-            .expect("normal operation has an anchor");
+        let funding = self.funding.clone().expect("normal operation has an anchor");
         let remote = self.remote.expect("open");
         let (to_owner, to_other) = view.owner_balances();
         let htlcs = view.htlc_specs();
-        let txid = self
-            .build_theirs(view, preimage.hash())
-            .expect("it was signed")
-            .txid();
+        let txid = self.build_theirs(view, preimage.hash()).expect("it was signed").txid();
         RevokedCommitment {
             number,
             txid,
@@ -1694,49 +1511,28 @@ impl Channel {
     fn on_close_signature(&mut self, m: CloseSignature) -> Result<(), Violation> {
         // R4.2-a: only once clearing is complete.
         if !self.clearing_complete() {
-            return Err(violation(
-                "R4.2-a",
-                "close_signature before clearing is complete",
-            ));
+            return Err(violation("R4.2-a", "close_signature before clearing is complete"));
         }
         // R4.2-b
         let their_max = self.their_view.fee();
         if m.close_fee.to_sat() % 2 == 1 || m.close_fee > their_max {
-            return Err(violation(
-                "R4.2-b",
-                format!("close_fee {} is odd or above {their_max}", m.close_fee),
-            ));
+            return Err(violation("R4.2-b", format!("close_fee {} is odd or above {their_max}", m.close_fee)));
         }
-        let close = self
-            .build_close(m.close_fee)
-            .ok_or_else(|| violation("R4.2-b", "close_fee leaves no output"))?;
+        let close = self.build_close(m.close_fee).ok_or_else(|| violation("R4.2-b", "close_fee leaves no output"))?;
         let funding = self.funding.as_ref().expect("open");
         // R4.2-d
-        if close
-            .verify(funding, &self.remote.expect("open").commit_key, &m.sig)
-            .is_err()
-        {
+        if close.verify(funding, &self.remote.expect("open").commit_key, &m.sig).is_err() {
             return Err(violation(
                 "R4.2-d",
-                format!(
-                    "close_signature does not sign the close with fee {}",
-                    m.close_fee
-                ),
+                format!("close_signature does not sign the close with fee {}", m.close_fee),
             ));
         }
         // R4.2-f, ruling D5: each proposal must narrow the interval.
         if let (Some(ours), Some((prev, _))) = (self.close.our_fee, self.close.their) {
-            let (lo, hi) = if prev < ours {
-                (prev, ours)
-            } else {
-                (ours, prev)
-            };
+            let (lo, hi) = if prev < ours { (prev, ours) } else { (ours, prev) };
             let between = m.close_fee == ours || (m.close_fee > lo && m.close_fee < hi);
             if !between {
-                return Err(violation(
-                    "R4.2-f",
-                    format!("close_fee {} is not between {prev} and {ours}", m.close_fee),
-                ));
+                return Err(violation("R4.2-f", format!("close_fee {} is not between {prev} and {ours}", m.close_fee)));
             }
         }
         self.close.their = Some((m.close_fee, m.sig));
@@ -1747,10 +1543,7 @@ impl Channel {
             Some(ours) if ours.to_sat().abs_diff(m.close_fee.to_sat()) <= 2 => Some(m.close_fee),
             // R4.2-e: propose strictly between the two.
             Some(ours) => {
-                let (lo, hi) = (
-                    ours.min(m.close_fee).to_sat(),
-                    ours.max(m.close_fee).to_sat(),
-                );
+                let (lo, hi) = (ours.min(m.close_fee).to_sat(), ours.max(m.close_fee).to_sat());
                 Some(Amount::from_sat(lo + (((hi - lo) / 2) & !1)))
             }
             None => Some(self.initial_close_fee()),
@@ -1768,20 +1561,12 @@ impl Channel {
     }
 
     fn send_close_signature(&mut self, fee: Amount) -> Result<(), Violation> {
-        let close = self
-            .build_close(fee)
-            .ok_or_else(|| violation("R4.2-b", "our close fee leaves no output"))?;
+        let close = self.build_close(fee).ok_or_else(|| violation("R4.2-b", "our close fee leaves no output"))?;
         let sig = close
             .sign(self.funding.as_ref().expect("open"), &*self.signer)
-            .map_err(|e| Violation {
-                rule: None,
-                problem: e.to_string(),
-            })?;
+            .map_err(|e| Violation { rule: None, problem: e.to_string() })?;
         self.close.our_fee = Some(fee);
-        self.send(Message::CloseSignature(CloseSignature {
-            close_fee: fee,
-            sig,
-        }));
+        self.send(Message::CloseSignature(CloseSignature { close_fee: fee, sig }));
         Ok(())
     }
 
@@ -1795,11 +1580,7 @@ impl Channel {
                 self.event(Event::ChannelClosed { tx });
                 self.phase = Phase::Closed;
             }
-            Err(e) => self.fail_with(
-                FailOrigin::Local,
-                None,
-                format!("cannot sign the close: {e}"),
-            ),
+            Err(e) => self.fail_with(FailOrigin::Local, None, format!("cannot sign the close: {e}")),
         }
     }
 
@@ -1837,11 +1618,28 @@ impl Channel {
     // The update log.
     // -----------------------------------------------------------------
 
-    /// R3.2-a, R3.6-e: an update must be valid in both staged commitments.
-    fn check_both(&self, from: Side, update: &Update) -> Result<(), Refusal> {
-        self.staged_theirs
-            .check(from, update, self.config.max_htlcs)?;
-        self.staged_ours.check(from, update, self.config.max_htlcs)
+    /// R3.2-a, R3.6-e: an update must be valid in both staged commitments
+    /// (`afford`: including the offerer's fee share).
+    fn check_both(&self, from: Side, update: &Update, afford: bool) -> Result<(), Refusal> {
+        self.staged_theirs.check(from, update, self.config.max_htlcs, afford)?;
+        self.staged_ours.check(from, update, self.config.max_htlcs, afford)
+    }
+
+    /// Both commitments as the peer knew them when it sent a message
+    /// acknowledging `ack` of ours: every update of its own and ours up to
+    /// `ack`. Our current commitment holds only such updates, so it is the
+    /// base; the peer's commitment differs only in its fee rate, which only
+    /// the peer changes (ruling D7).
+    fn peer_known(&self, ack: u64) -> [View; 2] {
+        let mut ours = self.our_view.clone();
+        for e in self.log.iter().filter(|e| !e.in_ours && (e.from == Side::Remote || e.msg_no <= ack)) {
+            // Every entry was applied to the staged views already.
+            let _ = ours.apply(e.from, &e.update);
+        }
+        let mut theirs = ours.clone();
+        theirs.owner = Side::Remote;
+        theirs.fee_rate = self.staged_theirs.fee_rate;
+        [ours, theirs]
     }
 
     fn staged_htlc(&self, update: &Update) -> Option<Htlc> {
@@ -1851,20 +1649,14 @@ impl Channel {
     /// The HTLC a removal by `from` removes.
     fn staged_htlc_of(&self, from: Side, update: &Update) -> Option<Htlc> {
         match update {
-            Update::Fulfill { id, .. } | Update::Fail { id } => {
-                self.staged_ours.htlc(from.other(), *id).copied()
-            }
+            Update::Fulfill { id, .. } | Update::Fail { id } => self.staged_ours.htlc(from.other(), *id).copied(),
             _ => None,
         }
     }
 
     fn log_update(&mut self, from: Side, update: Update, blob: Vec<u8>, removed: Option<Htlc>) {
-        self.staged_theirs
-            .apply(from, &update)
-            .expect("checked against this view");
-        self.staged_ours
-            .apply(from, &update)
-            .expect("checked against this view");
+        self.staged_theirs.apply(from, &update).expect("checked against this view");
+        self.staged_ours.apply(from, &update).expect("checked against this view");
         let msg_no = if from == Side::Local { self.sent } else { 0 };
         self.log.push(Entry {
             from,
@@ -1882,9 +1674,8 @@ impl Channel {
     /// Updates committed in both current commitments leave the log and are
     /// reported.
     fn lock_in(&mut self) {
-        let (done, rest): (Vec<Entry>, Vec<Entry>) = std::mem::take(&mut self.log)
-            .into_iter()
-            .partition(|e| e.in_ours && e.theirs_locked);
+        let (done, rest): (Vec<Entry>, Vec<Entry>) =
+            std::mem::take(&mut self.log).into_iter().partition(|e| e.in_ours && e.theirs_locked);
         self.log = rest;
         for e in done {
             let event = match (&e.update, e.from) {
@@ -1918,10 +1709,7 @@ impl Channel {
                         reason: e.blob,
                     })
                 }
-                (Update::Fee(rate), from) => Some(Event::FeeChanged {
-                    side: from,
-                    fee_rate: *rate,
-                }),
+                (Update::Fee(rate), from) => Some(Event::FeeChanged { side: from, fee_rate: *rate }),
             };
             if let Some(event) = event {
                 self.event(event);
@@ -1946,10 +1734,7 @@ impl Channel {
             if self.sent_complete_at.is_some() && self.received_complete {
                 self.phase = Phase::Normal;
                 let funding = self.funding.as_ref().expect("known");
-                let event = Event::ChannelOpen {
-                    funding: funding.outpoint(),
-                    capacity: funding.value(),
-                };
+                let event = Event::ChannelOpen { funding: funding.outpoint(), capacity: funding.value() };
                 self.event(event);
             }
         }
@@ -1965,9 +1750,7 @@ impl Channel {
     /// Deadlines and timeouts that depend on the chain's clock.
     fn check_clock(&mut self) -> Result<(), Violation> {
         // R2.4-c: the peer's open_complete is late.
-        if let (Phase::AwaitDepth, Some(at), false) =
-            (self.phase, self.sent_complete_at, self.received_complete)
-        {
+        if let (Phase::AwaitDepth, Some(at), false) = (self.phase, self.sent_complete_at, self.received_complete) {
             if self.height >= at.saturating_add(self.config.open_complete_timeout_blocks) {
                 return Err(violation("R2.4-c", "open_complete did not arrive in time"));
             }
@@ -1978,8 +1761,8 @@ impl Channel {
         // R3.1-c: an HTLC we offered is in a current commitment past its
         // deadline.
         for (id, deadline) in &self.deadlines {
-            let present = self.our_view.htlc(Side::Local, *id).is_some()
-                || self.their_view.htlc(Side::Local, *id).is_some();
+            let present =
+                self.our_view.htlc(Side::Local, *id).is_some() || self.their_view.htlc(Side::Local, *id).is_some();
             if present && self.reached(*deadline) {
                 return Err(violation(
                     "R3.1-c",
@@ -1989,18 +1772,11 @@ impl Channel {
         }
         // R3.3-b: fail incoming HTLCs that have timed out, as soon as
         // possible.
-        let expired: Vec<Htlc> = self
-            .staged_ours
-            .htlcs()
-            .filter(|h| h.offerer == Side::Remote && self.reached(h.expiry))
-            .copied()
-            .collect();
+        let expired: Vec<Htlc> =
+            self.staged_ours.htlcs().filter(|h| h.offerer == Side::Remote && self.reached(h.expiry)).copied().collect();
         for h in expired {
             let reason = b"expired".to_vec();
-            self.send(Message::UpdateFailHtlc(UpdateFailHtlc {
-                id: h.id,
-                reason: reason.clone(),
-            }));
+            self.send(Message::UpdateFailHtlc(UpdateFailHtlc { id: h.id, reason: reason.clone() }));
             self.log_update(Side::Local, Update::Fail { id: h.id }, reason, Some(h));
         }
         Ok(())
@@ -2026,13 +1802,10 @@ impl Channel {
     fn earliest_expiry(&self, like: absolute::LockTime) -> absolute::LockTime {
         let (blocks, seconds) = self.their_delay();
         match like {
-            absolute::LockTime::Blocks(_) => {
-                absolute::LockTime::from_height(self.height.saturating_add(blocks))
-                    .unwrap_or(absolute::LockTime::from_height(499_999_999).expect("a height"))
-            }
+            absolute::LockTime::Blocks(_) => absolute::LockTime::from_height(self.height.saturating_add(blocks))
+                .unwrap_or(absolute::LockTime::from_height(499_999_999).expect("a height")),
             absolute::LockTime::Seconds(_) => {
-                absolute::LockTime::from_time(self.time.saturating_add(seconds).max(500_000_000))
-                    .expect("a time")
+                absolute::LockTime::from_time(self.time.saturating_add(seconds).max(500_000_000)).expect("a time")
             }
         }
     }
@@ -2044,18 +1817,13 @@ impl Channel {
         let margin = self.config.deadline_margin_blocks;
         match expiry {
             absolute::LockTime::Blocks(h) => {
-                let at = h
-                    .to_consensus_u32()
-                    .max(self.height.saturating_add(blocks))
-                    .saturating_add(margin);
+                let at = h.to_consensus_u32().max(self.height.saturating_add(blocks)).saturating_add(margin);
                 absolute::LockTime::from_height(at.min(499_999_999)).expect("a height")
             }
             absolute::LockTime::Seconds(t) => {
                 let at = t.to_consensus_u32().max(self.time.saturating_add(seconds));
-                absolute::LockTime::from_time(
-                    at.saturating_add(margin.saturating_mul(SECONDS_PER_BLOCK)),
-                )
-                .expect("a time")
+                absolute::LockTime::from_time(at.saturating_add(margin.saturating_mul(SECONDS_PER_BLOCK)))
+                    .expect("a time")
             }
         }
     }
@@ -2068,12 +1836,7 @@ impl Channel {
         self.build_ours_with(self.funding.as_ref()?, view, num)
     }
 
-    fn build_ours_with(
-        &self,
-        funding: &FundingOutput,
-        view: &View,
-        num: u64,
-    ) -> Option<Commitment> {
+    fn build_ours_with(&self, funding: &FundingOutput, view: &View, num: u64) -> Option<Commitment> {
         let remote = self.remote?;
         let (to_owner, to_other) = view.owner_balances();
         commitment::build(&CommitmentSpec {
@@ -2139,23 +1902,14 @@ impl Channel {
         // R6.3-b: never answer an error with an error; R6.3-c: otherwise say
         // why.
         if !matches!(origin, FailOrigin::PeerError | FailOrigin::Chain) {
-            self.send(Message::Error(ErrorMessage {
-                problem: Some(problem.clone()),
-            }));
+            self.send(Message::Error(ErrorMessage { problem: Some(problem.clone()) }));
         }
         let broadcast = match forced {
             Some(b) => b,
             None => self.failure_broadcast(),
         };
         self.phase = Phase::Failed;
-        self.event(Event::ChannelFailed {
-            reason: FailReason {
-                origin,
-                rule,
-                problem,
-            },
-            broadcast,
-        });
+        self.event(Event::ChannelFailed { reason: FailReason { origin, rule, problem }, broadcast });
         self.dirty = true;
     }
 
@@ -2169,12 +1923,7 @@ impl Channel {
         if let Some((fee, sig)) = self.close.their {
             if let Some(close) = self.build_close(fee) {
                 let funding = self.funding.clone().expect("open");
-                if let Ok(tx) = close.finalize(
-                    &funding,
-                    &*self.signer,
-                    &self.remote.expect("open").commit_key,
-                    &sig,
-                ) {
+                if let Ok(tx) = close.finalize(&funding, &*self.signer, &self.remote.expect("open").commit_key, &sig) {
                     self.emit(Output::Broadcast(tx));
                     return FailBroadcast::Close;
                 }
@@ -2188,12 +1937,7 @@ impl Channel {
         let Some(ours) = self.build_ours(&self.our_view, self.our_num) else {
             return FailBroadcast::Nothing;
         };
-        match ours.finalize(
-            &funding,
-            &*self.signer,
-            &self.remote.expect("open").commit_key,
-            &sig,
-        ) {
+        match ours.finalize(&funding, &*self.signer, &self.remote.expect("open").commit_key, &sig) {
             Ok(tx) => {
                 self.emit(Output::Broadcast(tx));
                 if self.ever_had_htlc {

@@ -147,10 +147,7 @@ impl<'a> R<'a> {
         let n = self.u32()? as usize;
         Ok(self.take(n)?.to_vec())
     }
-    fn opt<T>(
-        &mut self,
-        f: impl FnOnce(&mut Self) -> Result<T, RestoreError>,
-    ) -> Result<Option<T>, RestoreError> {
+    fn opt<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, RestoreError>) -> Result<Option<T>, RestoreError> {
         if self.bool()? {
             f(self).map(Some)
         } else {
@@ -158,12 +155,10 @@ impl<'a> R<'a> {
         }
     }
     fn key(&mut self) -> Result<CompressedPublicKey, RestoreError> {
-        CompressedPublicKey::from_slice(&self.array::<33>()?)
-            .map_err(|_| RestoreError::Invalid("public key"))
+        CompressedPublicKey::from_slice(&self.array::<33>()?).map_err(|_| RestoreError::Invalid("public key"))
     }
     fn sig(&mut self) -> Result<Signature, RestoreError> {
-        Signature::from_compact(&self.array::<64>()?)
-            .map_err(|_| RestoreError::Invalid("signature"))
+        Signature::from_compact(&self.array::<64>()?).map_err(|_| RestoreError::Invalid("signature"))
     }
     fn hash(&mut self) -> Result<sha256::Hash, RestoreError> {
         Ok(sha256::Hash::from_byte_array(self.array()?))
@@ -177,9 +172,7 @@ impl<'a> R<'a> {
     }
     fn delay(&mut self) -> Result<Delay, RestoreError> {
         match (self.u8()?, self.u32()?) {
-            (0, b) => u16::try_from(b)
-                .map(Delay::Blocks)
-                .map_err(|_| RestoreError::Invalid("delay")),
+            (0, b) => u16::try_from(b).map(Delay::Blocks).map_err(|_| RestoreError::Invalid("delay")),
             (1, s) => Delay::from_seconds(s).ok_or(RestoreError::Invalid("delay")),
             _ => Err(RestoreError::Invalid("delay")),
         }
@@ -353,17 +346,13 @@ impl Channel {
     /// Continues a channel from a state an [`Output::Persist`](super::Output::Persist)
     /// carried, with the signer holding its keys. Nothing is queued: call
     /// [`Channel::reconnect`] once a transport is up.
-    pub fn restore(
-        state: &[u8],
-        signer: Arc<dyn Signer + Send + Sync>,
-    ) -> Result<Channel, RestoreError> {
+    pub fn restore(state: &[u8], signer: Arc<dyn Signer + Send + Sync>) -> Result<Channel, RestoreError> {
         let mut r = R(state);
         if r.take(4)? != MAGIC || r.u8()? != FORMAT {
             return Err(RestoreError::Format);
         }
         let config = ChannelConfig {
-            max_delay_blocks: u16::try_from(r.u32()?)
-                .map_err(|_| RestoreError::Invalid("max_delay_blocks"))?,
+            max_delay_blocks: u16::try_from(r.u32()?).map_err(|_| RestoreError::Invalid("max_delay_blocks"))?,
             max_delay_seconds: r.u32()?,
             max_min_depth: r.u32()?,
             min_fee_rate: r.u32()?,
@@ -389,12 +378,7 @@ impl Channel {
         let capacity = Amount::from_sat(r.u64()?);
         let phase = phase_of(r.u8()?)?;
         let remote = r.opt(|r| {
-            Ok(RemoteParams {
-                commit_key: r.key()?,
-                final_key: r.key()?,
-                delay: r.delay()?,
-                min_depth: r.u32()?,
-            })
+            Ok(RemoteParams { commit_key: r.key()?, final_key: r.key()?, delay: r.delay()?, min_depth: r.u32()? })
         })?;
         let funding = r.opt(|r| {
             let txid = Txid::from_byte_array(r.array()?);
@@ -403,9 +387,8 @@ impl Channel {
             let (a, b) = (r.key()?, r.key()?);
             Ok(FundingOutput::new(OutPoint { txid, vout }, value, &a, &b))
         })?;
-        let anchor_tx = r.opt(|r| {
-            deserialize::<Transaction>(&r.bytes()?).map_err(|_| RestoreError::Invalid("anchor"))
-        })?;
+        let anchor_tx =
+            r.opt(|r| deserialize::<Transaction>(&r.bytes()?).map_err(|_| RestoreError::Invalid("anchor")))?;
         let anchor_broadcast = r.bool()?;
         let anchor_depth = r.u32()?;
         let sent_complete_at = r.opt(R::u32)?;
@@ -418,8 +401,8 @@ impl Channel {
         let their_hash = r.hash()?;
         let their_next_hash = r.opt(R::hash)?;
         let their_prev = r.opt(|r| Ok((r.view()?, r.hash()?)))?;
-        let their_secrets = ShachainStore::from_bytes(&r.bytes()?)
-            .map_err(|_| RestoreError::Invalid("shachain store"))?;
+        let their_secrets =
+            ShachainStore::from_bytes(&r.bytes()?).map_err(|_| RestoreError::Invalid("shachain store"))?;
         let staged_ours = r.view()?;
         let staged_theirs = r.view()?;
         let mut log = Vec::new();
@@ -428,10 +411,7 @@ impl Channel {
             let msg_no = r.u64()?;
             let update = match r.u8()? {
                 0 => Update::Add(r.htlc()?),
-                1 => Update::Fulfill {
-                    id: r.u64()?,
-                    r: Preimage(r.array()?),
-                },
+                1 => Update::Fulfill { id: r.u64()?, r: Preimage(r.array()?) },
                 2 => Update::Fail { id: r.u64()? },
                 3 => Update::Fee(r.u32()?),
                 _ => return Err(RestoreError::Invalid("update")),
@@ -472,8 +452,7 @@ impl Channel {
         let mut unacked = VecDeque::new();
         for _ in 0..r.u32()? {
             let (n, ack) = (r.u64()?, r.u64()?);
-            let m = wire::decode(&r.bytes()?)
-                .map_err(|_| RestoreError::Invalid("unacknowledged message"))?;
+            let m = wire::decode(&r.bytes()?).map_err(|_| RestoreError::Invalid("unacknowledged message"))?;
             unacked.push_back((n, ack, m));
         }
         let height = r.u32()?;

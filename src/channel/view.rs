@@ -97,21 +97,8 @@ fn slot(side: Side) -> usize {
 
 impl View {
     /// The initial commitment of `owner`: the funder holds everything.
-    pub(crate) fn new(
-        owner: Side,
-        to_local: MilliSats,
-        to_remote: MilliSats,
-        fee_rate: u32,
-    ) -> Self {
-        View {
-            owner,
-            htlcs: BTreeMap::new(),
-            to_local,
-            to_remote,
-            fee_rate,
-            offered: [0, 0],
-            non_dust: 0,
-        }
+    pub(crate) fn new(owner: Side, to_local: MilliSats, to_remote: MilliSats, fee_rate: u32) -> Self {
+        View { owner, htlcs: BTreeMap::new(), to_local, to_remote, fee_rate, offered: [0, 0], non_dust: 0 }
     }
 
     /// `side`'s balance, HTLCs excluded.
@@ -163,12 +150,10 @@ impl View {
     /// changing it: ids (R3.2-e, R3.3-c), preimages (R3.3-d), the HTLC count
     /// (R3.2-c) and affordability including the offerer's fee share (R3.2-a,
     /// R3.6-e).
-    pub(crate) fn check(
-        &self,
-        from: Side,
-        update: &Update,
-        max_htlcs: usize,
-    ) -> Result<(), Refusal> {
+    ///
+    /// With `afford` false the fee share is not checked (only that the
+    /// balance covers the amount).
+    pub(crate) fn check(&self, from: Side, update: &Update, max_htlcs: usize, afford: bool) -> Result<(), Refusal> {
         match update {
             Update::Add(h) => {
                 if self.htlcs.contains_key(&(from, h.id)) {
@@ -177,31 +162,21 @@ impl View {
                 if self.offered[slot(from)] >= max_htlcs {
                     return Err(Refusal::TooManyHtlcs);
                 }
-                let left = self
-                    .balance(from)
-                    .checked_sub(h.amount.msat())
-                    .ok_or(Refusal::CannotAfford)?;
+                let left = self.balance(from).checked_sub(h.amount.msat()).ok_or(Refusal::CannotAfford)?;
                 let non_dust = self.non_dust + usize::from(!htlc_is_dust(h.amount.msat()));
-                if left.to_sat_floor() < commitment_fee(self.fee_rate, non_dust) / 2 {
+                if afford && left.to_sat_floor() < commitment_fee(self.fee_rate, non_dust) / 2 {
                     return Err(Refusal::CannotAfford);
                 }
                 Ok(())
             }
             Update::Fulfill { id, r } => {
-                let h = self
-                    .htlcs
-                    .get(&(from.other(), *id))
-                    .ok_or(Refusal::UnknownHtlc(*id))?;
+                let h = self.htlcs.get(&(from.other(), *id)).ok_or(Refusal::UnknownHtlc(*id))?;
                 if r.hash() != h.r_hash {
                     return Err(Refusal::WrongPreimage(*id));
                 }
                 Ok(())
             }
-            Update::Fail { id } => self
-                .htlcs
-                .get(&(from.other(), *id))
-                .map(|_| ())
-                .ok_or(Refusal::UnknownHtlc(*id)),
+            Update::Fail { id } => self.htlcs.get(&(from.other(), *id)).map(|_| ()).ok_or(Refusal::UnknownHtlc(*id)),
             Update::Fee(_) => Ok(()),
         }
     }
@@ -216,20 +191,14 @@ impl View {
                 if self.htlcs.contains_key(&(from, h.id)) {
                     return Err(Refusal::DuplicateId(h.id));
                 }
-                let left = self
-                    .balance(from)
-                    .checked_sub(h.amount.msat())
-                    .ok_or(Refusal::CannotAfford)?;
+                let left = self.balance(from).checked_sub(h.amount.msat()).ok_or(Refusal::CannotAfford)?;
                 *self.balance_mut(from) = left;
                 self.non_dust += usize::from(!htlc_is_dust(h.amount.msat()));
                 self.offered[slot(from)] += 1;
                 self.htlcs.insert((from, h.id), *h);
             }
             Update::Fulfill { id, r } => {
-                let h = self
-                    .htlcs
-                    .get(&(from.other(), *id))
-                    .ok_or(Refusal::UnknownHtlc(*id))?;
+                let h = self.htlcs.get(&(from.other(), *id)).ok_or(Refusal::UnknownHtlc(*id))?;
                 if r.hash() != h.r_hash {
                     return Err(Refusal::WrongPreimage(*id));
                 }
@@ -258,10 +227,7 @@ impl View {
 
     fn credit(&mut self, side: Side, amount: MilliSats) {
         // Every amount comes out of the anchor, which is far below 2^64 msat.
-        let total = self
-            .balance(side)
-            .checked_add(amount)
-            .expect("balances stay within the anchor");
+        let total = self.balance(side).checked_add(amount).expect("balances stay within the anchor");
         *self.balance_mut(side) = total;
     }
 
@@ -278,11 +244,7 @@ impl View {
         self.htlcs
             .values()
             .map(|h| HtlcSpec {
-                direction: if h.offerer == self.owner {
-                    HtlcDirection::Offered
-                } else {
-                    HtlcDirection::Received
-                },
+                direction: if h.offerer == self.owner { HtlcDirection::Offered } else { HtlcDirection::Received },
                 id: h.id,
                 amount: h.amount.msat(),
                 r_hash: h.r_hash,

@@ -65,29 +65,16 @@ pub struct CloseTx {
 pub fn build_close(spec: &CloseSpec<'_>) -> Result<CloseTx, CloseError> {
     let total = spec.to_local.checked_add(spec.to_remote);
     if total.is_none() || total != MilliSats::from_sat(spec.funding.value()) {
-        return Err(CloseError::ValueMismatch {
-            total,
-            funding: spec.funding.value(),
-        });
+        return Err(CloseError::ValueMismatch { total, funding: spec.funding.value() });
     }
     if spec.close_fee.to_sat() % 2 == 1 {
         return Err(CloseError::OddFee(spec.close_fee));
     }
-    let split = split_fee(
-        spec.close_fee,
-        spec.to_local.to_sat_floor(),
-        spec.to_remote.to_sat_floor(),
-    );
+    let split = split_fee(spec.close_fee, spec.to_local.to_sat_floor(), spec.to_remote.to_sat_floor());
     let p2wpkh = |key: &CompressedPublicKey| ScriptBuf::new_p2wpkh(&key.wpubkey_hash());
     let mut output: Vec<TxOut> = [
-        split.local_output().map(|value| TxOut {
-            value,
-            script_pubkey: p2wpkh(&spec.local_final),
-        }),
-        split.remote_output().map(|value| TxOut {
-            value,
-            script_pubkey: p2wpkh(&spec.remote_final),
-        }),
+        split.local_output().map(|value| TxOut { value, script_pubkey: p2wpkh(&spec.local_final) }),
+        split.remote_output().map(|value| TxOut { value, script_pubkey: p2wpkh(&spec.remote_final) }),
     ]
     .into_iter()
     .flatten()
@@ -95,9 +82,7 @@ pub fn build_close(spec: &CloseSpec<'_>) -> Result<CloseTx, CloseError> {
     if output.is_empty() {
         return Err(CloseError::NoOutputs);
     }
-    output.sort_by(|a, b| {
-        (a.value, a.script_pubkey.as_bytes()).cmp(&(b.value, b.script_pubkey.as_bytes()))
-    });
+    output.sort_by(|a, b| (a.value, a.script_pubkey.as_bytes()).cmp(&(b.value, b.script_pubkey.as_bytes())));
     let tx = Transaction {
         version: transaction::Version::TWO,
         lock_time: absolute::LockTime::ZERO,
@@ -119,11 +104,7 @@ impl CloseTx {
     }
 
     /// Our signature (`close_signature.sig`).
-    pub fn sign(
-        &self,
-        funding: &FundingOutput,
-        signer: &dyn Signer,
-    ) -> Result<Signature, SignerError> {
+    pub fn sign(&self, funding: &FundingOutput, signer: &dyn Signer) -> Result<Signature, SignerError> {
         funding.sign(&self.tx, signer)
     }
 

@@ -16,14 +16,11 @@
 //! split between the two to-`final_key` balances; dust outputs are left out.
 
 use bitcoin::hashes::{ripemd160, sha256, Hash as _};
-use bitcoin::opcodes::all::{
-    OP_CHECKSIG, OP_CSV, OP_DROP, OP_ELSE, OP_ENDIF, OP_EQUAL, OP_HASH160, OP_IF,
-};
+use bitcoin::opcodes::all::{OP_CHECKSIG, OP_CSV, OP_DROP, OP_ELSE, OP_ENDIF, OP_EQUAL, OP_HASH160, OP_IF};
 use bitcoin::script::Builder;
 use bitcoin::secp256k1::ecdsa::Signature;
 use bitcoin::{
-    absolute, transaction, Amount, CompressedPublicKey, OutPoint, Script, ScriptBuf, Transaction,
-    TxOut, Txid,
+    absolute, transaction, Amount, CompressedPublicKey, OutPoint, Script, ScriptBuf, Transaction, TxOut, Txid,
 };
 
 use super::funding::FundingOutput;
@@ -197,54 +194,31 @@ pub enum CommitmentError {
 /// Cost is O(n log n) in the number of HTLCs (one sort of the outputs).
 pub fn build(spec: &CommitmentSpec<'_>) -> Result<Commitment, CommitmentError> {
     let funding_msat = MilliSats::from_sat(spec.funding.value());
-    let total = MilliSats::checked_sum(
-        [spec.to_owner, spec.to_other]
-            .into_iter()
-            .chain(spec.htlcs.iter().map(|h| h.amount)),
-    );
+    let total =
+        MilliSats::checked_sum([spec.to_owner, spec.to_other].into_iter().chain(spec.htlcs.iter().map(|h| h.amount)));
     if total.is_none() || total != funding_msat {
-        return Err(CommitmentError::ValueMismatch {
-            total,
-            funding: spec.funding.value(),
-        });
+        return Err(CommitmentError::ValueMismatch { total, funding: spec.funding.value() });
     }
 
     let mut seen = std::collections::HashSet::with_capacity(spec.htlcs.len());
-    if let Some(h) = spec
-        .htlcs
-        .iter()
-        .find(|h| !seen.insert((h.direction, h.id)))
-    {
-        return Err(CommitmentError::DuplicateHtlc {
-            direction: h.direction,
-            id: h.id,
-        });
+    if let Some(h) = spec.htlcs.iter().find(|h| !seen.insert((h.direction, h.id))) {
+        return Err(CommitmentError::DuplicateHtlc { direction: h.direction, id: h.id });
     }
 
-    let (live, trimmed): (Vec<&HtlcSpec>, Vec<&HtlcSpec>) =
-        spec.htlcs.iter().partition(|h| !htlc_is_dust(h.amount));
+    let (live, trimmed): (Vec<&HtlcSpec>, Vec<&HtlcSpec>) = spec.htlcs.iter().partition(|h| !htlc_is_dust(h.amount));
     let fee = split_fee(
         commitment_fee(spec.fee_rate_per_kb, live.len()),
         spec.to_owner.to_sat_floor(),
         spec.to_other.to_sat_floor(),
     );
 
-    let mut outputs: Vec<(TxOut, OutputKind, Option<ScriptBuf>)> =
-        Vec::with_capacity(live.len() + 2);
+    let mut outputs: Vec<(TxOut, OutputKind, Option<ScriptBuf>)> = Vec::with_capacity(live.len() + 2);
     if let Some(value) = fee.local_output() {
-        let script = to_self_script(
-            &spec.revocation_hash,
-            &spec.other_final,
-            spec.delay,
-            &spec.owner_final,
-        );
+        let script = to_self_script(&spec.revocation_hash, &spec.other_final, spec.delay, &spec.owner_final);
         outputs.push(p2wsh(value, script, OutputKind::ToOwner));
     }
     if let Some(value) = fee.remote_output() {
-        let txout = TxOut {
-            value,
-            script_pubkey: ScriptBuf::new_p2wpkh(&spec.other_final.wpubkey_hash()),
-        };
+        let txout = TxOut { value, script_pubkey: ScriptBuf::new_p2wpkh(&spec.other_final.wpubkey_hash()) };
         outputs.push((txout, OutputKind::ToOther, None));
     }
     let revocation_ripemd = ripemd_of(&spec.revocation_hash);
@@ -260,22 +234,13 @@ pub fn build(spec: &CommitmentSpec<'_>) -> Result<Commitment, CommitmentError> {
     }
     // BIP69, then (kind, id): identical outputs get a fixed order too.
     outputs.sort_unstable_by(|(a, ka, _), (b, kb, _)| {
-        (a.value, a.script_pubkey.as_bytes(), ka.rank()).cmp(&(
-            b.value,
-            b.script_pubkey.as_bytes(),
-            kb.rank(),
-        ))
+        (a.value, a.script_pubkey.as_bytes(), ka.rank()).cmp(&(b.value, b.script_pubkey.as_bytes(), kb.rank()))
     });
 
     let mut map = Vec::with_capacity(outputs.len());
     let mut txouts = Vec::with_capacity(outputs.len());
     for (vout, (txout, kind, witness_script)) in outputs.into_iter().enumerate() {
-        map.push(CommitmentOutput {
-            vout: vout as u32,
-            value: txout.value,
-            kind,
-            witness_script,
-        });
+        map.push(CommitmentOutput { vout: vout as u32, value: txout.value, kind, witness_script });
         txouts.push(txout);
     }
     let tx = Transaction {
@@ -297,15 +262,8 @@ pub fn build(spec: &CommitmentSpec<'_>) -> Result<Commitment, CommitmentError> {
     })
 }
 
-fn p2wsh(
-    value: Amount,
-    script: ScriptBuf,
-    kind: OutputKind,
-) -> (TxOut, OutputKind, Option<ScriptBuf>) {
-    let txout = TxOut {
-        value,
-        script_pubkey: ScriptBuf::new_p2wsh(&script.wscript_hash()),
-    };
+fn p2wsh(value: Amount, script: ScriptBuf, kind: OutputKind) -> (TxOut, OutputKind, Option<ScriptBuf>) {
+    let txout = TxOut { value, script_pubkey: ScriptBuf::new_p2wsh(&script.wscript_hash()) };
     (txout, kind, Some(script))
 }
 
@@ -332,18 +290,13 @@ impl Commitment {
 
     /// The outpoint of output `vout`.
     pub fn outpoint(&self, vout: u32) -> OutPoint {
-        OutPoint {
-            txid: self.txid(),
-            vout,
-        }
+        OutPoint { txid: self.txid(), vout }
     }
 
     /// The output carrying the HTLC `(direction, id)`, if it has one (a dust
     /// HTLC has none).
     pub fn htlc_output(&self, direction: HtlcDirection, id: u64) -> Option<&CommitmentOutput> {
-        self.outputs.iter().find(
-            |o| matches!(o.kind, OutputKind::Htlc(h) if h.direction == direction && h.id == id),
-        )
+        self.outputs.iter().find(|o| matches!(o.kind, OutputKind::Htlc(h) if h.direction == direction && h.id == id))
     }
 
     /// HTLCs too small for an output (ruling D9): their value went to fees.
@@ -384,11 +337,7 @@ impl Commitment {
     /// Our `commit_key` signature for this commitment (we are the other
     /// side, signing the owner's transaction: `update_commit`,
     /// `open_anchor`, `open_commit_sig`).
-    pub fn sign(
-        &self,
-        funding: &FundingOutput,
-        signer: &dyn Signer,
-    ) -> Result<Signature, SignerError> {
+    pub fn sign(&self, funding: &FundingOutput, signer: &dyn Signer) -> Result<Signature, SignerError> {
         funding.sign(&self.tx, signer)
     }
 
@@ -418,8 +367,6 @@ impl Commitment {
     /// Where `script` is among the outputs' witness scripts (for callers
     /// matching an on-chain spend).
     pub fn find_witness_script(&self, script: &Script) -> Option<&CommitmentOutput> {
-        self.outputs
-            .iter()
-            .find(|o| o.witness_script.as_deref() == Some(script))
+        self.outputs.iter().find(|o| o.witness_script.as_deref() == Some(script))
     }
 }

@@ -10,9 +10,7 @@ use bitcoin::opcodes::all::{OP_CHECKMULTISIG, OP_PUSHNUM_2};
 use bitcoin::script::Builder;
 use bitcoin::secp256k1::ecdsa::Signature;
 use bitcoin::sighash::{EcdsaSighashType, SegwitV0Sighash, SighashCache};
-use bitcoin::{
-    Amount, CompressedPublicKey, OutPoint, Script, ScriptBuf, Sequence, Transaction, TxIn, Witness,
-};
+use bitcoin::{Amount, CompressedPublicKey, OutPoint, Script, ScriptBuf, Sequence, Transaction, TxIn, Witness};
 
 use super::sign::{self, witness_sig, KeyRole, Signer, SignerError, SigningInput, VerifyError};
 
@@ -55,18 +53,8 @@ impl FundingOutput {
     ///
     /// This trusts the caller's description; use [`validate_funding`] to
     /// check a funding transaction against it.
-    pub fn new(
-        outpoint: OutPoint,
-        value: Amount,
-        a: &CompressedPublicKey,
-        b: &CompressedPublicKey,
-    ) -> Self {
-        FundingOutput {
-            outpoint,
-            value,
-            keys: sorted(a, b),
-            witness_script: anchor_witness_script(a, b),
-        }
+    pub fn new(outpoint: OutPoint, value: Amount, a: &CompressedPublicKey, b: &CompressedPublicKey) -> Self {
+        FundingOutput { outpoint, value, keys: sorted(a, b), witness_script: anchor_witness_script(a, b) }
     }
 
     /// Where the anchor output is.
@@ -109,10 +97,7 @@ impl FundingOutput {
     /// The BIP143 `SIGHASH_ALL` digest of input 0 of `tx`, which must spend
     /// this anchor.
     pub fn sighash(&self, tx: &Transaction) -> SegwitV0Sighash {
-        debug_assert_eq!(
-            tx.input.first().map(|i| i.previous_output),
-            Some(self.outpoint)
-        );
+        debug_assert_eq!(tx.input.first().map(|i| i.previous_output), Some(self.outpoint));
         SighashCache::new(tx)
             .p2wsh_signature_hash(0, &self.witness_script, self.value, EcdsaSighashType::All)
             .expect("a transaction spending the anchor has input 0")
@@ -133,12 +118,7 @@ impl FundingOutput {
 
     /// Checks a signature on `tx` by `key`, which must be one of the two
     /// anchor keys.
-    pub fn verify(
-        &self,
-        tx: &Transaction,
-        key: &CompressedPublicKey,
-        sig: &Signature,
-    ) -> Result<(), VerifyError> {
+    pub fn verify(&self, tx: &Transaction, key: &CompressedPublicKey, sig: &Signature) -> Result<(), VerifyError> {
         let sighash = self.sighash(tx);
         if !self.keys.contains(key) {
             return Err(VerifyError { key: *key, sighash });
@@ -164,16 +144,8 @@ impl FundingOutput {
 
     /// The witness spending the anchor with one signature per key, in
     /// whichever order they are given.
-    pub fn witness(
-        &self,
-        a: (&CompressedPublicKey, &Signature),
-        b: (&CompressedPublicKey, &Signature),
-    ) -> Witness {
-        let (first, second) = if *a.0 == self.keys[0] {
-            (a.1, b.1)
-        } else {
-            (b.1, a.1)
-        };
+    pub fn witness(&self, a: (&CompressedPublicKey, &Signature), b: (&CompressedPublicKey, &Signature)) -> Witness {
+        let (first, second) = if *a.0 == self.keys[0] { (a.1, b.1) } else { (b.1, a.1) };
         let mut w = Witness::new();
         w.push([]);
         w.push(witness_sig(first));
@@ -228,30 +200,13 @@ pub fn validate_funding(
     b: &CompressedPublicKey,
     amount: Amount,
 ) -> Result<FundingOutput, FundingError> {
-    let output = tx
-        .output
-        .get(vout as usize)
-        .ok_or(FundingError::NoSuchOutput {
-            vout,
-            outputs: tx.output.len(),
-        })?;
-    let funding = FundingOutput::new(
-        OutPoint {
-            txid: tx.compute_txid(),
-            vout,
-        },
-        amount,
-        a,
-        b,
-    );
+    let output = tx.output.get(vout as usize).ok_or(FundingError::NoSuchOutput { vout, outputs: tx.output.len() })?;
+    let funding = FundingOutput::new(OutPoint { txid: tx.compute_txid(), vout }, amount, a, b);
     if output.script_pubkey != funding.script_pubkey() {
         return Err(FundingError::WrongScript { vout });
     }
     if output.value != amount {
-        return Err(FundingError::WrongAmount {
-            expected: amount,
-            found: output.value,
-        });
+        return Err(FundingError::WrongAmount { expected: amount, found: output.value });
     }
     if amount > MAX_ANCHOR {
         return Err(FundingError::TooLarge(amount));

@@ -39,8 +39,8 @@
 
 use bitcoin::hashes::sha256;
 use bitcoin::opcodes::all::{
-    OP_2DROP, OP_BOOLOR, OP_CHECKSIG, OP_CLTV, OP_CSV, OP_DROP, OP_DUP, OP_ELSE, OP_ENDIF,
-    OP_EQUAL, OP_EQUALVERIFY, OP_HASH160, OP_IF, OP_NOTIF, OP_SIZE, OP_SWAP,
+    OP_2DROP, OP_BOOLOR, OP_CHECKSIG, OP_CLTV, OP_CSV, OP_DROP, OP_DUP, OP_ELSE, OP_ENDIF, OP_EQUAL, OP_EQUALVERIFY,
+    OP_HASH160, OP_IF, OP_NOTIF, OP_SIZE, OP_SWAP,
 };
 use bitcoin::script::Builder;
 use bitcoin::{absolute, CompressedPublicKey, FeeRate, ScriptBuf, Transaction};
@@ -59,14 +59,7 @@ pub fn offered_htlc_script(
     expiry: absolute::LockTime,
     delay: Delay,
 ) -> ScriptBuf {
-    offered(
-        &ripemd_of(r_hash),
-        &ripemd_of(revocation_hash),
-        owner_final,
-        other_final,
-        expiry,
-        delay,
-    )
+    offered(&ripemd_of(r_hash), &ripemd_of(revocation_hash), owner_final, other_final, expiry, delay)
 }
 
 /// The script of an HTLC the commitment's owner received.
@@ -78,44 +71,15 @@ pub fn received_htlc_script(
     expiry: absolute::LockTime,
     delay: Delay,
 ) -> ScriptBuf {
-    received(
-        &ripemd_of(r_hash),
-        &ripemd_of(revocation_hash),
-        owner_final,
-        other_final,
-        expiry,
-        delay,
-    )
+    received(&ripemd_of(r_hash), &ripemd_of(revocation_hash), owner_final, other_final, expiry, delay)
 }
 
-pub(crate) fn offered_script(
-    h: &HtlcSpec,
-    revocation_ripemd: &[u8; 20],
-    spec: &CommitmentSpec<'_>,
-) -> ScriptBuf {
-    offered(
-        &ripemd_of(&h.r_hash),
-        revocation_ripemd,
-        &spec.owner_final,
-        &spec.other_final,
-        h.expiry,
-        spec.delay,
-    )
+pub(crate) fn offered_script(h: &HtlcSpec, revocation_ripemd: &[u8; 20], spec: &CommitmentSpec<'_>) -> ScriptBuf {
+    offered(&ripemd_of(&h.r_hash), revocation_ripemd, &spec.owner_final, &spec.other_final, h.expiry, spec.delay)
 }
 
-pub(crate) fn received_script(
-    h: &HtlcSpec,
-    revocation_ripemd: &[u8; 20],
-    spec: &CommitmentSpec<'_>,
-) -> ScriptBuf {
-    received(
-        &ripemd_of(&h.r_hash),
-        revocation_ripemd,
-        &spec.owner_final,
-        &spec.other_final,
-        h.expiry,
-        spec.delay,
-    )
+pub(crate) fn received_script(h: &HtlcSpec, revocation_ripemd: &[u8; 20], spec: &CommitmentSpec<'_>) -> ScriptBuf {
+    received(&ripemd_of(&h.r_hash), revocation_ripemd, &spec.owner_final, &spec.other_final, h.expiry, spec.delay)
 }
 
 /// `OP_SIZE 32 OP_EQUALVERIFY OP_HASH160 OP_DUP <RIPEMD160(r_hash)> OP_EQUAL`

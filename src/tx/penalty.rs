@@ -67,11 +67,7 @@ pub fn build_penalty(
     if preimage.hash() != revoked.revocation_hash() {
         return Err(PenaltyError::WrongPreimage(revoked.revocation_hash()));
     }
-    let mut penalty = Penalty {
-        txs: Vec::new(),
-        uneconomical: Vec::new(),
-        already_ours: None,
-    };
+    let mut penalty = Penalty { txs: Vec::new(), uneconomical: Vec::new(), already_ours: None };
     let mut worth: Vec<SweepInput> = Vec::new();
     for out in revoked.outputs() {
         if out.kind == OutputKind::ToOther {
@@ -79,13 +75,9 @@ pub fn build_penalty(
             continue;
         }
         let input = SweepInput::from_commitment(revoked, out.vout, Claim::Revocation(preimage))?;
-        let cost = fee_rate
-            .fee_wu(input.max_weight())
-            .unwrap_or(Amount::MAX_MONEY);
+        let cost = fee_rate.fee_wu(input.max_weight()).unwrap_or(Amount::MAX_MONEY);
         if cost >= input.value() {
-            penalty
-                .uneconomical
-                .push((input.outpoint(), input.value(), cost));
+            penalty.uneconomical.push((input.outpoint(), input.value(), cost));
         } else {
             worth.push(input);
         }
@@ -120,19 +112,13 @@ fn finish(
 ) -> Result<(), PenaltyError> {
     match unsigned_sweep(&batch, destination.clone(), fee_rate) {
         Err(SweepError::NotWorthSweeping { fee, .. }) => {
-            penalty
-                .uneconomical
-                .extend(batch.iter().map(|i| (i.outpoint(), i.value(), fee)));
+            penalty.uneconomical.extend(batch.iter().map(|i| (i.outpoint(), i.value(), fee)));
             Ok(())
         }
         Err(e) => Err(e.into()),
         Ok(_) => {
             let tx = build_sweep(batch, destination.clone(), fee_rate, signer)?;
-            debug_assert!(
-                tx.total_size() < MAX_PENALTY_TX_SIZE,
-                "penalty tx of {} bytes",
-                tx.total_size()
-            );
+            debug_assert!(tx.total_size() < MAX_PENALTY_TX_SIZE, "penalty tx of {} bytes", tx.total_size());
             penalty.txs.push(tx);
             Ok(())
         }

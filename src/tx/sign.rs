@@ -116,13 +116,8 @@ pub struct VerifyError {
 }
 
 /// Checks `sig` by `key` over `sighash`.
-pub fn verify(
-    sighash: SegwitV0Sighash,
-    key: &CompressedPublicKey,
-    sig: &Signature,
-) -> Result<(), VerifyError> {
-    SECP.verify_ecdsa(&message(sighash), sig, &key.0)
-        .map_err(|_| VerifyError { key: *key, sighash })
+pub fn verify(sighash: SegwitV0Sighash, key: &CompressedPublicKey, sig: &Signature) -> Result<(), VerifyError> {
+    SECP.verify_ecdsa(&message(sighash), sig, &key.0).map_err(|_| VerifyError { key: *key, sighash })
 }
 
 fn message(sighash: SegwitV0Sighash) -> Message {

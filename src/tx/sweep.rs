@@ -14,8 +14,7 @@
 use bitcoin::hashes::sha256;
 use bitcoin::sighash::{EcdsaSighashType, SighashCache};
 use bitcoin::{
-    absolute, transaction, Amount, FeeRate, OutPoint, ScriptBuf, Sequence, Transaction, TxIn,
-    TxOut, Weight, Witness,
+    absolute, transaction, Amount, FeeRate, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Weight, Witness,
 };
 
 use super::commitment::{Commitment, HtlcDirection, OutputKind};
@@ -113,19 +112,9 @@ impl SweepInput {
     ///
     /// The to-other output is a plain P2WPKH to the other side's key: its
     /// wallet spends it like any other.
-    pub fn from_commitment(
-        commitment: &Commitment,
-        vout: u32,
-        claim: Claim,
-    ) -> Result<Self, SweepError> {
-        let out = commitment
-            .output(vout)
-            .ok_or(SweepError::NoSuchOutput(vout))?;
-        let wrong = |kind| SweepError::WrongClaim {
-            vout,
-            kind,
-            claim: claim_name(&claim),
-        };
+    pub fn from_commitment(commitment: &Commitment, vout: u32, claim: Claim) -> Result<Self, SweepError> {
+        let out = commitment.output(vout).ok_or(SweepError::NoSuchOutput(vout))?;
+        let wrong = |kind| SweepError::WrongClaim { vout, kind, claim: claim_name(&claim) };
         let check = |p: &Preimage, expected: sha256::Hash| {
             if p.hash() == expected {
                 Ok(p.0.to_vec())
@@ -137,11 +126,9 @@ impl SweepInput {
         let (secret, sequence, lock_time) = match (&out.kind, claim) {
             (OutputKind::ToOther, _) => return Err(wrong("to-other P2WPKH")),
             (OutputKind::ToOwner, Claim::DelayedToSelf) => (Vec::new(), delayed, None),
-            (OutputKind::ToOwner | OutputKind::Htlc(_), Claim::Revocation(p)) => (
-                check(&p, commitment.revocation_hash())?,
-                Sequence::ENABLE_RBF_NO_LOCKTIME,
-                None,
-            ),
+            (OutputKind::ToOwner | OutputKind::Htlc(_), Claim::Revocation(p)) => {
+                (check(&p, commitment.revocation_hash())?, Sequence::ENABLE_RBF_NO_LOCKTIME, None)
+            }
             (OutputKind::ToOwner, _) => return Err(wrong("to-owner")),
             (OutputKind::Htlc(_), Claim::DelayedToSelf) => return Err(wrong("HTLC")),
             (OutputKind::Htlc(h), Claim::Success(r)) => {
@@ -162,10 +149,7 @@ impl SweepInput {
         Ok(SweepInput {
             outpoint: commitment.outpoint(vout),
             value: out.value,
-            witness_script: out
-                .witness_script
-                .clone()
-                .expect("every output but to-other has a witness script"),
+            witness_script: out.witness_script.clone().expect("every output but to-other has a witness script"),
             secret,
             sequence,
             lock_time,
@@ -190,10 +174,7 @@ impl SweepInput {
 
     /// The most this input adds to a transaction's weight.
     pub fn max_weight(&self) -> Weight {
-        Weight::from_wu(
-            (41 * 4 + witness_len(&[MAX_SIG_LEN, self.secret.len(), self.witness_script.len()]))
-                as u64,
-        )
+        Weight::from_wu((41 * 4 + witness_len(&[MAX_SIG_LEN, self.secret.len(), self.witness_script.len()])) as u64)
     }
 
     fn txin(&self) -> TxIn {
@@ -219,10 +200,7 @@ fn claim_name(claim: &Claim) -> &'static str {
 /// element count is at most 3 here, so every length prefix is one byte for
 /// elements under 253 bytes).
 fn witness_len(elements: &[usize]) -> usize {
-    1 + elements
-        .iter()
-        .map(|&len| varint_len(len) + len)
-        .sum::<usize>()
+    1 + elements.iter().map(|&len| varint_len(len) + len).sum::<usize>()
 }
 
 pub(crate) fn varint_len(n: usize) -> usize {
@@ -245,9 +223,7 @@ pub(crate) fn unsigned_sweep(
     let mut lock_time: Option<absolute::LockTime> = None;
     for l in inputs.iter().filter_map(|i| i.lock_time) {
         match lock_time {
-            Some(current) if !l.is_same_unit(current) => {
-                return Err(SweepError::MixedLockTimeUnits)
-            }
+            Some(current) if !l.is_same_unit(current) => return Err(SweepError::MixedLockTimeUnits),
             Some(current) if !current.is_implied_by(l) => {}
             _ => lock_time = Some(l),
         }
@@ -258,18 +234,13 @@ pub(crate) fn unsigned_sweep(
         version: transaction::Version::TWO,
         lock_time,
         input: inputs.iter().map(SweepInput::txin).collect(),
-        output: vec![TxOut {
-            value: Amount::ZERO,
-            script_pubkey: destination,
-        }],
+        output: vec![TxOut { value: Amount::ZERO, script_pubkey: destination }],
     };
     // Weight of the unsigned transaction counts no witness; add each input's
     // largest witness and the segwit marker and flag.
-    let witness_weight: u64 = inputs
-        .iter()
-        .map(|i| witness_len(&[MAX_SIG_LEN, i.secret.len(), i.witness_script.len()]) as u64)
-        .sum::<u64>()
-        + 2;
+    let witness_weight: u64 =
+        inputs.iter().map(|i| witness_len(&[MAX_SIG_LEN, i.secret.len(), i.witness_script.len()]) as u64).sum::<u64>()
+            + 2;
     let weight = tx.weight() + Weight::from_wu(witness_weight);
     let fee = fee_rate.fee_wu(weight).unwrap_or(Amount::MAX_MONEY);
     let value = total.checked_sub(fee).filter(|v| !is_dust(*v));

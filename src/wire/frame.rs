@@ -55,10 +55,7 @@ impl fmt::Display for FrameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FrameError::TooLarge { len } => {
-                write!(
-                    f,
-                    "frame announces {len} bytes, above the {MAX_PKT_LEN}-byte limit"
-                )
+                write!(f, "frame announces {len} bytes, above the {MAX_PKT_LEN}-byte limit")
             }
             FrameError::Decode(e) => write!(f, "frame body: {e}"),
             FrameError::Failed => f.write_str("stream failed earlier and has lost its framing"),
@@ -135,12 +132,7 @@ impl FrameDecoder {
         self.compact();
         // A body that does not decode is the peer's protocol violation, but
         // the framing around it is intact: the stream can go on.
-        message.map(|message| {
-            Some(Frame {
-                acknowledge,
-                message,
-            })
-        })
+        message.map(|message| Some(Frame { acknowledge, message }))
     }
 
     fn fail(&mut self, err: FrameError) -> FrameError {

@@ -325,9 +325,7 @@ impl fmt::Display for DecodeErrorKind {
             DecodeErrorKind::OneofConflict => f.write_str("more than one member of a oneof"),
             DecodeErrorKind::Empty => f.write_str("no message"),
             DecodeErrorKind::OutOfRange(why) => write!(f, "value out of range: {why}"),
-            DecodeErrorKind::InvalidPublicKey => {
-                f.write_str("not a valid compressed public key (R2.1-e)")
-            }
+            DecodeErrorKind::InvalidPublicKey => f.write_str("not a valid compressed public key (R2.1-e)"),
             DecodeErrorKind::InvalidSignature => f.write_str("not a valid compact signature"),
             DecodeErrorKind::HighS => f.write_str("signature is not low-S (ruling D3)"),
             DecodeErrorKind::UnknownEnumValue(v) => write!(f, "unknown enum value {v}"),
@@ -346,11 +344,7 @@ pub struct DecodeError {
 
 impl DecodeError {
     fn new(message: &'static str, field: impl Into<String>, kind: DecodeErrorKind) -> Self {
-        DecodeError {
-            message,
-            field: field.into(),
-            kind,
-        }
+        DecodeError { message, field: field.into(), kind }
     }
 
     /// The message at fault, as named in the proto file (`"pkt"` for the
@@ -404,10 +398,7 @@ pub(crate) struct Problem {
 
 impl Problem {
     pub(crate) fn new(kind: DecodeErrorKind) -> Self {
-        Problem {
-            path: Vec::new(),
-            kind,
-        }
+        Problem { path: Vec::new(), kind }
     }
 
     pub(crate) fn in_field(mut self, name: &'static str) -> Self {
@@ -468,9 +459,7 @@ pub fn encode(msg: &Message) -> Vec<u8> {
             amount: m.amount.to_sat(),
             commit_sig: sig_to_proto(&m.commit_sig),
         }),
-        Message::OpenCommitSig(m) => P::OpenCommitSig(proto::OpenCommitSig {
-            sig: sig_to_proto(&m.sig),
-        }),
+        Message::OpenCommitSig(m) => P::OpenCommitSig(proto::OpenCommitSig { sig: sig_to_proto(&m.sig) }),
         Message::OpenComplete => P::OpenComplete(proto::OpenComplete {}),
         Message::UpdateAddHtlc(m) => P::UpdateAddHtlc(proto::UpdateAddHtlc {
             id: m.id,
@@ -478,55 +467,34 @@ pub fn encode(msg: &Message) -> Vec<u8> {
             r_hash: hash_to_proto(m.r_hash.to_byte_array()),
             expiry: proto::Locktime {
                 locktime: Some(match m.expiry {
-                    absolute::LockTime::Blocks(h) => {
-                        proto::locktime::Locktime::Blocks(h.to_consensus_u32())
-                    }
-                    absolute::LockTime::Seconds(t) => {
-                        proto::locktime::Locktime::Seconds(t.to_consensus_u32())
-                    }
+                    absolute::LockTime::Blocks(h) => proto::locktime::Locktime::Blocks(h.to_consensus_u32()),
+                    absolute::LockTime::Seconds(t) => proto::locktime::Locktime::Seconds(t.to_consensus_u32()),
                 }),
             },
-            route: proto::Routing {
-                info: m.route.clone(),
-            },
+            route: proto::Routing { info: m.route.clone() },
         }),
-        Message::UpdateFulfillHtlc(m) => P::UpdateFulfillHtlc(proto::UpdateFulfillHtlc {
-            id: m.id,
-            r: hash_to_proto(m.r.0),
-        }),
-        Message::UpdateFailHtlc(m) => P::UpdateFailHtlc(proto::UpdateFailHtlc {
-            id: m.id,
-            reason: proto::FailReason {
-                info: m.reason.clone(),
-            },
-        }),
-        Message::UpdateCommit(m) => P::UpdateCommit(proto::UpdateCommit {
-            sig: sig_to_proto(&m.sig),
-        }),
+        Message::UpdateFulfillHtlc(m) => {
+            P::UpdateFulfillHtlc(proto::UpdateFulfillHtlc { id: m.id, r: hash_to_proto(m.r.0) })
+        }
+        Message::UpdateFailHtlc(m) => {
+            P::UpdateFailHtlc(proto::UpdateFailHtlc { id: m.id, reason: proto::FailReason { info: m.reason.clone() } })
+        }
+        Message::UpdateCommit(m) => P::UpdateCommit(proto::UpdateCommit { sig: sig_to_proto(&m.sig) }),
         Message::UpdateRevocation(m) => P::UpdateRevocation(proto::UpdateRevocation {
             revocation_preimage: hash_to_proto(m.revocation_preimage.0),
             next_revocation_hash: hash_to_proto(m.next_revocation_hash.to_byte_array()),
         }),
-        Message::UpdateFee(m) => P::UpdateFee(proto::UpdateFee {
-            fee_rate: m.fee_rate,
-        }),
+        Message::UpdateFee(m) => P::UpdateFee(proto::UpdateFee { fee_rate: m.fee_rate }),
         Message::CloseClearing => P::CloseClearing(proto::CloseClearing {}),
-        Message::CloseSignature(m) => P::CloseSignature(proto::CloseSignature {
-            close_fee: m.close_fee.to_sat(),
-            sig: sig_to_proto(&m.sig),
-        }),
-        Message::Error(m) => P::Error(proto::Error {
-            problem: m.problem.clone(),
-        }),
+        Message::CloseSignature(m) => {
+            P::CloseSignature(proto::CloseSignature { close_fee: m.close_fee.to_sat(), sig: sig_to_proto(&m.sig) })
+        }
+        Message::Error(m) => P::Error(proto::Error { problem: m.problem.clone() }),
         Message::Unknown(u) => {
             // An ignored message has no content we kept: an empty
             // length-delimited field with its (odd) number.
             let mut out = Vec::with_capacity(6);
-            prost::encoding::encode_key(
-                u.number,
-                prost::encoding::WireType::LengthDelimited,
-                &mut out,
-            );
+            prost::encoding::encode_key(u.number, prost::encoding::WireType::LengthDelimited, &mut out);
             out.push(0);
             return out;
         }
@@ -540,14 +508,7 @@ pub fn encode(msg: &Message) -> Vec<u8> {
 /// message and field broke which rule.
 pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
     if bytes.len() > MAX_PKT_LEN {
-        return Err(DecodeError::new(
-            "pkt",
-            "",
-            DecodeErrorKind::TooLarge {
-                len: bytes.len(),
-                max: MAX_PKT_LEN,
-            },
-        ));
+        return Err(DecodeError::new("pkt", "", DecodeErrorKind::TooLarge { len: bytes.len(), max: MAX_PKT_LEN }));
     }
     let walk = schema::walk(schema::PKT, bytes).map_err(Problem::into_error)?;
     if walk.seen == 0 {
@@ -581,30 +542,19 @@ fn from_proto(pkt: proto::pkt::Pkt) -> Result<Message, DecodeError> {
                 Ok(proto::open_channel::AnchorOffer::WontCreateAnchor) => AnchorOffer::WontCreate,
                 Err(_) => return Err(at.err("anch", DecodeErrorKind::UnknownEnumValue(m.anch))),
             };
-            let delay = match at.locktime("delay", &m.delay)? {
-                proto::locktime::Locktime::Blocks(b) => {
-                    Delay::Blocks(u16::try_from(b).map_err(|_| {
-                        at.err(
-                            "delay.blocks",
-                            DecodeErrorKind::OutOfRange("above BIP68's 65535 blocks"),
-                        )
-                    })?)
-                }
-                proto::locktime::Locktime::Seconds(s) => {
-                    Delay::from_seconds(s).ok_or_else(|| {
-                        at.err(
-                            "delay.seconds",
-                            DecodeErrorKind::OutOfRange("above BIP68's 65535 * 512 seconds"),
-                        )
-                    })?
-                }
-            };
+            let delay =
+                match at.locktime("delay", &m.delay)? {
+                    proto::locktime::Locktime::Blocks(b) => Delay::Blocks(u16::try_from(b).map_err(|_| {
+                        at.err("delay.blocks", DecodeErrorKind::OutOfRange("above BIP68's 65535 blocks"))
+                    })?),
+                    proto::locktime::Locktime::Seconds(s) => Delay::from_seconds(s).ok_or_else(|| {
+                        at.err("delay.seconds", DecodeErrorKind::OutOfRange("above BIP68's 65535 * 512 seconds"))
+                    })?,
+                };
             Message::OpenChannel(OpenChannel {
                 delay,
                 revocation_hash: sha256::Hash::from_byte_array(hash_from_proto(&m.revocation_hash)),
-                next_revocation_hash: sha256::Hash::from_byte_array(hash_from_proto(
-                    &m.next_revocation_hash,
-                )),
+                next_revocation_hash: sha256::Hash::from_byte_array(hash_from_proto(&m.next_revocation_hash)),
                 commit_key: at.pubkey("commit_key", &m.commit_key)?,
                 final_key: at.pubkey("final_key", &m.final_key)?,
                 anch,
@@ -621,29 +571,23 @@ fn from_proto(pkt: proto::pkt::Pkt) -> Result<Message, DecodeError> {
                 commit_sig: at.sig("commit_sig", &m.commit_sig)?,
             })
         }
-        P::OpenCommitSig(m) => Message::OpenCommitSig(OpenCommitSig {
-            sig: Ctx("open_commit_sig").sig("sig", &m.sig)?,
-        }),
+        P::OpenCommitSig(m) => {
+            Message::OpenCommitSig(OpenCommitSig { sig: Ctx("open_commit_sig").sig("sig", &m.sig)? })
+        }
         P::OpenComplete(_) => Message::OpenComplete,
         P::UpdateAddHtlc(m) => {
             let at = Ctx("update_add_htlc");
             let expiry = match at.locktime("expiry", &m.expiry)? {
-                proto::locktime::Locktime::Blocks(b) => absolute::Height::from_consensus(b)
-                    .map(absolute::LockTime::Blocks)
-                    .map_err(|_| {
-                        at.err(
-                            "expiry.blocks",
-                            DecodeErrorKind::OutOfRange("a height must be below 500000000"),
-                        )
-                    }),
-                proto::locktime::Locktime::Seconds(s) => absolute::Time::from_consensus(s)
-                    .map(absolute::LockTime::Seconds)
-                    .map_err(|_| {
-                        at.err(
-                            "expiry.seconds",
-                            DecodeErrorKind::OutOfRange("a time must be at least 500000000"),
-                        )
-                    }),
+                proto::locktime::Locktime::Blocks(b) => {
+                    absolute::Height::from_consensus(b).map(absolute::LockTime::Blocks).map_err(|_| {
+                        at.err("expiry.blocks", DecodeErrorKind::OutOfRange("a height must be below 500000000"))
+                    })
+                }
+                proto::locktime::Locktime::Seconds(s) => {
+                    absolute::Time::from_consensus(s).map(absolute::LockTime::Seconds).map_err(|_| {
+                        at.err("expiry.seconds", DecodeErrorKind::OutOfRange("a time must be at least 500000000"))
+                    })
+                }
             }?;
             Message::UpdateAddHtlc(UpdateAddHtlc {
                 id: m.id,
@@ -653,26 +597,16 @@ fn from_proto(pkt: proto::pkt::Pkt) -> Result<Message, DecodeError> {
                 route: m.route.info,
             })
         }
-        P::UpdateFulfillHtlc(m) => Message::UpdateFulfillHtlc(UpdateFulfillHtlc {
-            id: m.id,
-            r: Preimage(hash_from_proto(&m.r)),
-        }),
-        P::UpdateFailHtlc(m) => Message::UpdateFailHtlc(UpdateFailHtlc {
-            id: m.id,
-            reason: m.reason.info,
-        }),
-        P::UpdateCommit(m) => Message::UpdateCommit(UpdateCommit {
-            sig: Ctx("update_commit").sig("sig", &m.sig)?,
-        }),
+        P::UpdateFulfillHtlc(m) => {
+            Message::UpdateFulfillHtlc(UpdateFulfillHtlc { id: m.id, r: Preimage(hash_from_proto(&m.r)) })
+        }
+        P::UpdateFailHtlc(m) => Message::UpdateFailHtlc(UpdateFailHtlc { id: m.id, reason: m.reason.info }),
+        P::UpdateCommit(m) => Message::UpdateCommit(UpdateCommit { sig: Ctx("update_commit").sig("sig", &m.sig)? }),
         P::UpdateRevocation(m) => Message::UpdateRevocation(UpdateRevocation {
             revocation_preimage: Preimage(hash_from_proto(&m.revocation_preimage)),
-            next_revocation_hash: sha256::Hash::from_byte_array(hash_from_proto(
-                &m.next_revocation_hash,
-            )),
+            next_revocation_hash: sha256::Hash::from_byte_array(hash_from_proto(&m.next_revocation_hash)),
         }),
-        P::UpdateFee(m) => Message::UpdateFee(UpdateFee {
-            fee_rate: m.fee_rate,
-        }),
+        P::UpdateFee(m) => Message::UpdateFee(UpdateFee { fee_rate: m.fee_rate }),
         P::CloseClearing(_) => Message::CloseClearing,
         P::CloseSignature(m) => Message::CloseSignature(CloseSignature {
             close_fee: Amount::from_sat(m.close_fee),
@@ -691,31 +625,22 @@ impl Ctx {
         DecodeError::new(self.0, field, kind)
     }
 
-    fn pubkey(
-        self,
-        field: &'static str,
-        p: &proto::BitcoinPubkey,
-    ) -> Result<CompressedPublicKey, DecodeError> {
+    fn pubkey(self, field: &'static str, p: &proto::BitcoinPubkey) -> Result<CompressedPublicKey, DecodeError> {
         // Only the 33-byte compressed form is valid (R2.1-e). The length check
         // matters: `CompressedPublicKey::from_slice` would also accept, and
         // silently compress, a 65-byte uncompressed key.
         if p.key.len() != 33 {
             return Err(self.err(field, DecodeErrorKind::InvalidPublicKey));
         }
-        CompressedPublicKey::from_slice(&p.key)
-            .map_err(|_| self.err(field, DecodeErrorKind::InvalidPublicKey))
+        CompressedPublicKey::from_slice(&p.key).map_err(|_| self.err(field, DecodeErrorKind::InvalidPublicKey))
     }
 
     fn sig(self, field: &'static str, p: &proto::Signature) -> Result<Signature, DecodeError> {
         let mut compact = [0u8; 64];
-        for (chunk, word) in compact
-            .chunks_exact_mut(8)
-            .zip([p.r1, p.r2, p.r3, p.r4, p.s1, p.s2, p.s3, p.s4])
-        {
+        for (chunk, word) in compact.chunks_exact_mut(8).zip([p.r1, p.r2, p.r3, p.r4, p.s1, p.s2, p.s3, p.s4]) {
             chunk.copy_from_slice(&word.to_le_bytes());
         }
-        let sig = Signature::from_compact(&compact)
-            .map_err(|_| self.err(field, DecodeErrorKind::InvalidSignature))?;
+        let sig = Signature::from_compact(&compact).map_err(|_| self.err(field, DecodeErrorKind::InvalidSignature))?;
         let mut low = sig;
         low.normalize_s();
         if low != sig {
@@ -724,13 +649,8 @@ impl Ctx {
         Ok(sig)
     }
 
-    fn locktime(
-        self,
-        field: &'static str,
-        p: &proto::Locktime,
-    ) -> Result<proto::locktime::Locktime, DecodeError> {
-        p.locktime
-            .ok_or_else(|| self.err(field, DecodeErrorKind::MissingRequired))
+    fn locktime(self, field: &'static str, p: &proto::Locktime) -> Result<proto::locktime::Locktime, DecodeError> {
+        p.locktime.ok_or_else(|| self.err(field, DecodeErrorKind::MissingRequired))
     }
 }
 
@@ -744,32 +664,16 @@ fn hash_from_proto(p: &proto::Sha256Hash) -> [u8; 32] {
 
 fn hash_to_proto(bytes: [u8; 32]) -> proto::Sha256Hash {
     let w = words::<4>(&bytes);
-    proto::Sha256Hash {
-        a: w[0],
-        b: w[1],
-        c: w[2],
-        d: w[3],
-    }
+    proto::Sha256Hash { a: w[0], b: w[1], c: w[2], d: w[3] }
 }
 
 fn sig_to_proto(sig: &Signature) -> proto::Signature {
     let w = words::<8>(&sig.serialize_compact());
-    proto::Signature {
-        r1: w[0],
-        r2: w[1],
-        r3: w[2],
-        r4: w[3],
-        s1: w[4],
-        s2: w[5],
-        s3: w[6],
-        s4: w[7],
-    }
+    proto::Signature { r1: w[0], r2: w[1], r3: w[2], r4: w[3], s1: w[4], s2: w[5], s3: w[6], s4: w[7] }
 }
 
 fn pubkey_to_proto(key: &CompressedPublicKey) -> proto::BitcoinPubkey {
-    proto::BitcoinPubkey {
-        key: key.to_bytes().to_vec(),
-    }
+    proto::BitcoinPubkey { key: key.to_bytes().to_vec() }
 }
 
 /// Splits bytes into little-endian 64-bit words, so that the fixed64 fields

@@ -82,10 +82,7 @@ pub(crate) fn walk(msg: usize, bytes: &[u8]) -> Result<Walk, Problem> {
     let schema = &MESSAGES[msg];
     debug_assert!(schema.fields.len() <= 64, "the seen mask holds 64 fields");
     let mut r = Reader { bytes, pos: 0 };
-    let mut seen = Walk {
-        seen: 0,
-        unknown_odd: None,
-    };
+    let mut seen = Walk { seen: 0, unknown_odd: None };
     while !r.at_end() {
         let (number, wire) = r.key().map_err(Problem::new)?;
         let Some(i) = schema.fields.iter().position(|f| f.number == number) else {
@@ -99,10 +96,7 @@ pub(crate) fn walk(msg: usize, bytes: &[u8]) -> Result<Walk, Problem> {
         let field = &schema.fields[i];
         let at_field = |kind| Problem::new(kind).in_field(field.name);
         if wire != field.wire.code() {
-            return Err(at_field(DecodeErrorKind::WrongWireType {
-                expected: field.wire.code(),
-                found: wire,
-            }));
+            return Err(at_field(DecodeErrorKind::WrongWireType { expected: field.wire.code(), found: wire }));
         }
         if seen.seen & (1 << i) != 0 {
             return Err(at_field(DecodeErrorKind::DuplicateField));
@@ -124,9 +118,7 @@ pub(crate) fn walk(msg: usize, bytes: &[u8]) -> Result<Walk, Problem> {
             }
             WireType::Varint32 => {
                 if r.varint().map_err(at_field)? > u64::from(u32::MAX) {
-                    return Err(at_field(DecodeErrorKind::OutOfRange(
-                        "does not fit in 32 bits",
-                    )));
+                    return Err(at_field(DecodeErrorKind::OutOfRange("does not fit in 32 bits")));
                 }
             }
             WireType::Fixed64 => {
@@ -164,11 +156,7 @@ impl<'a> Reader<'a> {
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeErrorKind> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.bytes.len())
-            .ok_or(DecodeErrorKind::Truncated)?;
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or(DecodeErrorKind::Truncated)?;
         let out = &self.bytes[self.pos..end];
         self.pos = end;
         Ok(out)

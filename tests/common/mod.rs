@@ -98,15 +98,8 @@ pub mod pb {
 /// Parses the hex lines of a vector file, ignoring `#` comments and blanks.
 pub fn read_hex_vector(path: &str) -> Vec<u8> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let hex: String = text
-        .lines()
-        .map(|l| l.split('#').next().unwrap())
-        .flat_map(|l| l.split_whitespace())
-        .collect();
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
-        .collect()
+    let hex: String = text.lines().map(|l| l.split('#').next().unwrap()).flat_map(|l| l.split_whitespace()).collect();
+    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex")).collect()
 }
 
 /// Transaction fixtures and Bitcoin Core's script interpreter.
@@ -116,19 +109,14 @@ pub mod chain {
     use bitcoin::secp256k1::SecretKey;
     use bitcoin::sighash::{EcdsaSighashType, SighashCache};
     use bitcoin::{
-        absolute, transaction, Amount, OutPoint, Script, ScriptBuf, Sequence, Transaction, TxIn,
-        TxOut, Txid, Witness,
+        absolute, transaction, Amount, OutPoint, Script, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness,
     };
 
     use super::SECP;
 
     /// Runs input `index` of `tx` through libbitcoinconsensus with every
     /// pre-taproot rule (P2SH, DERSIG, NULLDUMMY, CLTV, CSV, WITNESS).
-    pub fn verify_input(
-        tx: &Transaction,
-        index: usize,
-        spent: &TxOut,
-    ) -> Result<(), bitcoinconsensus::Error> {
+    pub fn verify_input(tx: &Transaction, index: usize, spent: &TxOut) -> Result<(), bitcoinconsensus::Error> {
         bitcoinconsensus::verify_with_flags(
             spent.script_pubkey.as_bytes(),
             spent.value.to_sat(),
@@ -146,42 +134,24 @@ pub mod chain {
             version: transaction::Version::TWO,
             lock_time: absolute::LockTime::ZERO,
             input: vec![TxIn {
-                previous_output: OutPoint {
-                    txid: Txid::from_byte_array([0xf0; 32]),
-                    vout: 3,
-                },
+                previous_output: OutPoint { txid: Txid::from_byte_array([0xf0; 32]), vout: 3 },
                 script_sig: ScriptBuf::new(),
                 sequence: Sequence::MAX,
                 witness: Witness::from_slice(&[vec![0x30; 71], vec![0x02; 33]]),
             }],
-            output: vec![TxOut {
-                value,
-                script_pubkey,
-            }],
+            output: vec![TxOut { value, script_pubkey }],
         }
     }
 
     /// Replaces the signature (witness element 0) of input `index` with a
     /// fresh one by `key` over the transaction as it is now: for negative
     /// tests that change a field and must re-sign to isolate that change.
-    pub fn resign(
-        tx: &mut Transaction,
-        index: usize,
-        witness_script: &Script,
-        value: Amount,
-        key: &SecretKey,
-    ) {
-        let sighash = SighashCache::new(&*tx)
-            .p2wsh_signature_hash(index, witness_script, value, EcdsaSighashType::All)
-            .unwrap();
-        let sig = SECP.sign_ecdsa(
-            &bitcoin::secp256k1::Message::from_digest(sighash.to_byte_array()),
-            key,
-        );
+    pub fn resign(tx: &mut Transaction, index: usize, witness_script: &Script, value: Amount, key: &SecretKey) {
+        let sighash =
+            SighashCache::new(&*tx).p2wsh_signature_hash(index, witness_script, value, EcdsaSighashType::All).unwrap();
+        let sig = SECP.sign_ecdsa(&bitcoin::secp256k1::Message::from_digest(sighash.to_byte_array()), key);
         let mut items: Vec<Vec<u8>> = tx.input[index].witness.iter().map(|w| w.to_vec()).collect();
-        items[0] = bitcoin::ecdsa::Signature::sighash_all(sig)
-            .serialize()
-            .to_vec();
+        items[0] = bitcoin::ecdsa::Signature::sighash_all(sig).serialize().to_vec();
         tx.input[index].witness = Witness::from_slice(&items);
     }
 

@@ -63,22 +63,14 @@ impl Node {
                         self.ch.handle_persisted(version);
                     }
                 }
-                Output::Send {
-                    message,
-                    acknowledge,
-                } => {
+                Output::Send { message, acknowledge } => {
                     self.sent.push((acknowledge, message.clone()));
                     out.push((acknowledge, message));
                 }
-                Output::FundAnchor {
-                    amount,
-                    script_pubkey,
-                } => {
+                Output::FundAnchor { amount, script_pubkey } => {
                     let tx = funding_tx(script_pubkey, amount);
                     self.anchor = Some(tx.clone());
-                    self.ch
-                        .provide_anchor(tx, 0)
-                        .expect("the harness's anchor is valid");
+                    self.ch.provide_anchor(tx, 0).expect("the harness's anchor is valid");
                 }
                 Output::Broadcast(tx) => self.broadcasts.push(tx),
                 Output::Watch(Watch::RevokedCommitment(r)) => self.revoked.push(*r),
@@ -92,9 +84,7 @@ impl Node {
 
     /// Events of one kind, for assertions.
     pub fn failed(&self) -> Option<&Event> {
-        self.events
-            .iter()
-            .find(|e| matches!(e, Event::ChannelFailed { .. }))
+        self.events.iter().find(|e| matches!(e, Event::ChannelFailed { .. }))
     }
 
     /// The `error.problem` this node sent, if any.
@@ -130,8 +120,7 @@ impl Pair {
     pub fn new(config_a: ChannelConfig, config_b: ChannelConfig, capacity: Amount) -> Self {
         let sa = Arc::new(InMemorySigner::new(secret(1), secret(2)));
         let sb = Arc::new(InMemorySigner::new(secret(3), secret(4)));
-        let a = Channel::new_funder(config_a, sa.clone(), [0xa1; 32], capacity)
-            .expect("valid capacity");
+        let a = Channel::new_funder(config_a, sa.clone(), [0xa1; 32], capacity).expect("valid capacity");
         let b = Channel::new_fundee(config_b, sb.clone(), [0xb2; 32]);
         let mut pair = Pair {
             a: Node::new("A", a, sa),
