@@ -1,61 +1,473 @@
-//! The channel state machine, driven through the in-memory harness.
+//! The channel state machine, driven through the in-memory harness: the
+//! establishment sequence, payments, both timing scenarios of section 3,
+//! fees, close, and persistence.
 
 mod common;
 
 use bitcoin::hashes::{sha256, Hash};
 use bitcoin::{absolute, Amount};
-use common::pair::{Dir, Pair};
-use paychan::channel::{Event, Side};
+use common::pair::{Dir, Node, Pair};
+use paychan::channel::{Channel, ChannelConfig, ChannelError, Event, Output, Side};
+use paychan::shachain::RevocationSecrets;
+use paychan::wire::{self, Message};
 use paychan::{MilliSats, Preimage};
 
 fn height(h: u32) -> absolute::LockTime {
     absolute::LockTime::from_height(h).unwrap()
 }
 
-#[test]
-fn establishment_and_one_payment() {
-    let mut p = Pair::default_pair();
-    p.block(100);
-    // R2.2-a: A asks its wallet for the anchor but does not broadcast it
-    // before open_commit_sig.
-    assert_eq!(p.deliver(Dir::AToB), Some("open_channel"));
-    assert_eq!(p.deliver(Dir::BToA), Some("open_channel"));
-    assert!(p.a.anchor.is_some());
-    assert!(p.a.broadcasts.is_empty());
-    assert_eq!(p.deliver(Dir::AToB), Some("open_anchor"));
-    assert!(p.a.broadcasts.is_empty(), "R2.2-a");
-    assert_eq!(p.deliver(Dir::BToA), Some("open_commit_sig"));
-    // R2.3-b: after a valid open_commit_sig the anchor is broadcast.
-    assert_eq!(p.a.broadcasts, vec![p.a.anchor.clone().unwrap()]);
-    p.confirm(6);
-    p.deliver_all();
-    assert!(p.a.ch.is_open() && p.b.ch.is_open());
+fn msat(n: u64) -> MilliSats {
+    MilliSats::from_msat(n)
+}
 
-    let r = Preimage([7; 32]);
-    let id = p.a.ch.offer_htlc(MilliSats::from_msat(10_000_000), r.hash(), height(1000), vec![1, 2, 3]).unwrap();
-    p.settle();
-    p.b.ch.fulfill_htlc(id, r).unwrap();
-    p.settle();
-    assert_eq!(p.a.ch.balance(Side::Local), MilliSats::from_msat(990_000_000));
-    assert_eq!(p.b.ch.balance(Side::Local), MilliSats::from_msat(10_000_000));
-    assert!(p.b.events.iter().any(|e| matches!(e, Event::HtlcFulfilled { id: 0, .. })));
-    let _ = (sha256::Hash::hash(b""), Amount::ZERO);
+fn offer(node: &mut Node, amount: u64, secret: u8) -> u64 {
+    node.ch.offer_htlc(msat(amount), Preimage([secret; 32]).hash(), height(5000), vec![secret]).unwrap()
+}
+
+/// HTLC ids in `node`'s own current commitment ("Committed" in the text's
+/// diagrams) and in its staged one but not yet committed ("Staged"), each
+/// named by (offered by A?, id) mapped to the test's labels.
+fn sets(node: &Node, is_a: bool, label: impl Fn(bool, u64) -> char) -> (String, String) {
+    let name = |offerer: Side, id: u64| label((offerer == Side::Local) == is_a, id);
+    let committed: String = node.ch.our_commitment().htlcs().map(|h| name(h.offerer, h.id)).collect();
+    let staged: String = node
+        .ch
+        .our_staged()
+        .htlcs()
+        .filter(|h| node.ch.our_commitment().htlc(h.offerer, h.id).is_none())
+        .map(|h| name(h.offerer, h.id))
+        .collect();
+    (sorted(committed), sorted(staged))
+}
+
+fn sorted(s: String) -> String {
+    let mut c: Vec<char> = s.chars().collect();
+    c.sort();
+    c.into_iter().collect()
 }
 
 #[test]
-fn debug_repro() {
+fn establishment_follows_section_2() {
+    let mut p = Pair::default_pair();
+    p.block(100);
+    // R2.1-f: the first two revocation hashes are of shachain indices
+    // 2^64-1 and 2^64-2.
+    let Some((0, Message::OpenChannel(open))) = p.a.sent.first().cloned() else { panic!("open_channel first") };
+    let secrets = RevocationSecrets::new([0xa1; 32]);
+    assert_eq!(open.revocation_hash, sha256::Hash::hash(&paychan::shachain::derive(&[0xa1; 32], u64::MAX)));
+    assert_eq!(open.next_revocation_hash, secrets.hash(1));
+    // R2.1-a: the connecting node will create the anchor, the other won't.
+    assert_eq!(open.anch, wire::AnchorOffer::WillCreate);
+    assert!(matches!(&p.b.sent[0].1, Message::OpenChannel(o) if o.anch == wire::AnchorOffer::WontCreate));
+
+    // R2-a: open_channel both ways, then open_anchor, open_commit_sig.
+    assert_eq!(p.deliver(Dir::AToB), Some("open_channel"));
+    assert_eq!(p.deliver(Dir::BToA), Some("open_channel"));
+    assert!(p.a.anchor.is_some(), "the wallet was asked for the anchor");
+    // R2.2-a: the anchor creator does not broadcast before open_commit_sig.
+    assert!(p.a.broadcasts.is_empty());
+    assert_eq!(p.deliver(Dir::AToB), Some("open_anchor"));
+    assert!(p.a.broadcasts.is_empty());
+    assert_eq!(p.deliver(Dir::BToA), Some("open_commit_sig"));
+    // R2.3-b: after a valid open_commit_sig the anchor is broadcast.
+    assert_eq!(p.a.broadcasts, vec![p.a.anchor.clone().unwrap()]);
+    // R6.1-a: both watch the anchor for spends.
+    for node in [&p.a, &p.b] {
+        assert!(node
+            .watches
+            .iter()
+            .any(|w| *w == paychan::channel::Watch::AnchorSpend(p.a.ch.funding().unwrap().outpoint())));
+    }
+    // R2.4-a: no open_complete before the anchor reaches min_depth (3).
+    p.confirm(2);
+    assert!(p.a_to_b.is_empty() && p.b_to_a.is_empty());
+    // R2.4-b: no normal operation before open_complete both ways.
+    let early = p.a.ch.offer_htlc(msat(1000), Preimage([1; 32]).hash(), height(5000), vec![]);
+    assert!(matches!(early, Err(ChannelError::WrongPhase { .. })));
+    p.confirm(3);
+    assert_eq!(p.a_to_b.front().map(|(_, m)| m.name()), Some("open_complete"));
+    assert_eq!(p.deliver(Dir::AToB), Some("open_complete"));
+    // R2.4-b: B has sent and received open_complete: it is open; A has not
+    // received B's yet.
+    assert!(p.b.ch.is_open() && !p.a.ch.is_open());
+    assert_eq!(p.deliver(Dir::BToA), Some("open_complete"));
+    assert!(p.a.ch.is_open());
+    for node in [&p.a, &p.b] {
+        assert!(node.events.iter().any(|e| matches!(e, Event::ChannelOpen { .. })));
+    }
+    // Both initial commitments agree.
+    assert_eq!(p.a.ch.our_commitment_tx().unwrap().tx(), p.b.ch.their_commitment_tx().unwrap().tx());
+    assert_eq!(p.b.ch.our_commitment_tx().unwrap().tx(), p.a.ch.their_commitment_tx().unwrap().tx());
+}
+
+#[test]
+fn a_payment_moves_the_balance() {
     let mut p = Pair::open();
-    let r0 = Preimage([1; 32]);
-    p.a.ch.offer_htlc(MilliSats::from_msat(34_120_255), r0.hash(), height(10_000), vec![]).unwrap();
-    p.a.ch.update_fee(10_006).unwrap();
+    let r = Preimage([7; 32]);
+    let id = p.a.ch.offer_htlc(msat(10_000_000), r.hash(), height(1000), vec![1, 2, 3]).unwrap();
+    p.settle();
+    assert!(p.b.events.iter().any(|e| matches!(e, Event::HtlcAdded { id: 0, route, .. } if route == &vec![1, 2, 3])));
+    p.b.ch.fulfill_htlc(id, r).unwrap();
+    p.settle();
+    assert_eq!(p.a.ch.balance(Side::Local), msat(990_000_000));
+    assert_eq!(p.b.ch.balance(Side::Local), msat(10_000_000));
+    // A learns R as soon as B's fulfill arrives.
+    assert!(p.a.events.iter().any(|e| matches!(e, Event::HtlcFulfilled { id: 0, preimage, .. } if *preimage == r)));
+    assert!(p.b.events.iter().any(|e| matches!(e, Event::HtlcFulfilled { id: 0, .. })));
+}
+
+/// R3-b: the first scenario of section 3, message by message.
+#[test]
+fn sequential_timing_scenario() {
+    let mut p = Pair::open();
+    p.a.ch.offer_htlc(msat(20_000_000), Preimage([1; 32]).hash(), height(5000), vec![]).unwrap();
+    p.settle();
+    p.a.ch.offer_htlc(msat(5_000_000), Preimage([9; 32]).hash(), height(5000), vec![]).unwrap();
+    p.settle();
+    p.b.ch.fulfill_htlc(0, Preimage([1; 32])).unwrap();
+    p.b.ch.fail_htlc(1, vec![]).unwrap();
+    p.settle();
+    // Now both can offer. X is A's HTLC 2, Y is B's HTLC 0.
+    let label = |by_a: bool, id: u64| match (by_a, id) {
+        (true, 2) => 'X',
+        (false, 0) => 'Y',
+        _ => '?',
+    };
+    let state = |p: &Pair| (sets(&p.a, true, label), sets(&p.b, false, label));
+    let none = (String::new(), String::new());
+    assert_eq!(state(&p), (none.clone(), none.clone()));
+
+    // A decides to offer a new HTLC X: Committed [] Staged [X].
+    offer(&mut p.a, 1_000_000, 0x58);
+    p.pump();
+    assert_eq!(state(&p).0, ("".into(), "X".into()));
+    // ADD HTLC X ----->  B: Committed [] Staged [X].
+    assert_eq!(p.deliver(Dir::AToB), Some("update_add_htlc"));
+    assert_eq!(state(&p).1, ("".into(), "X".into()));
+    // B decides to offer Y: Committed [] Staged [X Y].
+    offer(&mut p.b, 1_000_000, 0x59);
+    p.pump();
+    assert_eq!(state(&p).1, ("".into(), "XY".into()));
+    // <---------- ADD HTLC Y   A: Committed [] Staged [X Y].
+    assert_eq!(p.deliver(Dir::BToA), Some("update_add_htlc"));
+    assert_eq!(state(&p).0, ("".into(), "XY".into()));
+    // A commits its update and the one it got from B: SIG 1 ----->
+    p.a.ch.commit().unwrap();
+    p.pump();
+    // B: Committed [X Y] Staged [].
+    assert_eq!(p.deliver(Dir::AToB), Some("update_commit"));
+    assert_eq!(state(&p).1, ("XY".into(), "".into()));
+    // B replies with the revocation preimage, and a signature.
+    p.b.ch.commit().unwrap();
+    p.pump();
+    assert_eq!(p.deliver(Dir::BToA), Some("update_revocation"));
+    assert_eq!(state(&p).0, ("".into(), "XY".into()));
+    // A receives this signature and commits: Committed [X Y] Staged [].
+    assert_eq!(p.deliver(Dir::BToA), Some("update_commit"));
+    assert_eq!(state(&p).0, ("XY".into(), "".into()));
+    // REVOCATION --------->
+    assert_eq!(p.deliver(Dir::AToB), Some("update_revocation"));
+    // R3-b: both end with the same committed set.
+    assert_eq!(state(&p), (("XY".into(), "".into()), ("XY".into(), "".into())));
+    assert!(!p.a.ch.has_pending_updates() && !p.b.ch.has_pending_updates());
+}
+
+/// R3-b: the second scenario: B commits in parallel, before receiving A's
+/// update; A commits B's update but not its own, then B's next signature
+/// includes A's update too.
+#[test]
+fn parallel_timing_scenario() {
+    let mut p = Pair::open();
+    p.a.ch.offer_htlc(msat(20_000_000), Preimage([1; 32]).hash(), height(5000), vec![]).unwrap();
+    p.settle();
+    p.b.ch.fulfill_htlc(0, Preimage([1; 32])).unwrap();
+    p.settle();
+    let label = |by_a: bool, id: u64| match (by_a, id) {
+        (true, 1) => 'X',
+        (false, 0) => 'Y',
+        _ => '?',
+    };
+    let state = |p: &Pair| (sets(&p.a, true, label), sets(&p.b, false, label));
+
+    // B: Committed [] Staged [Y];  <------ ADD HTLC Y
+    offer(&mut p.b, 1_000_000, 0x59);
+    p.pump();
+    assert_eq!(state(&p).1, ("".into(), "Y".into()));
+    assert_eq!(p.deliver(Dir::BToA), Some("update_add_htlc"));
+    // A: Committed [] Staged [Y].
+    assert_eq!(state(&p).0, ("".into(), "Y".into()));
+    // A offers X (A: Staged [Y X]) while B commits (SIG 0): the messages cross.
+    offer(&mut p.a, 1_000_000, 0x58);
+    p.b.ch.commit().unwrap();
+    p.pump();
+    assert_eq!(state(&p).0, ("".into(), "XY".into()));
+    // A commits too (SIG 1), before receiving SIG 0.
+    p.a.ch.commit().unwrap();
+    p.pump();
+    // A receives SIG 0: it commits B's update but not its own, which B had
+    // not acknowledged: Committed [Y] Staged [X].
+    assert_eq!(p.deliver(Dir::BToA), Some("update_commit"));
+    assert_eq!(state(&p).0, ("Y".into(), "X".into()));
+    // A's REVOCATION and B's receipt of ADD X and SIG 1: B commits both.
+    assert_eq!(p.deliver(Dir::AToB), Some("update_add_htlc"));
+    assert_eq!(state(&p).1, ("".into(), "XY".into()));
+    assert_eq!(p.deliver(Dir::AToB), Some("update_commit"));
+    assert_eq!(state(&p).1, ("XY".into(), "".into()));
+    assert_eq!(p.deliver(Dir::AToB), Some("update_revocation"));
+    // <------ REVOCATION, then B's SIG 1 including A's update.
+    assert_eq!(p.deliver(Dir::BToA), Some("update_revocation"));
+    p.b.ch.commit().unwrap();
+    p.pump();
+    assert_eq!(p.deliver(Dir::BToA), Some("update_commit"));
+    // A: Committed [Y X] Staged [].
+    assert_eq!(state(&p).0, ("XY".into(), "".into()));
+    assert_eq!(p.deliver(Dir::AToB), Some("update_revocation"));
+    // R3-b: the same committed HTLC sets on both sides as in the first scenario.
+    assert_eq!(state(&p), (("XY".into(), "".into()), ("XY".into(), "".into())));
+    assert!(!p.a.ch.has_pending_updates() && !p.b.ch.has_pending_updates());
+    let (a, b) = (p.a.ch.our_commitment_tx().unwrap(), p.b.ch.their_commitment_tx().unwrap());
+    assert_eq!(a.tx(), b.tx());
+}
+
+#[test]
+fn revocation_follows_section_3_5() {
+    let mut p = Pair::open();
+    offer(&mut p.a, 5_000_000, 1);
+    p.a.ch.commit().unwrap();
     p.pump();
     p.deliver(Dir::AToB);
-    p.b.ch.fulfill_htlc(0, r0).unwrap();
-    p.b.ch.offer_htlc(MilliSats::from_msat(32_269_256), Preimage([2; 32]).hash(), height(10_000), vec![]).unwrap();
-    p.b.ch.offer_htlc(MilliSats::from_msat(1), Preimage([3; 32]).hash(), height(10_000), vec![]).unwrap();
+    p.deliver(Dir::AToB);
+    // R3.5-c: B answers with the preimage of its old commitment (0) and the
+    // hash of its next-but-one (2).
+    let Some((_, Message::UpdateRevocation(rev))) = p.b_to_a.front().cloned() else { panic!("revocation") };
+    let b_secrets = RevocationSecrets::new([0xb2; 32]);
+    assert_eq!(rev.revocation_preimage, b_secrets.preimage(0));
+    assert_eq!(rev.next_revocation_hash, b_secrets.hash(2));
+    p.deliver(Dir::BToA);
+    // R3-a: A keeps what it needs to punish B's revoked commitment 0.
+    let record = p.a.revoked.last().expect("a revoked commitment record").clone();
+    assert_eq!(record.number, 0);
+    assert_eq!(record.rebuild().txid(), record.txid);
+    assert_eq!(record.preimage, b_secrets.preimage(0));
+    p.settle();
+    // R3.5-f: our own commitment stays unsigned by us until we broadcast it.
+    assert!(p.a.ch.our_commitment_tx().unwrap().tx().input[0].witness.is_empty());
+}
+
+#[test]
+fn caller_mistakes_change_nothing() {
+    let mut p = Pair::open();
+    let before = (p.a.persisted_version, p.a.persisted.clone());
+    let r = Preimage([3; 32]);
+    // Every refusal below leaves A exactly as it was.
+    // R3.2-b
+    assert_eq!(p.a.ch.offer_htlc(msat(0), r.hash(), height(5000), vec![]), Err(ChannelError::BadAmount(msat(0))));
+    assert!(matches!(
+        p.a.ch.offer_htlc(msat(1 << 32), r.hash(), height(5000), vec![]),
+        Err(ChannelError::BadAmount(_))
+    ));
+    // R3.2-a: more than A has.
+    assert_eq!(p.a.ch.offer_htlc(msat(999_000_000), r.hash(), height(5000), vec![]), Err(ChannelError::CannotAfford));
+    // R3.6-e: B has nothing, so cannot pay its fee share.
+    assert_eq!(p.b.ch.offer_htlc(msat(1), r.hash(), height(5000), vec![]), Err(ChannelError::CannotAfford));
+    // R3.2-d, R3.1-b: height 100 + B's delay 144 = 244 at the earliest.
+    assert!(matches!(
+        p.a.ch.offer_htlc(msat(1000), r.hash(), height(243), vec![]),
+        Err(ChannelError::ExpiryTooSoon { earliest, .. }) if earliest == height(244)
+    ));
+    p.pump();
+    assert_eq!((p.a.persisted_version, p.a.persisted.clone()), before);
+    assert!(p.a_to_b.is_empty() && p.b_to_a.is_empty());
+    // R3.3-a: we can only remove the peer's HTLCs.
+    let id = offer(&mut p.a, 1_000_000, 4);
+    p.pump();
+    assert_eq!(p.a.ch.fulfill_htlc(id, Preimage([4; 32])), Err(ChannelError::UnknownHtlc(id)));
+    assert_eq!(p.a.ch.fail_htlc(id, vec![]), Err(ChannelError::UnknownHtlc(id)));
+    // R3.5-a is about the peer; with a staged update commit works, twice not.
+    p.a.ch.commit().unwrap();
+    assert_eq!(p.a.ch.commit(), Err(ChannelError::AwaitingRevocation));
     p.pump();
     p.settle();
-    println!("A: {:?}\nB: {:?}", p.a.failed(), p.b.failed());
-    println!("trace {:?}", p.trace);
+    // R3.5-a: nothing staged, nothing to commit.
+    let quiet = (p.a.persisted_version, p.a.persisted.clone());
+    assert_eq!(p.a.ch.commit(), Err(ChannelError::NothingToCommit));
+    assert_eq!(p.b.ch.fulfill_htlc(id, Preimage([5; 32])), Err(ChannelError::WrongPreimage(id)));
+    assert_eq!(p.a.ch.update_fee(0), Err(ChannelError::BadFeeRate));
+    p.pump();
+    // Nothing was persisted, queued or sent by any of the refusals.
+    assert_eq!((p.a.persisted_version, p.a.persisted.clone()), quiet);
+    assert!(p.a_to_b.is_empty() && p.b_to_a.is_empty());
+    // R2.2-c: we never offer an anchor above 4294967 sat.
+    let signer = std::sync::Arc::new(paychan::tx::InMemorySigner::new(common::secret(1), common::secret(2)));
+    assert!(matches!(
+        Channel::new_funder(ChannelConfig::default(), signer, [0; 32], Amount::from_sat(4_294_968)),
+        Err(ChannelError::BadAnchorAmount(_))
+    ));
+}
+
+#[test]
+fn htlc_limit_is_1500_per_side() {
+    let mut p = Pair::open();
+    let expiry = height(5000);
+    for i in 0..1500u32 {
+        let r = sha256::Hash::hash(&i.to_le_bytes());
+        p.a.ch.offer_htlc(msat(1000), r, expiry, vec![]).unwrap();
+    }
+    // R3.2-c: the 1501st is refused.
+    let r = sha256::Hash::hash(b"one more");
+    assert_eq!(p.a.ch.offer_htlc(msat(1000), r, expiry, vec![]), Err(ChannelError::TooManyHtlcs));
+    p.settle();
+    assert_eq!(p.b.ch.our_commitment().offered_by(Side::Remote), 1500);
+    assert!(p.b.failed().is_none());
+}
+
+#[test]
+fn fee_changes_follow_ruling_d7() {
+    let mut p = Pair::open();
+    let b_rate = p.b.ch.our_commitment().fee_rate();
+    // R3.4-a: A's new rate applies from A's next commitment that includes it.
+    p.a.ch.update_fee(20_000).unwrap();
+    p.pump();
+    assert_eq!(p.a.ch.our_commitment().fee_rate(), 10_000);
+    p.settle();
+    // D7: A's commitments use A's rate; B's keep B's.
+    assert_eq!(p.a.ch.our_commitment().fee_rate(), 20_000);
+    assert_eq!(p.b.ch.their_commitment().fee_rate(), 20_000);
+    assert_eq!(p.b.ch.our_commitment().fee_rate(), b_rate);
+    assert!(p.a.events.iter().any(|e| matches!(e, Event::FeeChanged { side: Side::Local, fee_rate: 20_000 })));
+    // R3.4-c: an estimate above our rate raises it to twice the estimate.
+    assert_eq!(p.b.ch.handle_fee_estimate(15_000), Ok(true));
+    p.pump();
+    assert!(matches!(p.b_to_a.back(), Some((_, Message::UpdateFee(f))) if f.fee_rate == 30_000));
+    assert_eq!(p.b.ch.handle_fee_estimate(15_000), Ok(false), "already staged at 30000");
+    p.settle();
+    assert_eq!(p.a.ch.their_commitment().fee_rate(), 30_000);
+}
+
+#[test]
+fn incoming_htlcs_that_time_out_are_failed() {
+    let mut p = Pair::open();
+    p.a.ch.offer_htlc(msat(2_000_000), Preimage([1; 32]).hash(), height(400), vec![]).unwrap();
+    p.settle();
+    p.block(399);
+    assert!(p.b_to_a.is_empty());
+    // R3.3-b: at its expiry B fails it at once.
+    p.block(400);
+    assert!(matches!(p.b_to_a.front(), Some((_, Message::UpdateFailHtlc(f))) if f.id == 0));
+    p.settle();
+    assert!(p.a.events.iter().any(|e| matches!(e, Event::HtlcFailed { id: 0, .. })));
+    assert_eq!(p.a.ch.balance(Side::Local), msat(1_000_000_000));
+}
+
+#[test]
+fn failure_reasons_are_relayed_unchanged() {
+    let mut p = Pair::open();
+    let id = offer(&mut p.a, 3_000_000, 8);
+    p.settle();
+    let onion_error = vec![0xde, 0xad, 0xbe, 0xef, 0x00, 0xff];
+    p.b.ch.fail_htlc(id, onion_error.clone()).unwrap();
+    p.settle();
+    // R3.3-e: the reason reaches A byte for byte, ready to copy upstream.
+    let got = p.a.events.iter().find_map(|e| match e {
+        Event::HtlcFailed { id: 0, reason, direction, .. } => Some((reason.clone(), *direction)),
+        _ => None,
+    });
+    assert_eq!(got, Some((onion_error, paychan::channel::Direction::Outgoing)));
+}
+
+#[test]
+fn outputs_wait_for_persistence() {
+    let mut p = Pair::open();
+    p.a.auto_persist = false;
+    p.a.ch.offer_htlc(msat(1_000_000), Preimage([1; 32]).hash(), height(5000), vec![]).unwrap();
+    // The state change is offered for persistence, and nothing else yet.
+    let first = p.a.ch.poll_output();
+    let Some(Output::Persist { version, state }) = first else { panic!("persist first, got {first:?}") };
+    assert_eq!(p.a.ch.poll_output(), None, "the update_add_htlc waits for durability");
+    p.a.ch.handle_persisted(version);
+    assert!(matches!(p.a.ch.poll_output(), Some(Output::Send { message: Message::UpdateAddHtlc(_), .. })));
+    // The persisted state restores to a channel that continues.
+    let signer = p.a.signer.clone();
+    let mut restored = Channel::restore(&state, signer).unwrap();
+    assert_eq!(restored.our_staged(), p.a.ch.our_staged());
+    assert_eq!(restored.our_commitment(), p.a.ch.our_commitment());
+    // A restored channel refuses a different signer.
+    let other = std::sync::Arc::new(paychan::tx::InMemorySigner::new(common::secret(7), common::secret(8)));
+    assert!(Channel::restore(&state, other).is_err());
+    // Corrupt state never panics.
+    for cut in [0, 10, state.len() / 2, state.len() - 1] {
+        assert!(Channel::restore(&state[..cut], p.a.signer.clone()).is_err());
+    }
+    let _ = restored.poll_output();
+}
+
+#[test]
+fn a_restored_channel_carries_on() {
+    let mut p = Pair::open();
+    offer(&mut p.a, 4_000_000, 1);
+    p.settle();
+    // A restarts from its last persisted state.
+    let state = p.a.persisted.clone();
+    p.a.ch = Channel::restore(&state, p.a.signer.clone()).unwrap();
+    p.b.ch.fulfill_htlc(0, Preimage([1; 32])).unwrap();
+    offer(&mut p.a, 1_000_000, 2);
+    p.settle();
     assert!(p.a.failed().is_none() && p.b.failed().is_none());
+    assert_eq!(p.b.ch.balance(Side::Local), msat(4_000_000));
+    assert_eq!(p.a.ch.our_commitment_tx().unwrap().tx(), p.b.ch.their_commitment_tx().unwrap().tx());
+}
+
+#[test]
+fn reconnection_retransmits_identical_messages() {
+    let mut p = Pair::open();
+    offer(&mut p.a, 2_000_000, 1);
+    p.a.ch.commit().unwrap();
+    p.pump();
+    // The transport drops: A's two messages are lost in flight.
+    let lost: Vec<Vec<u8>> = p.a_to_b.drain(..).map(|(ack, m)| frame(ack, &m)).collect();
+    assert_eq!(lost.len(), 2);
+    // R6.3-a: losing the transport does not fail the channel.
+    assert!(p.a.ch.is_open() && p.b.ch.is_open());
+    // R1.2-a: a new transport; B's authenticate acknowledges what it has
+    // processed, and A sends again what that does not cover.
+    let b_ack = p.b.ch.acknowledge();
+    p.a.ch.reconnect(b_ack);
+    p.b.ch.reconnect(p.a.ch.acknowledge());
+    p.pump();
+    let again: Vec<Vec<u8>> = p.a_to_b.iter().map(|(ack, m)| frame(*ack, m)).collect();
+    // R1.2-d, R1.2-e: the same messages, bitwise identical.
+    assert_eq!(again, lost);
+    // R1.2-c: our acknowledge never decreased.
+    assert!(p.a_to_b.iter().all(|(ack, _)| *ack <= p.a.ch.acknowledge()));
+    p.settle();
+    assert!(p.a.failed().is_none() && p.b.failed().is_none());
+    assert_eq!(p.b.ch.our_commitment().offered_by(Side::Remote), 1);
+}
+
+fn frame(ack: u64, m: &Message) -> Vec<u8> {
+    let mut out = Vec::new();
+    wire::frame::encode_frame(ack, m, &mut out);
+    out
+}
+
+#[test]
+fn acknowledge_counts_processed_messages() {
+    let mut p = Pair::open();
+    // R1.2-b: B has processed A's open_channel, open_anchor and open_complete.
+    assert_eq!(p.b.ch.acknowledge(), 3);
+    offer(&mut p.a, 2_000_000, 1);
+    p.pump();
+    assert_eq!(p.a_to_b.back().map(|(ack, _)| *ack), Some(3), "A processed B's three messages");
+    p.settle();
+    // Each message's acknowledge is what its sender had processed then, and
+    // never decreases (R1.2-c).
+    for node in [&p.a, &p.b] {
+        let acks: Vec<u64> = node.sent.iter().map(|(a, _)| *a).collect();
+        assert!(acks.windows(2).all(|w| w[0] <= w[1]), "{acks:?}");
+    }
+    // authenticate is not counted.
+    let before = p.b.ch.acknowledge();
+    let auth = wire::Authenticate { node_id: common::pubkey(1), session_sig: common::sig(1, [0; 32]) };
+    p.b.ch.handle_message(Message::Authenticate(auth), 0);
+    assert_eq!(p.b.ch.acknowledge(), before);
 }

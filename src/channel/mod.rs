@@ -816,6 +816,12 @@ impl Channel {
         self.build_theirs(&self.their_view, self.their_hash)
     }
 
+    /// The redemption deadline of the HTLC `id` we offered (R3.1-a), while
+    /// it is unresolved.
+    pub fn htlc_deadline(&self, id: u64) -> Option<absolute::LockTime> {
+        self.deadlines.get(&id).copied()
+    }
+
     /// The `acknowledge` value we would put on a message now (R1.2-b).
     pub fn acknowledge(&self) -> u64 {
         self.processed
