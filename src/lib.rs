@@ -69,6 +69,7 @@
 pub mod channel;
 pub mod fees;
 pub mod shachain;
+pub mod sim;
 pub mod tx;
 pub mod types;
 pub mod wire;

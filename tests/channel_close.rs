@@ -26,7 +26,9 @@ fn close_with(a_rate: u32, b_rate: u32, paid: u64) -> Pair {
     p.establish();
     if paid > 0 {
         let r = Preimage([5; 32]);
-        p.a.ch.offer_htlc(MilliSats::from_msat(paid), r.hash(), absolute::LockTime::from_height(5000).unwrap(), vec![]).unwrap();
+        p.a.ch
+            .offer_htlc(MilliSats::from_msat(paid), r.hash(), absolute::LockTime::from_height(5000).unwrap(), vec![])
+            .unwrap();
         p.settle();
         p.b.ch.fulfill_htlc(0, r).unwrap();
         p.settle();
@@ -73,13 +75,23 @@ fn both_sides_broadcast_the_same_close() {
 fn clearing_waits_for_htlcs_to_resolve() {
     let mut p = Pair::open();
     let r = Preimage([6; 32]);
-    p.a.ch.offer_htlc(MilliSats::from_msat(9_000_000), r.hash(), absolute::LockTime::from_height(5000).unwrap(), vec![]).unwrap();
+    p.a.ch
+        .offer_htlc(MilliSats::from_msat(9_000_000), r.hash(), absolute::LockTime::from_height(5000).unwrap(), vec![])
+        .unwrap();
     p.settle();
     p.b.ch.close().unwrap();
     // R4.1-a: after close_clearing no new HTLC.
-    assert!(p.b.ch.offer_htlc(MilliSats::from_msat(1), r.hash(), absolute::LockTime::from_height(5000).unwrap(), vec![]).is_err());
+    assert!(p
+        .b
+        .ch
+        .offer_htlc(MilliSats::from_msat(1), r.hash(), absolute::LockTime::from_height(5000).unwrap(), vec![])
+        .is_err());
     p.settle();
-    assert!(p.a.ch.offer_htlc(MilliSats::from_msat(1000), r.hash(), absolute::LockTime::from_height(5000).unwrap(), vec![]).is_err());
+    assert!(p
+        .a
+        .ch
+        .offer_htlc(MilliSats::from_msat(1000), r.hash(), absolute::LockTime::from_height(5000).unwrap(), vec![])
+        .is_err());
     // R4.2-a: no close_signature while the HTLC is in the commitments.
     assert!(!p.a.sent.iter().chain(&p.b.sent).any(|(_, m)| matches!(m, Message::CloseSignature(_))));
     p.b.ch.fulfill_htlc(0, r).unwrap();

@@ -6,17 +6,12 @@
 
 use std::sync::LazyLock;
 
-use bitcoin::secp256k1::{ecdsa::Signature, All, Message as SecpMessage, Secp256k1, SecretKey};
+use bitcoin::secp256k1::{ecdsa::Signature, All, Message as SecpMessage, Secp256k1};
 use bitcoin::CompressedPublicKey;
 
 pub static SECP: LazyLock<Secp256k1<All>> = LazyLock::new(Secp256k1::new);
 
-/// The secret key whose scalar is `n` (n > 0).
-pub fn secret(n: u64) -> SecretKey {
-    let mut bytes = [0u8; 32];
-    bytes[24..].copy_from_slice(&n.to_be_bytes());
-    SecretKey::from_slice(&bytes).expect("a small non-zero scalar is a valid key")
-}
+pub use paychan::sim::secret;
 
 /// The compressed public key of `secret(n)`.
 pub fn pubkey(n: u64) -> CompressedPublicKey {
@@ -108,9 +103,7 @@ pub mod chain {
     use bitcoin::hashes::Hash;
     use bitcoin::secp256k1::SecretKey;
     use bitcoin::sighash::{EcdsaSighashType, SighashCache};
-    use bitcoin::{
-        absolute, transaction, Amount, OutPoint, Script, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness,
-    };
+    use bitcoin::{Amount, Script, Transaction, TxOut, Witness};
 
     use super::SECP;
 
@@ -127,21 +120,8 @@ pub mod chain {
         )
     }
 
-    /// A signed-looking funding transaction paying `value` to `script_pubkey`
-    /// at output 0 (its one input carries a witness, so it is segwit).
-    pub fn funding_tx(script_pubkey: ScriptBuf, value: Amount) -> Transaction {
-        Transaction {
-            version: transaction::Version::TWO,
-            lock_time: absolute::LockTime::ZERO,
-            input: vec![TxIn {
-                previous_output: OutPoint { txid: Txid::from_byte_array([0xf0; 32]), vout: 3 },
-                script_sig: ScriptBuf::new(),
-                sequence: Sequence::MAX,
-                witness: Witness::from_slice(&[vec![0x30; 71], vec![0x02; 33]]),
-            }],
-            output: vec![TxOut { value, script_pubkey }],
-        }
-    }
+    #[allow(unused_imports)]
+    pub use paychan::sim::funding_tx;
 
     /// Replaces the signature (witness element 0) of input `index` with a
     /// fresh one by `key` over the transaction as it is now: for negative

@@ -1,0 +1,304 @@
+//! A deterministic in-memory driver for two channels: a message queue in
+//! each direction with delivery controlled by the caller, a stand-in wallet
+//! and chain, and a record of everything each node emitted.
+//!
+//! It is the drive loop of [`Channel`] written once, for the crate's
+//! example, tests and benchmarks, and for applications that want to test
+//! their own logic against a real peer without a network. Every message
+//! crosses the wire codec, so what one side sends is exactly what the other
+//! decodes.
+//!
+//! ```
+//! use bitcoin::absolute::LockTime;
+//! use paychan::sim::Pair;
+//! use paychan::{MilliSats, Preimage};
+//!
+//! let mut pair = Pair::open();
+//! let r = Preimage([7; 32]);
+//! let id = pair.a.ch.offer_htlc(MilliSats::from_msat(5_000_000), r.hash(), LockTime::from_height(1000).unwrap(), vec![]).unwrap();
+//! pair.settle();
+//! pair.b.ch.fulfill_htlc(id, r).unwrap();
+//! pair.settle();
+//! assert_eq!(pair.b.ch.balance(paychan::channel::Side::Local), MilliSats::from_msat(5_000_000));
+//! ```
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bitcoin::hashes::Hash as _;
+use bitcoin::secp256k1::SecretKey;
+use bitcoin::{absolute, transaction, Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
+
+use crate::channel::{Channel, ChannelConfig, Event, Output, RevokedCommitment, Watch};
+use crate::tx::InMemorySigner;
+use crate::wire::{self, Message};
+
+/// The secret key whose scalar is `n` (n > 0): the simulation's fixed keys.
+pub fn secret(n: u64) -> SecretKey {
+    let mut bytes = [0u8; 32];
+    bytes[24..].copy_from_slice(&n.to_be_bytes());
+    SecretKey::from_slice(&bytes).expect("a small non-zero scalar is a valid key")
+}
+
+/// A stand-in wallet's funding transaction paying `value` to
+/// `script_pubkey` at output 0. Its one input carries a witness, so it
+/// passes the segwit check of [`crate::tx::funding::validate_funding`].
+pub fn funding_tx(script_pubkey: ScriptBuf, value: Amount) -> Transaction {
+    Transaction {
+        version: transaction::Version::TWO,
+        lock_time: absolute::LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint { txid: Txid::from_byte_array([0xf0; 32]), vout: 3 },
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::MAX,
+            witness: Witness::from_slice(&[vec![0x30; 71], vec![0x02; 33]]),
+        }],
+        output: vec![TxOut { value, script_pubkey }],
+    }
+}
+
+/// One node and everything it emitted.
+pub struct Node {
+    /// "A" or "B".
+    pub name: &'static str,
+    /// The channel.
+    pub ch: Channel,
+    /// Its keys.
+    pub signer: Arc<InMemorySigner>,
+    /// The last state it asked to persist.
+    pub persisted: Vec<u8>,
+    /// That state's version.
+    pub persisted_version: u64,
+    /// When false, Persist outputs are recorded but not confirmed.
+    pub auto_persist: bool,
+    /// Events, in order.
+    pub events: Vec<Event>,
+    /// Transactions broadcast, in order.
+    pub broadcasts: Vec<Transaction>,
+    /// Watch requests, in order (revoked commitments apart).
+    pub watches: Vec<Watch>,
+    /// Revoked commitments of the peer, kept for penalties.
+    pub revoked: Vec<RevokedCommitment>,
+    /// Messages sent, in order, with their acknowledge.
+    pub sent: Vec<(u64, Message)>,
+    /// The anchor transaction the wallet made, if this node funds.
+    pub anchor: Option<Transaction>,
+}
+
+impl Node {
+    fn new(name: &'static str, ch: Channel, signer: Arc<InMemorySigner>) -> Self {
+        Node {
+            name,
+            ch,
+            signer,
+            persisted: Vec::new(),
+            persisted_version: 0,
+            auto_persist: true,
+            events: Vec::new(),
+            broadcasts: Vec::new(),
+            watches: Vec::new(),
+            revoked: Vec::new(),
+            sent: Vec::new(),
+            anchor: None,
+        }
+    }
+
+    /// Drains every output; returns the messages to send.
+    fn drain(&mut self) -> Vec<(u64, Message)> {
+        let mut out = Vec::new();
+        while let Some(o) = self.ch.poll_output() {
+            match o {
+                Output::Persist { version, state } => {
+                    self.persisted = state;
+                    self.persisted_version = version;
+                    if self.auto_persist {
+                        self.ch.handle_persisted(version);
+                    }
+                }
+                Output::Send { message, acknowledge } => {
+                    self.sent.push((acknowledge, message.clone()));
+                    out.push((acknowledge, message));
+                }
+                Output::FundAnchor { amount, script_pubkey } => {
+                    let tx = funding_tx(script_pubkey, amount);
+                    self.anchor = Some(tx.clone());
+                    self.ch.provide_anchor(tx, 0).expect("the harness's anchor is valid");
+                }
+                Output::Broadcast(tx) => self.broadcasts.push(tx),
+                Output::Watch(Watch::RevokedCommitment(r)) => self.revoked.push(*r),
+                Output::Watch(w) => self.watches.push(w),
+                Output::Event(e) => self.events.push(e),
+            }
+        }
+        out
+    }
+
+    /// The channel's failure event, if it failed.
+    pub fn failed(&self) -> Option<&Event> {
+        self.events.iter().find(|e| matches!(e, Event::ChannelFailed { .. }))
+    }
+
+    /// The `error.problem` this node sent, if any.
+    pub fn sent_error(&self) -> Option<String> {
+        self.sent.iter().find_map(|(_, m)| match m {
+            Message::Error(e) => Some(e.problem.clone().unwrap_or_default()),
+            _ => None,
+        })
+    }
+}
+
+/// Which way a message travels.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Dir {
+    /// From A to B.
+    AToB,
+    /// From B to A.
+    BToA,
+}
+
+/// Two channels connected by queues.
+pub struct Pair {
+    /// The funder.
+    pub a: Node,
+    /// The fundee.
+    pub b: Node,
+    /// Messages from A not yet delivered, with their acknowledge.
+    pub a_to_b: VecDeque<(u64, Message)>,
+    /// Messages from B not yet delivered, with their acknowledge.
+    pub b_to_a: VecDeque<(u64, Message)>,
+    /// Every delivered message, in order: (direction, name).
+    pub trace: Vec<(Dir, &'static str)>,
+}
+
+/// The default channel capacity.
+pub const CAPACITY: Amount = Amount::from_sat(1_000_000);
+
+impl Pair {
+    /// A funds, B accepts; nothing delivered yet.
+    pub fn new(config_a: ChannelConfig, config_b: ChannelConfig, capacity: Amount) -> Self {
+        let sa = Arc::new(InMemorySigner::new(secret(1), secret(2)));
+        let sb = Arc::new(InMemorySigner::new(secret(3), secret(4)));
+        let a = Channel::new_funder(config_a, sa.clone(), [0xa1; 32], capacity).expect("valid capacity");
+        let b = Channel::new_fundee(config_b, sb.clone(), [0xb2; 32]);
+        let mut pair = Pair {
+            a: Node::new("A", a, sa),
+            b: Node::new("B", b, sb),
+            a_to_b: VecDeque::new(),
+            b_to_a: VecDeque::new(),
+            trace: Vec::new(),
+        };
+        pair.pump();
+        pair
+    }
+
+    /// Default configs, 1,000,000 sat.
+    pub fn default_pair() -> Self {
+        Self::new(ChannelConfig::default(), ChannelConfig::default(), CAPACITY)
+    }
+
+    /// An open channel: establishment run to the end.
+    pub fn open() -> Self {
+        let mut p = Self::default_pair();
+        p.establish();
+        p
+    }
+
+    /// Moves every output of both nodes to the queues.
+    pub fn pump(&mut self) {
+        let a = self.a.drain();
+        self.a_to_b.extend(a);
+        let b = self.b.drain();
+        self.b_to_a.extend(b);
+    }
+
+    /// Delivers the next message in `dir` through the wire codec; returns its
+    /// name.
+    pub fn deliver(&mut self, dir: Dir) -> Option<&'static str> {
+        let (queue, to) = match dir {
+            Dir::AToB => (&mut self.a_to_b, &mut self.b),
+            Dir::BToA => (&mut self.b_to_a, &mut self.a),
+        };
+        let (ack, msg) = queue.pop_front()?;
+        let decoded = wire::decode(&wire::encode(&msg)).expect("our messages decode");
+        let name = msg.name();
+        to.ch.handle_message(decoded, ack);
+        self.trace.push((dir, name));
+        self.pump();
+        Some(name)
+    }
+
+    /// Delivers until both queues are empty (A's first each round).
+    pub fn deliver_all(&mut self) {
+        loop {
+            let a = self.deliver(Dir::AToB).is_some();
+            let b = self.deliver(Dir::BToA).is_some();
+            if !a && !b {
+                break;
+            }
+        }
+    }
+
+    /// Both nodes see the anchor at `depth`.
+    pub fn confirm(&mut self, depth: u32) {
+        self.a.ch.handle_anchor_depth(depth);
+        self.b.ch.handle_anchor_depth(depth);
+        self.pump();
+    }
+
+    /// Both nodes see block `height`.
+    pub fn block(&mut self, height: u32) {
+        self.a.ch.handle_block(height, 1_600_000_000 + height * 600);
+        self.b.ch.handle_block(height, 1_600_000_000 + height * 600);
+        self.pump();
+    }
+
+    /// Runs establishment to normal operation.
+    pub fn establish(&mut self) {
+        self.block(100);
+        self.deliver_all();
+        self.confirm(6);
+        self.deliver_all();
+        assert!(
+            self.a.ch.is_open() && self.b.ch.is_open(),
+            "A {} / B {}",
+            self.a.ch.phase_name(),
+            self.b.ch.phase_name()
+        );
+    }
+
+    /// Delivers everything and commits on either side while anything is
+    /// staged, until both queues are empty and nothing is left to commit.
+    pub fn settle(&mut self) {
+        for _ in 0..20 {
+            self.deliver_all();
+            let mut any = false;
+            if self.a.ch.can_commit() {
+                self.a.ch.commit().expect("can_commit");
+                any = true;
+            }
+            if self.b.ch.can_commit() {
+                self.b.ch.commit().expect("can_commit");
+                any = true;
+            }
+            self.pump();
+            if !any && self.a_to_b.is_empty() && self.b_to_a.is_empty() {
+                return;
+            }
+        }
+        panic!("the pair did not settle in 20 rounds");
+    }
+
+    /// Node 'A' or 'B'.
+    pub fn node(&mut self, which: char) -> &mut Node {
+        if which == 'A' {
+            &mut self.a
+        } else {
+            &mut self.b
+        }
+    }
+
+    /// The anchor outpoint.
+    pub fn anchor(&self) -> OutPoint {
+        self.a.ch.funding().expect("anchor known").outpoint()
+    }
+}
