@@ -537,7 +537,7 @@ pub(crate) struct CloseState {
 ///
 /// # Drive loop
 ///
-/// ```ignore
+/// ```text
 /// loop {
 ///     while let Some(out) = channel.poll_output() {
 ///         match out {
