@@ -63,7 +63,8 @@ fn main() {
         }
         p.settle();
         if i == 0 {
-            shown = diagram(&p, shown, "First payment (section 3): add, commit/revoke both ways, fulfill, commit/revoke");
+            shown =
+                diagram(&p, shown, "First payment (section 3): add, commit/revoke both ways, fulfill, commit/revoke");
         }
     }
     shown = summary(&p, shown, "payments 2-100");

@@ -16,9 +16,108 @@
 //! | [`shachain`] | revocation preimages from a seed; the compact receiver store | section 5 |
 //! | [`fees`] | commitment fee, dust, and the split of a fee between the two sides | section 3.6 |
 //! | [`tx`] | funding, commitment, HTLC, sweep, close and penalty transactions; signing | sections 2.2, 3, 4.2, 6 |
+//! | [`channel`] | the sans-IO state machine: establishment, updates, close, failure, persistence | sections 1.2, 2, 3, 4, 6.3 |
+//! | [`sim`] | two channels in memory, for tests, examples and experiments | |
 //! | [`types`] | millisatoshi amounts, preimages, the relative `delay` | |
 //!
-//! # Example
+//! # The drive loop
+//!
+//! A [`channel::Channel`] is driven by feeding it inputs and draining
+//! [`channel::Output`]s. Here two nodes talk through in-memory queues (a real
+//! node would frame messages onto a transport with [`wire::frame`]): they
+//! open a channel, make a payment and close.
+//!
+//! ```
+//! use std::collections::VecDeque;
+//! use std::sync::Arc;
+//! use bitcoin::absolute::LockTime;
+//! use bitcoin::Amount;
+//! use paychan::channel::{Channel, ChannelConfig, Event, Output, Watch};
+//! use paychan::sim::{funding_tx, secret};
+//! use paychan::tx::InMemorySigner;
+//! use paychan::wire::{self, Message};
+//! use paychan::{MilliSats, Preimage};
+//!
+//! /// Everything one node's surroundings do with its outputs.
+//! #[derive(Default)]
+//! struct World { outbox: VecDeque<(u64, Vec<u8>)>, db: Vec<u8>, chain: Vec<bitcoin::Transaction>, events: Vec<Event> }
+//!
+//! fn drain(ch: &mut Channel, w: &mut World) {
+//!     while let Some(out) = ch.poll_output() {
+//!         match out {
+//!             // Store first; only then is anything that depends on it released.
+//!             Output::Persist { version, state } => { w.db = state; ch.handle_persisted(version); }
+//!             Output::Send { message, acknowledge } => w.outbox.push_back((acknowledge, wire::encode(&message))),
+//!             // The funder's wallet builds the anchor; it is broadcast later, when the channel says so.
+//!             Output::FundAnchor { amount, script_pubkey } => ch.provide_anchor(funding_tx(script_pubkey, amount), 0).unwrap(),
+//!             Output::Broadcast(tx) => w.chain.push(tx),
+//!             Output::Watch(Watch::AnchorDepth { .. } | Watch::AnchorSpend(_) | Watch::RevokedCommitment(_)) => {}
+//!             Output::Event(e) => w.events.push(e),
+//!             _ => {}
+//!         }
+//!     }
+//! }
+//!
+//! /// Delivers every queued message, both ways, until both sides are quiet.
+//! fn run(a: &mut Channel, wa: &mut World, b: &mut Channel, wb: &mut World) {
+//!     loop {
+//!         drain(a, wa);
+//!         drain(b, wb);
+//!         if wa.outbox.is_empty() && wb.outbox.is_empty() { break; }
+//!         for (from, to) in [(&mut *wa, &mut *b), (&mut *wb, &mut *a)] {
+//!             while let Some((ack, bytes)) = from.outbox.pop_front() {
+//!                 match wire::decode(&bytes) {
+//!                     Ok(message) => to.handle_message(message, ack),
+//!                     Err(e) => to.handle_malformed(&e),
+//!                 }
+//!             }
+//!         }
+//!     }
+//! }
+//!
+//! let config = ChannelConfig::default();
+//! let signer_a = Arc::new(InMemorySigner::new(secret(1), secret(2)));
+//! let signer_b = Arc::new(InMemorySigner::new(secret(3), secret(4)));
+//! // Seeds and keys come from the caller: the core draws no randomness.
+//! let mut a = Channel::new_funder(config.clone(), signer_a, [0x11; 32], Amount::from_sat(500_000)).unwrap();
+//! let mut b = Channel::new_fundee(config, signer_b, [0x22; 32]);
+//! let (mut wa, mut wb) = (World::default(), World::default());
+//!
+//! // Establishment: open_channel both ways, open_anchor, open_commit_sig...
+//! run(&mut a, &mut wa, &mut b, &mut wb);
+//! assert_eq!(wa.chain.len(), 1, "the anchor, broadcast after open_commit_sig");
+//! // ...then the chain buries the anchor and both send open_complete.
+//! for ch in [&mut a, &mut b] { ch.handle_block(800_000, 1_700_000_000); ch.handle_anchor_depth(3); }
+//! run(&mut a, &mut wa, &mut b, &mut wb);
+//! assert!(a.is_open() && b.is_open());
+//!
+//! // A pays B: offer, commit; B fulfills, commits.
+//! let r = Preimage([42; 32]);
+//! let id = a.offer_htlc(MilliSats::from_msat(70_000_000), r.hash(), LockTime::from_height(800_500).unwrap(), vec![]).unwrap();
+//! a.commit().unwrap();
+//! run(&mut a, &mut wa, &mut b, &mut wb);
+//! b.commit().unwrap();
+//! run(&mut a, &mut wa, &mut b, &mut wb);
+//! b.fulfill_htlc(id, r).unwrap();
+//! b.commit().unwrap();
+//! run(&mut a, &mut wa, &mut b, &mut wb);
+//! a.commit().unwrap();
+//! run(&mut a, &mut wa, &mut b, &mut wb);
+//! assert!(wa.events.iter().any(|e| matches!(e, Event::HtlcFulfilled { preimage, .. } if *preimage == r)));
+//!
+//! // Cooperative close: clearing, fee negotiation, the close transaction.
+//! a.close().unwrap();
+//! run(&mut a, &mut wa, &mut b, &mut wb);
+//! assert!(a.is_terminal() && b.is_terminal());
+//! assert_eq!(wa.chain.last(), wb.chain.last());
+//! // The channel's state can be restored from what it last persisted.
+//! let restored = Channel::restore(&wb.db, Arc::new(InMemorySigner::new(secret(3), secret(4)))).unwrap();
+//! assert!(restored.is_terminal());
+//! ```
+//!
+//! [`sim::Pair`] packages this loop for tests and experiments.
+//!
+//! # The foundation, by example
 //!
 //! Encode a message, cut the framed stream anywhere, and decode it again;
 //! derive the first revocation hash; compute the text's fee example.
@@ -29,7 +128,6 @@
 //! use paychan::shachain::{RevocationSecrets, ShachainStore};
 //! use paychan::wire::{self, frame, Message, UpdateFee};
 //!
-//! // Wire: a pkt, and the same message framed with an acknowledge counter.
 //! let msg = Message::UpdateFee(UpdateFee { fee_rate: 2000 });
 //! assert_eq!(wire::decode(&wire::encode(&msg)), Ok(msg.clone()));
 //! let mut stream = Vec::new();
@@ -41,8 +139,6 @@
 //! let frame = decoder.next_frame().unwrap().unwrap();
 //! assert_eq!((frame.acknowledge, frame.message), (7, msg));
 //!
-//! // Shachain: the sender reveals preimages from index 2^64-1 down; the
-//! // receiver stores them in at most 65 entries.
 //! let secrets = RevocationSecrets::new([0x42; 32]);
 //! let mut store = ShachainStore::new();
 //! for n in 0..1000 {
@@ -51,7 +147,6 @@
 //! assert!(store.len() <= 65);
 //! assert_eq!(store.preimage(RevocationSecrets::index(17)), Some(secrets.preimage(17)));
 //!
-//! // Fees: 402 bytes at 1112 sat/kB is 446 satoshis.
 //! assert_eq!(commitment_fee(1112, 2), Amount::from_sat(446));
 //! ```
 //!
@@ -74,4 +169,7 @@ pub mod tx;
 pub mod types;
 pub mod wire;
 
+/// The rust-bitcoin version paychan speaks, re-exported so that callers use
+/// the same types.
+pub use bitcoin;
 pub use types::{Delay, HtlcMsat, MilliSats, Preimage};

@@ -595,6 +595,10 @@ pub struct Channel {
     pub(crate) their_next_hash: Option<sha256::Hash>,
     /// The peer's previous commitment while it awaits revocation.
     pub(crate) their_prev: Option<(View, sha256::Hash)>,
+    /// Txids of the peer's latest and previous commitments, when known (a
+    /// cache, not persisted: rebuilt when missing).
+    pub(crate) their_txid: Option<Txid>,
+    pub(crate) their_prev_txid: Option<Txid>,
     pub(crate) their_secrets: ShachainStore,
     /// Views with every logged update applied: the "staged" commitments.
     pub(crate) staged_ours: View,
@@ -690,6 +694,8 @@ impl Channel {
             their_hash: placeholder,
             their_next_hash: None,
             their_prev: None,
+            their_txid: None,
+            their_prev_txid: None,
             their_secrets: ShachainStore::new(),
             staged_ours: empty.clone(),
             staged_theirs: empty,
@@ -1130,6 +1136,7 @@ impl Channel {
         self.send(Message::UpdateCommit(UpdateCommit { sig }));
         let prev = std::mem::replace(&mut self.their_view, view);
         self.their_prev = Some((prev, self.their_hash));
+        self.their_prev_txid = self.their_txid.replace(built.txid());
         self.their_hash = next_hash;
         self.their_next_hash = None;
         self.their_num += 1;
@@ -1479,7 +1486,10 @@ impl Channel {
         let remote = self.remote.expect("open");
         let (to_owner, to_other) = view.owner_balances();
         let htlcs = view.htlc_specs();
-        let txid = self.build_theirs(view, preimage.hash()).expect("it was signed").txid();
+        let txid = match self.their_prev_txid {
+            Some(txid) => txid,
+            None => self.build_theirs(view, preimage.hash()).expect("it was signed").txid(),
+        };
         RevokedCommitment {
             number,
             txid,

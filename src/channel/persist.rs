@@ -482,6 +482,8 @@ impl Channel {
             their_hash,
             their_next_hash,
             their_prev,
+            their_txid: None,
+            their_prev_txid: None,
             their_secrets,
             staged_ours,
             staged_theirs,

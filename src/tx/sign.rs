@@ -58,7 +58,7 @@ pub struct SignerError {
 /// hardware device, a remote service or a PSBT workflow. Signatures must be
 /// low-S (libsecp256k1 always produces them).
 pub trait Signer {
-    /// The public key for `role`.
+    /// The public key for `role`. Called often: return a cached value.
     fn public_key(&self, role: KeyRole) -> CompressedPublicKey;
 
     /// Signs `input.sighash` with the key for `input.role`.
@@ -70,12 +70,16 @@ pub trait Signer {
 pub struct InMemorySigner {
     commit: SecretKey,
     final_key: SecretKey,
+    /// The two public keys, derived once (each derivation is an elliptic
+    /// curve multiplication).
+    public: [CompressedPublicKey; 2],
 }
 
 impl InMemorySigner {
     /// A signer for the given `commit_key` and `final_key` secrets.
     pub fn new(commit: SecretKey, final_key: SecretKey) -> Self {
-        InMemorySigner { commit, final_key }
+        let public = [CompressedPublicKey(commit.public_key(&SECP)), CompressedPublicKey(final_key.public_key(&SECP))];
+        InMemorySigner { commit, final_key, public }
     }
 
     fn secret(&self, role: KeyRole) -> &SecretKey {
@@ -97,7 +101,10 @@ impl core::fmt::Debug for InMemorySigner {
 
 impl Signer for InMemorySigner {
     fn public_key(&self, role: KeyRole) -> CompressedPublicKey {
-        CompressedPublicKey(self.secret(role).public_key(&SECP))
+        match role {
+            KeyRole::Commit => self.public[0],
+            KeyRole::Final => self.public[1],
+        }
     }
 
     fn sign(&self, input: &SigningInput<'_>) -> Result<Signature, SignerError> {

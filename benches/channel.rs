@@ -1,0 +1,92 @@
+//! Payments between two in-memory channels, every message through the wire
+//! codec and every state change persisted, against the cost of the
+//! signatures and verifications a payment needs.
+
+use bitcoin::absolute::LockTime;
+use bitcoin::hashes::{sha256, Hash};
+use bitcoin::secp256k1::{Message, Secp256k1, SecretKey};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use paychan::sim::Pair;
+use paychan::{MilliSats, Preimage};
+use std::hint::black_box;
+
+/// One payment from `payer` to `payee`: offer, commit/revoke both ways,
+/// fulfill, commit/revoke both ways.
+fn pay(p: &mut Pair, payer: char, payee: char, n: u64) {
+    let r = Preimage(sha256::Hash::hash(&n.to_le_bytes()).to_byte_array());
+    let expiry = LockTime::from_height(5000).expect("a height");
+    let id = p.node(payer).ch.offer_htlc(MilliSats::from_msat(600_000), r.hash(), expiry, vec![]).expect("affordable");
+    p.settle();
+    p.node(payee).ch.fulfill_htlc(id, r).expect("incoming");
+    p.settle();
+}
+
+/// A pair with money on both sides.
+fn funded() -> Pair {
+    let mut p = Pair::open();
+    let r = Preimage([9; 32]);
+    let expiry = LockTime::from_height(5000).expect("a height");
+    p.a.ch.offer_htlc(MilliSats::from_msat(400_000_000), r.hash(), expiry, vec![]).expect("affordable");
+    p.settle();
+    p.b.ch.fulfill_htlc(0, r).expect("incoming");
+    p.settle();
+    p
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("payment");
+    let mut p = funded();
+    let mut n = 0u64;
+    group.bench_function("one_payment", |b| {
+        b.iter(|| {
+            // Alternate directions so the balances never run out.
+            let (payer, payee) = if n % 2 == 0 { ('A', 'B') } else { ('B', 'A') };
+            pay(&mut p, payer, payee, n);
+            n += 1;
+        })
+    });
+
+    // The cryptography a payment cannot avoid: four commitment signatures
+    // and their four verifications.
+    let secp = Secp256k1::new();
+    let key = SecretKey::from_slice(&[3; 32]).expect("valid");
+    let public = key.public_key(&secp);
+    let digests: Vec<Message> = (0u8..4).map(|i| Message::from_digest([i + 1; 32])).collect();
+    group.bench_function("four_signatures_and_verifications", |b| {
+        b.iter(|| {
+            for d in &digests {
+                let sig = secp.sign_ecdsa(black_box(d), &key);
+                secp.verify_ecdsa(d, &sig, &public).expect("valid");
+            }
+        })
+    });
+
+    // 100 payments in one commitment round each way.
+    group.throughput(Throughput::Elements(100));
+    group.sample_size(20);
+    group.bench_function("batch_of_100", |b| {
+        b.iter_batched(
+            funded,
+            |mut p| {
+                let expiry = LockTime::from_height(5000).expect("a height");
+                let preimages: Vec<Preimage> =
+                    (0u64..100).map(|i| Preimage(sha256::Hash::hash(&i.to_le_bytes()).to_byte_array())).collect();
+                let ids: Vec<u64> = preimages
+                    .iter()
+                    .map(|r| p.a.ch.offer_htlc(MilliSats::from_msat(600_000), r.hash(), expiry, vec![]).expect("ok"))
+                    .collect();
+                p.settle();
+                for (id, r) in ids.into_iter().zip(preimages) {
+                    p.b.ch.fulfill_htlc(id, r).expect("incoming");
+                }
+                p.settle();
+                p
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
