@@ -47,7 +47,7 @@ use bitcoin::{absolute, CompressedPublicKey, FeeRate, ScriptBuf, Transaction};
 
 use super::commitment::{ripemd_of, Commitment, CommitmentSpec, HtlcSpec};
 use super::sign::Signer;
-use super::sweep::{build_sweep, Claim, SweepError, SweepInput};
+use super::sweep::{sweep_output, Claim, SweepError};
 use crate::types::{Delay, Preimage};
 
 /// The script of an HTLC the commitment's owner offered.
@@ -161,8 +161,7 @@ pub fn success_sweep(
     fee_rate: FeeRate,
     signer: &dyn Signer,
 ) -> Result<Transaction, SweepError> {
-    let input = SweepInput::from_commitment(commitment, vout, Claim::Success(r))?;
-    build_sweep(vec![input], destination, fee_rate, signer)
+    sweep_output(commitment, vout, Claim::Success(r), destination, fee_rate, signer)
 }
 
 /// Spends the HTLC output `vout` of `commitment` after its expiry (R6.2-b):
@@ -175,6 +174,5 @@ pub fn timeout_sweep(
     fee_rate: FeeRate,
     signer: &dyn Signer,
 ) -> Result<Transaction, SweepError> {
-    let input = SweepInput::from_commitment(commitment, vout, Claim::Timeout)?;
-    build_sweep(vec![input], destination, fee_rate, signer)
+    sweep_output(commitment, vout, Claim::Timeout, destination, fee_rate, signer)
 }

@@ -286,6 +286,20 @@ pub fn build_sweep(
     Ok(tx)
 }
 
+/// One transaction claiming output `vout` of `commitment` with `claim` (see
+/// [`SweepInput::from_commitment`] for the paths).
+pub fn sweep_output(
+    commitment: &Commitment,
+    vout: u32,
+    claim: Claim,
+    destination: ScriptBuf,
+    fee_rate: FeeRate,
+    signer: &dyn Signer,
+) -> Result<Transaction, SweepError> {
+    let input = SweepInput::from_commitment(commitment, vout, claim)?;
+    build_sweep(vec![input], destination, fee_rate, signer)
+}
+
 /// The delayed to-self sweep of our own commitment: output `vout` (the
 /// to-owner output) after the CSV `delay`.
 pub fn to_self_sweep(
@@ -295,6 +309,5 @@ pub fn to_self_sweep(
     fee_rate: FeeRate,
     signer: &dyn Signer,
 ) -> Result<Transaction, SweepError> {
-    let input = SweepInput::from_commitment(commitment, vout, Claim::DelayedToSelf)?;
-    build_sweep(vec![input], destination, fee_rate, signer)
+    sweep_output(commitment, vout, Claim::DelayedToSelf, destination, fee_rate, signer)
 }
