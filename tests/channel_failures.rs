@@ -307,6 +307,18 @@ fn fee_too_high_fails() {
     inject(&mut p, true, Message::UpdateFee(wire::UpdateFee { fee_rate: 500_001 }));
     // R3.4-b
     failed(&p.a, "R3.4-b", FailBroadcast::CommitmentNoHtlcs);
+
+    // R3.4-b: within the configured maximum, but so high for this small
+    // channel that every output of B's commitment would be dust.
+    let mut p = Pair::new(ChannelConfig::default(), ChannelConfig::default(), Amount::from_sat(10_000));
+    p.establish();
+    inject(&mut p, true, Message::UpdateFee(wire::UpdateFee { fee_rate: 30_000 }));
+    failed(&p.a, "R3.4-b", FailBroadcast::CommitmentNoHtlcs);
+    // Our own such rate is refused as a caller mistake.
+    let mut p = Pair::new(ChannelConfig::default(), ChannelConfig::default(), Amount::from_sat(10_000));
+    p.establish();
+    assert_eq!(p.a.ch.update_fee(30_000), Err(paychan::channel::ChannelError::BadFeeRate));
+    assert!(p.a.ch.is_open());
 }
 
 #[test]

@@ -387,8 +387,9 @@ pub enum ChannelError {
     /// The previous `update_commit` awaits its revocation.
     #[error("the previous commitment has not been revoked yet")]
     AwaitingRevocation,
-    /// A fee rate of zero.
-    #[error("fee rate must be above zero")]
+    /// A fee rate of zero, or one that would leave every output of our
+    /// commitment dust.
+    #[error("fee rate must be above zero and leave our commitment an output")]
     BadFeeRate,
     /// The anchor amount is outside what the protocol allows (R2.2-c).
     #[error("anchor amount {0} is outside 1..=4294967 sat (R2.2-c)")]
@@ -396,6 +397,10 @@ pub enum ChannelError {
     /// The anchor transaction given is not the one asked for.
     #[error("anchor transaction rejected: {0}")]
     BadAnchor(FundingError),
+    /// The command found the channel unable to continue and failed it (the
+    /// one error that changes the channel: see [`Event::ChannelFailed`]).
+    #[error("the channel failed: {0}")]
+    Failed(&'static str),
     /// The signer failed.
     #[error(transparent)]
     Signer(#[from] SignerError),
@@ -1096,7 +1101,9 @@ impl Channel {
         if self.phase != Phase::Normal {
             return Err(self.wrong_phase("update_fee"));
         }
-        if fee_rate == 0 {
+        let mut staged = self.staged_ours.clone();
+        staged.fee_rate = fee_rate;
+        if fee_rate == 0 || !staged.has_output() {
             return Err(ChannelError::BadFeeRate);
         }
         self.send(Message::UpdateFee(UpdateFee { fee_rate }));
@@ -1131,7 +1138,15 @@ impl Channel {
         }
         let next_hash = self.their_next_hash.expect("known while no revocation is awaited");
         let view = self.staged_theirs.clone();
-        let built = self.build_theirs(&view, next_hash).expect("staged updates were checked against this view");
+        let Some(built) = self.build_theirs(&view, next_hash) else {
+            // Only a channel so small that fees leave every output dust gets
+            // here (R3.6-d leaves a transaction with no output): it cannot go
+            // on, so it fails like any broken channel.
+            let problem = "the peer's next commitment would have no output: every output is dust";
+            self.fail_with(FailOrigin::Local, Some("R3.6-d"), problem.to_string());
+            self.flush();
+            return Err(ChannelError::Failed(problem));
+        };
         let sig = built.sign(self.funding.as_ref().expect("normal operation has an anchor"), &*self.signer)?;
         self.send(Message::UpdateCommit(UpdateCommit { sig }));
         let prev = std::mem::replace(&mut self.their_view, view);
@@ -1415,6 +1430,16 @@ impl Channel {
             return Err(violation(
                 "R3.4-b",
                 format!("update_fee of {rate} is outside 1..={}", self.config.max_fee_rate),
+            ));
+        }
+        // R3.4-b: a rate that would leave the peer's commitment without any
+        // output is too high for this channel.
+        let mut staged = self.staged_theirs.clone();
+        staged.fee_rate = rate;
+        if !staged.has_output() {
+            return Err(violation(
+                "R3.4-b",
+                format!("update_fee of {rate} leaves every output of the commitment dust"),
             ));
         }
         self.log_update(Side::Remote, Update::Fee(rate), Vec::new(), None);

@@ -141,6 +141,17 @@ impl View {
         commitment_fee(self.fee_rate, self.non_dust)
     }
 
+    /// Whether the commitment would have at least one output: a non-dust
+    /// HTLC, or a balance that is not dust after its fee share (R3.6-d).
+    pub fn has_output(&self) -> bool {
+        if self.non_dust > 0 {
+            return true;
+        }
+        let (owner, other) = self.owner_balances();
+        let split = crate::fees::split_fee(self.fee(), owner.to_sat_floor(), other.to_sat_floor());
+        split.local_output().is_some() || split.remote_output().is_some()
+    }
+
     /// Whether `side` can pay its half of the fee from its balance (R3.6-e).
     pub fn can_pay_fee_share(&self, side: Side) -> bool {
         self.balance(side).to_sat_floor() >= self.fee() / 2
