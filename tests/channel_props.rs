@@ -152,3 +152,75 @@ proptest! {
         run(ops)?;
     }
 }
+
+/// A hostile peer's messages: every kind, with small ids, random amounts,
+/// signatures by the right key over wrong data, and now and then the right
+/// preimage.
+fn hostile() -> impl Strategy<Value = paychan::wire::Message> {
+    use paychan::wire::*;
+    use paychan::{HtlcMsat, Preimage};
+    let sig = (0u8..4).prop_map(|n| common::sig(3, [n; 32]));
+    prop_oneof![
+        (0u64..4, any::<u32>(), 0u8..4, 0u32..1200).prop_map(|(id, amount, r, h)| Message::UpdateAddHtlc(
+            UpdateAddHtlc {
+                id,
+                amount: HtlcMsat::from_msat(amount),
+                r_hash: Preimage([r; 32]).hash(),
+                expiry: absolute::LockTime::from_height(h).unwrap(),
+                route: vec![],
+            }
+        )),
+        (0u64..4, 0u8..4)
+            .prop_map(|(id, r)| Message::UpdateFulfillHtlc(UpdateFulfillHtlc { id, r: Preimage([r; 32]) })),
+        (0u64..4).prop_map(|id| Message::UpdateFailHtlc(UpdateFailHtlc { id, reason: vec![1] })),
+        any::<u32>().prop_map(|fee_rate| Message::UpdateFee(UpdateFee { fee_rate })),
+        sig.clone().prop_map(|sig| Message::UpdateCommit(UpdateCommit { sig })),
+        (0u8..4).prop_map(|n| Message::UpdateRevocation(UpdateRevocation {
+            revocation_preimage: Preimage([n; 32]),
+            next_revocation_hash: Preimage([n; 32]).hash(),
+        })),
+        Just(Message::CloseClearing),
+        (0u64..5000, sig.clone()).prop_map(|(fee, sig)| Message::CloseSignature(CloseSignature {
+            close_fee: bitcoin::Amount::from_sat(fee),
+            sig
+        })),
+        sig.clone().prop_map(|sig| Message::OpenCommitSig(OpenCommitSig { sig })),
+        Just(Message::OpenComplete),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Whatever a hostile peer sends, in any phase, the channel neither
+    /// panics nor loses value: it either stays consistent or fails with a
+    /// rule, sending one error and broadcasting a valid transaction.
+    #[test]
+    fn a_hostile_peer_never_panics(open in any::<bool>(), msgs in proptest::collection::vec((hostile(), 0u64..20), 1..12)) {
+        let mut p = Pair::default_pair();
+        if open {
+            p.establish();
+            let r = Preimage([1; 32]);
+            p.a.ch.offer_htlc(MilliSats::from_msat(20_000_000), r.hash(), absolute::LockTime::from_height(1000).unwrap(), vec![]).unwrap();
+            p.settle();
+        } else {
+            p.block(100);
+            p.deliver(Dir::AToB);
+            p.deliver(Dir::BToA);
+        }
+        for (m, ack) in msgs {
+            p.a.ch.handle_message(m, ack);
+            p.pump();
+            conserved(&p.a.ch)?;
+        }
+        if let Some(paychan::channel::Event::ChannelFailed { reason, .. }) = p.a.failed() {
+            prop_assert!(reason.rule.is_some(), "{}", reason);
+            prop_assert!(p.a.sent.iter().filter(|(_, m)| matches!(m, paychan::wire::Message::Error(_))).count() <= 1);
+            if open {
+                let anchor = p.a.anchor.clone().unwrap();
+                let tx = p.a.broadcasts.last().unwrap();
+                prop_assert!(common::chain::verify_input(tx, 0, &anchor.output[0]).is_ok());
+            }
+        }
+    }
+}
