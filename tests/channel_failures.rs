@@ -126,7 +126,7 @@ fn establishment_messages_out_of_order_fail() {
     let mut p = opening(ChannelConfig::default());
     inject(&mut p, false, Message::OpenComplete);
     failed(&p.b, "R2-a", FailBroadcast::Nothing);
-    // R2-a: an update before establishment ends.
+    // R2.4-b: an update before establishment ends.
     let mut p = opening(ChannelConfig::default());
     p.deliver(Dir::AToB);
     let add = wire::UpdateAddHtlc {
@@ -137,7 +137,11 @@ fn establishment_messages_out_of_order_fail() {
         route: vec![],
     };
     inject(&mut p, false, Message::UpdateAddHtlc(add));
-    failed(&p.b, "R2-a", FailBroadcast::Nothing);
+    failed(&p.b, "R2.4-b", FailBroadcast::Nothing);
+    // R2-a: an establishment message during normal operation.
+    let mut p = Pair::open();
+    inject(&mut p, true, Message::OpenComplete);
+    failed(&p.a, "R2-a", FailBroadcast::CommitmentNoHtlcs);
     // R2-a: the funder never receives open_anchor.
     let mut p = opening(ChannelConfig::default());
     p.deliver(Dir::BToA);
