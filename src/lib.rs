@@ -87,7 +87,8 @@
 //! run(&mut a, &mut wa, &mut b, &mut wb);
 //! assert_eq!(wa.chain.len(), 1, "the anchor, broadcast after open_commit_sig");
 //! // ...then the chain buries the anchor and both send open_complete.
-//! for ch in [&mut a, &mut b] { ch.handle_block(800_000, 1_700_000_000); ch.handle_anchor_depth(3); }
+//! let anchor = wa.chain[0].clone();
+//! for ch in [&mut a, &mut b] { ch.handle_block(800_000, 1_700_000_000); ch.handle_anchor_depth(&anchor, 3); }
 //! run(&mut a, &mut wa, &mut b, &mut wb);
 //! assert!(a.is_open() && b.is_open());
 //!

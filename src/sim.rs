@@ -240,8 +240,10 @@ impl Pair {
 
     /// Both nodes see the anchor at `depth`.
     pub fn confirm(&mut self, depth: u32) {
-        self.a.ch.handle_anchor_depth(depth);
-        self.b.ch.handle_anchor_depth(depth);
+        if let Some(anchor) = self.a.anchor.clone() {
+            self.a.ch.handle_anchor_depth(&anchor, depth);
+            self.b.ch.handle_anchor_depth(&anchor, depth);
+        }
         self.pump();
     }
 

@@ -38,6 +38,10 @@ pub const MAX_HTLCS_PER_SIDE: usize = 1500;
 /// reference's estimate of a close transaction).
 const CLOSE_BYTECOUNT: u128 = 336;
 
+/// The largest route or failure reason we send: whatever the id, the
+/// message stays within the decoder's limit ([`crate::wire::MAX_PKT_LEN`]).
+pub const MAX_BLOB: usize = crate::wire::MAX_PKT_LEN - 128;
+
 /// Seconds per block, for comparing a delay in one unit with an expiry in
 /// the other.
 const SECONDS_PER_BLOCK: u32 = 600;
@@ -85,7 +89,7 @@ impl Default for ChannelConfig {
             max_delay_seconds: 14 * 24 * 3600,
             max_min_depth: 100,
             min_fee_rate: 1000,
-            max_fee_rate: 500_000,
+            max_fee_rate: 100_000,
             min_anchor: Amount::from_sat(10_000),
             delay: Delay::Blocks(144),
             min_depth: 3,
@@ -397,6 +401,9 @@ pub enum ChannelError {
     /// The anchor transaction given is not the one asked for.
     #[error("anchor transaction rejected: {0}")]
     BadAnchor(FundingError),
+    /// A route or failure reason longer than [`MAX_BLOB`] bytes.
+    #[error("{0} bytes of route or reason exceed the {MAX_BLOB}-byte limit")]
+    TooLarge(usize),
     /// The command found the channel unable to continue and failed it (the
     /// one error that changes the channel: see [`Event::ChannelFailed`]).
     #[error("the channel failed: {0}")]
@@ -499,6 +506,9 @@ pub(crate) struct CloseState {
     sent_clearing: bool,
     /// Our outbound message number of `close_clearing`.
     clearing_msg_no: u64,
+    /// The peer sent an `update_commit` acknowledging our `close_clearing`:
+    /// from then on it may not add HTLCs (section 4.1).
+    clearing_committed: bool,
     received_clearing: bool,
     /// Our last `close_fee` proposal.
     our_fee: Option<Amount>,
@@ -561,7 +571,7 @@ pub(crate) struct CloseState {
 ///     match next_input()? {
 ///         Input::Frame(ack, msg) => channel.handle_message(msg, ack),
 ///         Input::Block { height, time } => channel.handle_block(height, time),
-///         Input::AnchorDepth(depth) => channel.handle_anchor_depth(depth),
+///         Input::AnchorDepth(anchor, depth) => channel.handle_anchor_depth(&anchor, depth),
 ///         Input::Pay { amount, hash, expiry } => { channel.offer_htlc(amount, hash, expiry, vec![])?; channel.commit()?; }
 ///     }
 /// }
@@ -584,6 +594,8 @@ pub struct Channel {
     /// `open_commit_sig`): from now on failing means broadcasting.
     pub(crate) anchor_broadcast: bool,
     pub(crate) anchor_depth: u32,
+    /// The anchor seen on chain matched `open_anchor`.
+    pub(crate) anchor_checked: bool,
     pub(crate) sent_complete_at: Option<u32>,
     pub(crate) received_complete: bool,
 
@@ -624,8 +636,15 @@ pub struct Channel {
     pub(crate) unacked: VecDeque<(u64, u64, Message)>,
     pub(crate) height: u32,
     pub(crate) time: u32,
+    /// The caller's latest fee estimate: peer fee rates above ten times it
+    /// are refused (section 3.4).
+    pub(crate) fee_estimate: Option<u32>,
 
     // Not persisted.
+    /// `processed` as of each version not yet durable, and as of the last
+    /// durable one.
+    processed_at: VecDeque<(u64, u64)>,
+    durable_processed: u64,
     version: u64,
     durable: u64,
     dirty: bool,
@@ -689,6 +708,7 @@ impl Channel {
             anchor_tx: None,
             anchor_broadcast: false,
             anchor_depth: 0,
+            anchor_checked: false,
             sent_complete_at: None,
             received_complete: false,
             our_num: 0,
@@ -715,6 +735,9 @@ impl Channel {
             unacked: VecDeque::new(),
             height: 0,
             time: 0,
+            fee_estimate: None,
+            processed_at: VecDeque::new(),
+            durable_processed: 0,
             version: 0,
             durable: 0,
             dirty: false,
@@ -833,9 +856,11 @@ impl Channel {
         self.deadlines.get(&id).copied()
     }
 
-    /// The `acknowledge` value we would put on a message now (R1.2-b).
+    /// The `acknowledge` value for an `authenticate` header now (R1.2-b):
+    /// the messages processed as of the last durable state, so that a crash
+    /// can never make us claim a message we then forget.
     pub fn acknowledge(&self) -> u64 {
-        self.processed
+        self.durable_processed
     }
 
     // -----------------------------------------------------------------
@@ -859,6 +884,10 @@ impl Channel {
     /// what depended on it.
     pub fn handle_persisted(&mut self, version: u64) {
         self.durable = self.durable.max(version.min(self.version));
+        while self.processed_at.front().is_some_and(|(v, _)| *v <= self.durable) {
+            let (_, processed) = self.processed_at.pop_front().expect("checked non-empty");
+            self.durable_processed = processed;
+        }
     }
 
     fn send(&mut self, message: Message) {
@@ -885,6 +914,7 @@ impl Channel {
         }
         self.dirty = false;
         self.version += 1;
+        self.processed_at.push_back((self.version, self.processed));
         self.persist.push_back(Output::Persist { version: self.version, state: self.to_bytes() });
         for o in self.pending.drain(..) {
             self.gated.push_back((self.version, o));
@@ -904,6 +934,14 @@ impl Channel {
         }
         self.processed += 1;
         self.dirty = true;
+        // R1.2-c: the peer's acknowledge never decreases (nor exceeds what
+        // we sent).
+        if acknowledge < self.peer_ack || acknowledge > self.sent {
+            let problem = format!("acknowledge {acknowledge} outside {}..={}", self.peer_ack, self.sent);
+            self.fail_with(FailOrigin::PeerViolation, Some("R1.2-c"), problem);
+            self.flush();
+            return;
+        }
         if acknowledge > self.peer_ack {
             self.peer_ack = acknowledge.min(self.sent);
             while self.unacked.front().is_some_and(|(n, _, _)| *n <= self.peer_ack) {
@@ -928,10 +966,28 @@ impl Channel {
         self.flush();
     }
 
-    /// The anchor transaction is `depth` blocks deep (1 = in the tip).
-    pub fn handle_anchor_depth(&mut self, depth: u32) {
+    /// The anchor transaction `anchor` is `depth` blocks deep (1 = in the
+    /// tip). The first report checks that its output really is the 2-of-2
+    /// holding the amount `open_anchor` claimed: a funder that lied fails the
+    /// channel before it opens. A transaction with another txid is not the
+    /// anchor and is ignored.
+    pub fn handle_anchor_depth(&mut self, anchor: &Transaction, depth: u32) {
         if self.is_terminal() || depth <= self.anchor_depth {
             return;
+        }
+        let Some(funding) = self.funding.clone() else { return };
+        if anchor.compute_txid() != funding.outpoint().txid {
+            return;
+        }
+        if !self.anchor_checked {
+            let out = anchor.output.get(funding.outpoint().vout as usize);
+            if out.is_none_or(|o| o.script_pubkey != funding.script_pubkey() || o.value != funding.value()) {
+                let problem = "the anchor on chain is not the output open_anchor described".to_string();
+                self.fail_with(FailOrigin::Chain, Some("R2.2-d"), problem);
+                self.flush();
+                return;
+            }
+            self.anchor_checked = true;
         }
         self.anchor_depth = depth;
         self.dirty = true;
@@ -959,6 +1015,20 @@ impl Channel {
     /// transaction ends the channel; anything else fails it.
     pub fn handle_anchor_spent(&mut self, tx: &Transaction) {
         if self.is_terminal() {
+            return;
+        }
+        // A close with a fee either side proposed is the peer accepting it
+        // without echoing (D5, when the fee was above our cap).
+        let txid = tx.compute_txid();
+        let proposals = [self.close.our_fee, self.close.their.map(|(fee, _)| fee)];
+        if proposals
+            .into_iter()
+            .flatten()
+            .any(|fee| self.build_close(fee).is_some_and(|c| c.tx().compute_txid() == txid))
+        {
+            self.event(Event::ChannelClosed { tx: tx.clone() });
+            self.phase = Phase::Closed;
+            self.flush();
             return;
         }
         self.anchor_broadcast = true;
@@ -1047,6 +1117,9 @@ impl Channel {
         if !earliest.is_implied_by(expiry) {
             return Err(ChannelError::ExpiryTooSoon { expiry, earliest });
         }
+        if route.len() > MAX_BLOB {
+            return Err(ChannelError::TooLarge(route.len()));
+        }
         let htlc = Htlc { offerer: Side::Local, id: self.next_htlc_id, amount: wire_amount, r_hash, expiry };
         let update = Update::Add(htlc);
         self.check_both(Side::Local, &update, true).map_err(Refusal::caller)?;
@@ -1081,6 +1154,9 @@ impl Channel {
         if self.phase != Phase::Normal {
             return Err(self.wrong_phase(command));
         }
+        if reason.len() > MAX_BLOB {
+            return Err(ChannelError::TooLarge(reason.len()));
+        }
         // R3.3-a: only the peer's HTLCs, as staged (not already removed).
         self.check_both(Side::Local, &update, true).map_err(Refusal::caller)?;
         let removed = self.staged_htlc(&update);
@@ -1098,7 +1174,8 @@ impl Channel {
     /// Changes the fee rate of our commitments (R3.4-a); it applies once the
     /// peer acknowledges it (ruling D7).
     pub fn update_fee(&mut self, fee_rate: u32) -> Result<(), ChannelError> {
-        if self.phase != Phase::Normal {
+        // Once negotiating the close, the commitments must stay as they are.
+        if self.phase != Phase::Normal || self.close.our_fee.is_some() || self.clearing_complete() {
             return Err(self.wrong_phase("update_fee"));
         }
         let mut staged = self.staged_ours.clone();
@@ -1117,7 +1194,13 @@ impl Channel {
     /// the estimate, as the text suggests (R3.4-c). Returns whether an
     /// `update_fee` was sent.
     pub fn handle_fee_estimate(&mut self, estimate: u32) -> Result<bool, ChannelError> {
-        if self.phase != Phase::Normal || self.staged_ours.fee_rate >= estimate {
+        if self.fee_estimate != Some(estimate) {
+            self.fee_estimate = Some(estimate);
+            self.dirty = true;
+            self.flush();
+        }
+        let negotiating = self.close.our_fee.is_some() || self.clearing_complete();
+        if self.phase != Phase::Normal || negotiating || self.staged_ours.fee_rate >= estimate {
             return Ok(false);
         }
         self.update_fee(estimate.saturating_mul(2)).map(|()| true)
@@ -1255,12 +1338,14 @@ impl Channel {
             return Err(violation("R2.1-c", format!("min_depth {} is unreasonably large", o.min_depth)));
         }
         // R2.1-d
-        if o.initial_fee_rate < self.config.min_fee_rate || o.initial_fee_rate > self.config.max_fee_rate {
+        if o.initial_fee_rate < self.config.min_fee_rate || o.initial_fee_rate > self.max_peer_fee_rate() {
             return Err(violation(
                 "R2.1-d",
                 format!(
                     "initial_fee_rate {} outside {}..={}",
-                    o.initial_fee_rate, self.config.min_fee_rate, self.config.max_fee_rate
+                    o.initial_fee_rate,
+                    self.config.min_fee_rate,
+                    self.max_peer_fee_rate()
                 ),
             ));
         }
@@ -1289,6 +1374,17 @@ impl Channel {
             Role::Fundee => self.phase = Phase::AwaitOpenAnchor,
         }
         Ok(())
+    }
+
+    /// The highest fee rate we accept for the peer's commitments: the
+    /// configured maximum, and ten times the caller's latest estimate as the
+    /// text suggests (section 3.4), since we pay half of that fee, or all of
+    /// it when the peer cannot (R3.6-c).
+    fn max_peer_fee_rate(&self) -> u32 {
+        match self.fee_estimate {
+            Some(estimate) => self.config.max_fee_rate.min(estimate.saturating_mul(10)),
+            None => self.config.max_fee_rate,
+        }
     }
 
     /// R2.2-b: the anchor pays both initial commitments' fees and leaves a
@@ -1382,8 +1478,8 @@ impl Channel {
         if self.close.received_clearing {
             return Err(violation("R4.1-a", "update_add_htlc after the peer's close_clearing"));
         }
-        if self.close.sent_clearing && ack >= self.close.clearing_msg_no {
-            return Err(violation("R4.1-a", "update_add_htlc after acknowledging our close_clearing"));
+        if self.close.clearing_committed {
+            return Err(violation("R4.1-a", "update_add_htlc after an update_commit acknowledging our close_clearing"));
         }
         // R3.2-b
         if m.amount.to_u32() == 0 {
@@ -1428,11 +1524,14 @@ impl Channel {
     }
 
     fn on_fee(&mut self, rate: u32) -> Result<(), Violation> {
+        if self.close.their.is_some() {
+            return Err(violation("R4.2-a", "update_fee after close_signature"));
+        }
         // R3.4-b
-        if rate > self.config.max_fee_rate || rate == 0 {
+        if rate > self.max_peer_fee_rate() || rate == 0 {
             return Err(violation(
                 "R3.4-b",
-                format!("update_fee of {rate} is outside 1..={}", self.config.max_fee_rate),
+                format!("update_fee of {rate} is outside 1..={}", self.max_peer_fee_rate()),
             ));
         }
         // R3.4-b: a rate that would leave the peer's commitment without any
@@ -1469,6 +1568,9 @@ impl Channel {
         }
         for e in self.log.iter_mut().filter(|e| included(e)) {
             e.in_ours = true;
+        }
+        if self.close.sent_clearing && ack >= self.close.clearing_msg_no {
+            self.close.clearing_committed = true;
         }
         self.our_view = view;
         self.our_sig = Some(sig);
@@ -1580,23 +1682,29 @@ impl Channel {
             }
         }
         self.close.their = Some((m.close_fee, m.sig));
+        // R4.2-b: we never propose more than our own final commitment's fee.
+        let cap = Amount::from_sat(self.our_view.fee().to_sat() & !1);
+        let theirs = m.close_fee;
         let next = match self.close.our_fee {
             // They agreed with us.
-            Some(ours) if ours == m.close_fee => None,
-            // D5: no even value strictly between: accept theirs.
-            Some(ours) if ours.to_sat().abs_diff(m.close_fee.to_sat()) <= 2 => Some(m.close_fee),
-            // R4.2-e: propose strictly between the two.
+            Some(ours) if ours == theirs => None,
+            // R4.2-e: propose strictly between the two (D5: when no even
+            // value within our cap lies strictly between, accept theirs).
             Some(ours) => {
-                let (lo, hi) = (ours.min(m.close_fee).to_sat(), ours.max(m.close_fee).to_sat());
-                Some(Amount::from_sat(lo + (((hi - lo) / 2) & !1)))
+                let (lo, hi) = (ours.min(theirs).to_sat(), ours.max(theirs).to_sat());
+                let mid = Amount::from_sat(lo + (((hi - lo) / 2) & !1)).min(cap);
+                Some(if mid.to_sat() > lo && mid.to_sat() < hi { mid } else { theirs })
             }
             None => Some(self.initial_close_fee()),
         };
         match next {
             None => self.finish_close(close),
-            Some(fee) if fee == m.close_fee => {
-                // R4.2-e: echo the agreed fee with our signature, broadcast.
-                self.send_close_signature(fee)?;
+            Some(fee) if fee == theirs => {
+                // R4.2-e: agree: echo the fee with our signature when we may
+                // propose it ourselves (R4.2-b), and broadcast.
+                if fee <= cap {
+                    self.send_close_signature(fee)?;
+                }
                 self.finish_close(close);
             }
             Some(fee) => self.send_close_signature(fee)?,
@@ -1805,8 +1913,11 @@ impl Channel {
         // R3.1-c: an HTLC we offered is in a current commitment past its
         // deadline.
         for (id, deadline) in &self.deadlines {
-            let present =
-                self.our_view.htlc(Side::Local, *id).is_some() || self.their_view.htlc(Side::Local, *id).is_some();
+            // The peer's previous commitment counts until it is revoked.
+            let prev = self.their_prev.as_ref().is_some_and(|(v, _)| v.htlc(Side::Local, *id).is_some());
+            let present = prev
+                || self.our_view.htlc(Side::Local, *id).is_some()
+                || self.their_view.htlc(Side::Local, *id).is_some();
             if present && self.reached(*deadline) {
                 return Err(violation(
                     "R3.1-c",
@@ -1945,7 +2056,7 @@ impl Channel {
         }
         // R6.3-b: never answer an error with an error; R6.3-c: otherwise say
         // why.
-        if !matches!(origin, FailOrigin::PeerError | FailOrigin::Chain) {
+        if origin != FailOrigin::PeerError {
             self.send(Message::Error(ErrorMessage { problem: Some(problem.clone()) }));
         }
         let broadcast = match forced {

@@ -271,6 +271,7 @@ impl Channel {
         w.opt(self.anchor_tx.as_ref(), |w, tx| w.bytes(&serialize(tx)));
         w.bool(self.anchor_broadcast);
         w.u32(self.anchor_depth);
+        w.bool(self.anchor_checked);
         w.opt(self.sent_complete_at, W::u32);
         w.bool(self.received_complete);
         w.u64(self.our_num);
@@ -323,6 +324,7 @@ impl Channel {
         w.bool(self.ever_had_htlc);
         w.bool(self.close.sent_clearing);
         w.u64(self.close.clearing_msg_no);
+        w.bool(self.close.clearing_committed);
         w.bool(self.close.received_clearing);
         w.opt(self.close.our_fee, |w, f| w.u64(f.to_sat()));
         w.opt(self.close.their.as_ref(), |w, (f, s)| {
@@ -340,6 +342,8 @@ impl Channel {
         }
         w.u32(self.height);
         w.u32(self.time);
+        w.opt(self.fee_estimate, W::u32);
+        w.u64(self.version);
         w.0
     }
 
@@ -391,6 +395,7 @@ impl Channel {
             r.opt(|r| deserialize::<Transaction>(&r.bytes()?).map_err(|_| RestoreError::Invalid("anchor")))?;
         let anchor_broadcast = r.bool()?;
         let anchor_depth = r.u32()?;
+        let anchor_checked = r.bool()?;
         let sent_complete_at = r.opt(R::u32)?;
         let received_complete = r.bool()?;
         let our_num = r.u64()?;
@@ -442,6 +447,7 @@ impl Channel {
         let close = CloseState {
             sent_clearing: r.bool()?,
             clearing_msg_no: r.u64()?,
+            clearing_committed: r.bool()?,
             received_clearing: r.bool()?,
             our_fee: r.opt(|r| r.u64().map(Amount::from_sat))?,
             their: r.opt(|r| Ok((Amount::from_sat(r.u64()?), r.sig()?)))?,
@@ -457,6 +463,8 @@ impl Channel {
         }
         let height = r.u32()?;
         let time = r.u32()?;
+        let fee_estimate = r.opt(R::u32)?;
+        let version = r.u64()?;
         if !r.0.is_empty() {
             return Err(RestoreError::Invalid("trailing bytes"));
         }
@@ -472,6 +480,7 @@ impl Channel {
             anchor_tx,
             anchor_broadcast,
             anchor_depth,
+            anchor_checked,
             sent_complete_at,
             received_complete,
             our_num,
@@ -498,8 +507,11 @@ impl Channel {
             unacked,
             height,
             time,
-            version: 0,
-            durable: 0,
+            fee_estimate,
+            processed_at: VecDeque::new(),
+            durable_processed: processed,
+            version,
+            durable: version,
             dirty: false,
             persist: VecDeque::new(),
             gated: VecDeque::new(),

@@ -141,6 +141,11 @@ impl View {
         commitment_fee(self.fee_rate, self.non_dust)
     }
 
+    /// The view without its HTLC map (enough for fee and output checks).
+    fn clone_light(&self) -> View {
+        View { htlcs: BTreeMap::new(), ..*self }
+    }
+
     /// Whether the commitment would have at least one output: a non-dust
     /// HTLC, or a balance that is not dust after its fee share (R3.6-d).
     pub fn has_output(&self) -> bool {
@@ -175,8 +180,17 @@ impl View {
                 }
                 let left = self.balance(from).checked_sub(h.amount.msat()).ok_or(Refusal::CannotAfford)?;
                 let non_dust = self.non_dust + usize::from(!htlc_is_dust(h.amount.msat()));
-                if afford && left.to_sat_floor() < commitment_fee(self.fee_rate, non_dust) / 2 {
-                    return Err(Refusal::CannotAfford);
+                if afford {
+                    if left.to_sat_floor() < commitment_fee(self.fee_rate, non_dust) / 2 {
+                        return Err(Refusal::CannotAfford);
+                    }
+                    // R3.6-d: the commitment must keep at least one output.
+                    let mut after = self.clone_light();
+                    *after.balance_mut(from) = left;
+                    after.non_dust = non_dust;
+                    if !after.has_output() {
+                        return Err(Refusal::CannotAfford);
+                    }
                 }
                 Ok(())
             }
