@@ -168,6 +168,9 @@ pub struct Pair {
     pub b_to_a: VecDeque<(u64, Message)>,
     /// Every delivered message, in order: (direction, name).
     pub trace: Vec<(Dir, &'static str)>,
+    /// How many of each node's broadcasts the other has seen on the
+    /// simulated chain.
+    seen: [usize; 2],
 }
 
 /// The default channel capacity.
@@ -186,6 +189,7 @@ impl Pair {
             a_to_b: VecDeque::new(),
             b_to_a: VecDeque::new(),
             trace: Vec::new(),
+            seen: [0, 0],
         };
         pair.pump();
         pair
@@ -203,12 +207,35 @@ impl Pair {
         p
     }
 
-    /// Moves every output of both nodes to the queues.
+    /// Moves every output of both nodes to the queues, and shows each node
+    /// the other's broadcasts that spend the anchor (the simulated chain).
     pub fn pump(&mut self) {
-        let a = self.a.drain();
-        self.a_to_b.extend(a);
-        let b = self.b.drain();
-        self.b_to_a.extend(b);
+        loop {
+            let a = self.a.drain();
+            self.a_to_b.extend(a);
+            let b = self.b.drain();
+            self.b_to_a.extend(b);
+            if !self.show_spends() {
+                return;
+            }
+        }
+    }
+
+    fn show_spends(&mut self) -> bool {
+        let Some(anchor) = self.a.ch.funding().map(|f| f.outpoint()) else { return false };
+        let spends = |txs: &[Transaction]| -> Vec<Transaction> {
+            txs.iter().filter(|tx| tx.input.iter().any(|i| i.previous_output == anchor)).cloned().collect()
+        };
+        let from_a = spends(&self.a.broadcasts[self.seen[0]..]);
+        let from_b = spends(&self.b.broadcasts[self.seen[1]..]);
+        self.seen = [self.a.broadcasts.len(), self.b.broadcasts.len()];
+        for tx in &from_a {
+            self.b.ch.handle_anchor_spent(tx);
+        }
+        for tx in &from_b {
+            self.a.ch.handle_anchor_spent(tx);
+        }
+        !from_a.is_empty() || !from_b.is_empty()
     }
 
     /// Delivers the next message in `dir` through the wire codec; returns its

@@ -471,3 +471,83 @@ fn acknowledge_counts_processed_messages() {
     p.b.ch.handle_message(Message::Authenticate(auth), 0);
     assert_eq!(p.b.ch.acknowledge(), before);
 }
+
+#[test]
+fn acknowledge_and_versions_follow_durability() {
+    let mut p = Pair::open();
+    let durable_ack = p.b.ch.acknowledge();
+    p.b.auto_persist = false;
+    offer(&mut p.a, 1_000_000, 1);
+    p.pump();
+    p.deliver(Dir::AToB);
+    // R1.2-b: B processed one more message, but until that state is durable
+    // it must not claim it in an authenticate header.
+    assert_eq!(p.b.ch.acknowledge(), durable_ack);
+    let version = p.b.persisted_version;
+    p.b.ch.handle_persisted(version);
+    assert_eq!(p.b.ch.acknowledge(), durable_ack + 1);
+    // A restored channel continues the version numbers.
+    let mut restored = Channel::restore(&p.b.persisted, p.b.signer.clone()).unwrap();
+    restored.handle_block(200, 1_700_000_000);
+    let next = std::iter::from_fn(|| restored.poll_output()).find_map(|o| match o {
+        Output::Persist { version, .. } => Some(version),
+        _ => None,
+    });
+    assert_eq!(next, Some(version + 1));
+}
+
+#[test]
+fn a_restore_emits_the_last_outputs_again() {
+    let mut p = Pair::open();
+    offer(&mut p.a, 1_000_000, 1);
+    p.a.ch.commit().unwrap();
+    p.pump();
+    p.deliver(Dir::AToB);
+    p.deliver(Dir::AToB);
+    p.deliver(Dir::BToA);
+    // A just received B's revocation: it emitted the revoked-commitment
+    // record. A crash now, before A's watcher stored it, loses nothing: the
+    // restored channel emits it again.
+    let record = p.a.revoked.last().cloned().expect("a record");
+    let mut restored = Channel::restore(&p.a.persisted, p.a.signer.clone()).unwrap();
+    let again: Vec<Output> = std::iter::from_fn(|| restored.poll_output()).collect();
+    assert!(again
+        .iter()
+        .any(|o| matches!(o, Output::Watch(paychan::channel::Watch::RevokedCommitment(r)) if **r == record)));
+}
+
+#[test]
+fn commands_that_would_break_the_close_or_the_limits_are_refused() {
+    // No fee change once the close negotiation has begun.
+    let mut p = Pair::open();
+    p.a.ch.close().unwrap();
+    p.pump();
+    p.deliver_all();
+    assert!(matches!(p.a.ch.update_fee(20_000), Err(ChannelError::WrongPhase { .. }) | Err(ChannelError::Closing)));
+    // Routes and reasons that cannot fit in a message are refused.
+    let mut p = Pair::open();
+    let big = vec![0; paychan::channel::MAX_BLOB + 1];
+    assert_eq!(
+        p.a.ch.offer_htlc(msat(1_000_000), Preimage([1; 32]).hash(), height(5000), big),
+        Err(ChannelError::TooLarge(paychan::channel::MAX_BLOB + 1))
+    );
+    // R3.6-d: an HTLC that would leave a commitment without any output.
+    let mut p = Pair::new(ChannelConfig::default(), ChannelConfig::default(), Amount::from_sat(10_000));
+    p.establish();
+    // A holds 10 000 sat; the fee is 3 380; a 540-sat (dust) HTLC per step.
+    let mut refused = None;
+    for i in 0..20u8 {
+        match p.a.ch.offer_htlc(msat(540_000), Preimage([i; 32]).hash(), height(5000), vec![]) {
+            Ok(_) => {}
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    assert_eq!(refused, Some(ChannelError::CannotAfford));
+    p.settle();
+    assert!(p.a.failed().is_none() && p.b.failed().is_none());
+    let c = p.a.ch.our_commitment_tx().unwrap();
+    assert!(!c.tx().output.is_empty());
+}

@@ -578,3 +578,80 @@ fn failing_chooses_the_broadcast_of_section_6_3() {
     failed(&p.a, "R6.1-a", FailBroadcast::AnchorSpent);
     let _ = Txid::all_zeros();
 }
+
+// ---------------------------------------------------------------------------
+// Review findings, each pinned by a test.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_funder_lying_about_the_anchor_is_caught_on_chain() {
+    use paychan::tx::commitment::{self, CommitmentSpec};
+    use paychan::tx::funding::FundingOutput;
+    let mut p = b_awaiting_anchor();
+    // A claims twice the real amount, and signs B's first commitment for it.
+    let mut a = open_anchor_from_a(&p);
+    p.a_to_b.clear();
+    a.amount = a.amount * 2;
+    let funding =
+        FundingOutput::new(bitcoin::OutPoint { txid: a.txid, vout: a.output_index }, a.amount, &pubkey(1), &pubkey(3));
+    let b_first = commitment::build(&CommitmentSpec {
+        funding: &funding,
+        owner_final: pubkey(4),
+        other_final: pubkey(2),
+        to_owner: MilliSats::ZERO,
+        to_other: MilliSats::from_sat(a.amount).unwrap(),
+        htlcs: &[],
+        fee_rate_per_kb: 10_000,
+        revocation_hash: paychan::shachain::RevocationSecrets::new([0xb2; 32]).hash(0),
+        delay: paychan::Delay::Blocks(144),
+    })
+    .unwrap();
+    a.commit_sig = b_first.sign(&funding, &*p.a.signer).unwrap();
+    inject(&mut p, false, Message::OpenAnchor(a));
+    assert!(p.b.failed().is_none(), "the signature matches the lie");
+    // R2.2-d: the anchor on chain does not hold what open_anchor said.
+    let real = p.a.anchor.clone().unwrap();
+    p.b.ch.handle_anchor_depth(&real, 3);
+    p.pump();
+    // Every signature B holds commits to the claimed amount: nothing of its
+    // could spend the real output, so nothing is broadcast.
+    failed(&p.b, "R2.2-d", FailBroadcast::Nothing);
+    assert!(p.b.broadcasts.is_empty());
+    assert!(!p.b.sent.iter().any(|(_, m)| matches!(m, Message::OpenComplete)));
+}
+
+#[test]
+fn an_htlc_crossing_clearing_is_failed_until_the_peer_commits_to_it() {
+    let mut p = with_htlc();
+    p.b.ch.fulfill_htlc(0, Preimage([1; 32])).unwrap();
+    p.settle();
+    p.a.ch.close().unwrap();
+    p.pump();
+    // B has processed A's close_clearing (its acknowledge covers it) but not
+    // committed since: an add is answered with update_fail_htlc (R4.1-c).
+    inject(&mut p, true, add(1, 1_000_000, 9));
+    assert!(p.a.failed().is_none());
+    assert!(p.a_to_b.iter().any(|(_, m)| matches!(m, Message::UpdateFailHtlc(f) if f.id == 1)));
+}
+
+#[test]
+fn the_peers_acknowledge_may_not_go_back() {
+    let mut p = with_htlc();
+    let ack = p.a.sent.len() as u64;
+    p.a.ch.handle_message(Message::UpdateFee(wire::UpdateFee { fee_rate: 12_000 }), ack);
+    // R1.2-c: a smaller acknowledge than before fails the connection.
+    p.a.ch.handle_message(Message::UpdateFee(wire::UpdateFee { fee_rate: 13_000 }), ack - 1);
+    p.pump();
+    failed(&p.a, "R1.2-c", FailBroadcast::Commitment);
+}
+
+#[test]
+fn peer_fee_rates_are_bounded_by_ten_times_the_estimate() {
+    let mut p = Pair::open();
+    p.a.ch.handle_fee_estimate(2_000).unwrap();
+    inject(&mut p, true, Message::UpdateFee(wire::UpdateFee { fee_rate: 20_000 }));
+    assert!(p.a.failed().is_none(), "ten times the estimate is fine");
+    // R3.4-b: above ten times our estimate is too high.
+    inject(&mut p, true, Message::UpdateFee(wire::UpdateFee { fee_rate: 20_002 }));
+    failed(&p.a, "R3.4-b", FailBroadcast::CommitmentNoHtlcs);
+}

@@ -512,6 +512,9 @@ pub(crate) struct CloseState {
     received_clearing: bool,
     /// Our last `close_fee` proposal.
     our_fee: Option<Amount>,
+    /// Every fee we signed a close for: a close seen on chain with one of
+    /// them is the negotiation's end, whoever broadcast it.
+    signed_fees: Vec<Amount>,
     /// The peer's last valid proposal and signature (R6.3-f).
     their: Option<(Amount, Signature)>,
 }
@@ -651,6 +654,9 @@ pub struct Channel {
     persist: VecDeque<Output>,
     gated: VecDeque<(u64, Output)>,
     pending: Vec<Output>,
+    /// The outputs other than messages of the latest state change, kept in
+    /// the state and emitted again after a restore.
+    last_outputs: Vec<Output>,
 }
 
 impl fmt::Debug for Channel {
@@ -744,6 +750,7 @@ impl Channel {
             persist: VecDeque::new(),
             gated: VecDeque::new(),
             pending: Vec::new(),
+            last_outputs: Vec::new(),
             secrets,
             config,
         };
@@ -915,6 +922,7 @@ impl Channel {
         self.dirty = false;
         self.version += 1;
         self.processed_at.push_back((self.version, self.processed));
+        self.last_outputs = self.pending.iter().filter(|o| !matches!(o, Output::Send { .. })).cloned().collect();
         self.persist.push_back(Output::Persist { version: self.version, state: self.to_bytes() });
         for o in self.pending.drain(..) {
             self.gated.push_back((self.version, o));
@@ -982,8 +990,10 @@ impl Channel {
         if !self.anchor_checked {
             let out = anchor.output.get(funding.outpoint().vout as usize);
             if out.is_none_or(|o| o.script_pubkey != funding.script_pubkey() || o.value != funding.value()) {
+                // Every signature we hold commits to the described output, so
+                // no transaction of ours could spend the real one.
                 let problem = "the anchor on chain is not the output open_anchor described".to_string();
-                self.fail_with(FailOrigin::Chain, Some("R2.2-d"), problem);
+                self.fail_inner(FailOrigin::Chain, Some("R2.2-d"), problem, Some(FailBroadcast::Nothing));
                 self.flush();
                 return;
             }
@@ -1011,21 +1021,20 @@ impl Channel {
         self.flush();
     }
 
-    /// A transaction spending the anchor was seen (R6.1-a). Our agreed close
-    /// transaction ends the channel; anything else fails it.
+    /// A transaction spending the anchor was seen (R6.1-a). A close with a
+    /// fee either side proposed ends the channel as closed; anything else
+    /// fails it.
     pub fn handle_anchor_spent(&mut self, tx: &Transaction) {
+        // Closed (our own close seen again) or failed: nothing more to do.
         if self.is_terminal() {
             return;
         }
-        // A close with a fee either side proposed is the peer accepting it
-        // without echoing (D5, when the fee was above our cap).
+        // A close with a fee we signed ends the negotiation, whoever
+        // broadcast it (the peer may accept our proposal without echoing
+        // it, ruling D5).
         let txid = tx.compute_txid();
-        let proposals = [self.close.our_fee, self.close.their.map(|(fee, _)| fee)];
-        if proposals
-            .into_iter()
-            .flatten()
-            .any(|fee| self.build_close(fee).is_some_and(|c| c.tx().compute_txid() == txid))
-        {
+        let signed = self.close.signed_fees.clone();
+        if signed.into_iter().any(|fee| self.build_close(fee).is_some_and(|c| c.tx().compute_txid() == txid)) {
             self.event(Event::ChannelClosed { tx: tx.clone() });
             self.phase = Phase::Closed;
             self.flush();
@@ -1718,6 +1727,7 @@ impl Channel {
             .sign(self.funding.as_ref().expect("open"), &*self.signer)
             .map_err(|e| Violation { rule: None, problem: e.to_string() })?;
         self.close.our_fee = Some(fee);
+        self.close.signed_fees.push(fee);
         self.send(Message::CloseSignature(CloseSignature { close_fee: fee, sig }));
         Ok(())
     }

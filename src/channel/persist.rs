@@ -14,11 +14,15 @@ use std::sync::Arc;
 use bitcoin::consensus::{deserialize, serialize};
 use bitcoin::hashes::{sha256, Hash as _};
 use bitcoin::secp256k1::ecdsa::Signature;
-use bitcoin::{absolute, Amount, CompressedPublicKey, OutPoint, Transaction, Txid};
+use bitcoin::{absolute, Amount, CompressedPublicKey, OutPoint, ScriptBuf, Transaction, Txid};
 
 use super::view::{Entry, Htlc, Side, Update, View};
-use super::{Channel, ChannelConfig, CloseState, Phase, RemoteParams, Role};
+use super::{
+    Channel, ChannelConfig, CloseState, Direction, Event, FailBroadcast, FailOrigin, FailReason, Output, Phase,
+    RemoteParams, RevokedCommitment, Role, Watch,
+};
 use crate::shachain::{RevocationSecrets, ShachainStore};
+use crate::tx::commitment::{HtlcDirection, HtlcSpec};
 use crate::tx::funding::FundingOutput;
 use crate::tx::Signer;
 use crate::types::{Delay, HtlcMsat, MilliSats, Preimage};
@@ -26,6 +30,19 @@ use crate::wire;
 
 const MAGIC: &[u8; 4] = b"PCHN";
 const FORMAT: u8 = 1;
+
+/// Every requirement and ruling ID, so a restored failure reason gets its
+/// `&'static str` back.
+const RULES: &[&str] = &[
+    "R1-a", "R1-b", "R1-c", "R1-d", "R1.2-a", "R1.2-b", "R1.2-c", "R1.2-d", "R1.2-e", "R2-a", "R2.1-a", "R2.1-b",
+    "R2.1-c", "R2.1-d", "R2.1-e", "R2.1-f", "R2.2-a", "R2.2-b", "R2.2-c", "R2.2-d", "R2.3-a", "R2.3-b", "R2.4-a",
+    "R2.4-b", "R2.4-c", "R3-a", "R3-b", "R3.1-a", "R3.1-b", "R3.1-c", "R3.2-a", "R3.2-b", "R3.2-c", "R3.2-d", "R3.2-e",
+    "R3.3-a", "R3.3-b", "R3.3-c", "R3.3-d", "R3.3-e", "R3.4-a", "R3.4-b", "R3.4-c", "R3.5-a", "R3.5-b", "R3.5-c",
+    "R3.5-d", "R3.5-e", "R3.5-f", "R3.6-a", "R3.6-b", "R3.6-c", "R3.6-d", "R3.6-e", "R4.1-a", "R4.1-b", "R4.1-c",
+    "R4.2-a", "R4.2-b", "R4.2-c", "R4.2-d", "R4.2-e", "R4.2-f", "R5-a", "R5-b", "R5-c", "R5-d", "R6.1-a", "R6.1-b",
+    "R6.1-c", "R6.1-d", "R6.2-a", "R6.2-b", "R6.2-c", "R6.2-d", "R6.3-a", "R6.3-b", "R6.3-c", "R6.3-d", "R6.3-e",
+    "R6.3-f", "R6.3-g", "D1", "D2", "D3", "D4", "D5", "D6", "D7", "D8", "D9",
+];
 
 /// Why a persisted state could not be restored.
 #[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
@@ -100,6 +117,127 @@ impl W {
         self.u32(h.amount.to_u32());
         self.hash(&h.r_hash);
         self.u32(h.expiry.to_consensus_u32());
+    }
+    fn tx(&mut self, tx: &Transaction) {
+        self.bytes(&serialize(tx));
+    }
+    fn outpoint(&mut self, o: &OutPoint) {
+        self.raw(o.txid.as_byte_array());
+        self.u32(o.vout);
+    }
+    fn funding(&mut self, f: &FundingOutput) {
+        self.outpoint(&f.outpoint());
+        self.u64(f.value().to_sat());
+        self.key(&f.keys()[0]);
+        self.key(&f.keys()[1]);
+    }
+    fn spec(&mut self, h: &HtlcSpec) {
+        self.u8(h.direction as u8);
+        self.u64(h.id);
+        self.u64(h.amount.to_msat());
+        self.hash(&h.r_hash);
+        self.u32(h.expiry.to_consensus_u32());
+    }
+    fn direction(&mut self, d: Direction) {
+        self.u8(match d {
+            Direction::Incoming => 0,
+            Direction::Outgoing => 1,
+        });
+    }
+    /// An output the application must see again after a restart (never a
+    /// Send or Persist: messages are resent from `unacked`).
+    fn output(&mut self, o: &Output) {
+        match o {
+            Output::FundAnchor { amount, script_pubkey } => {
+                self.u8(0);
+                self.u64(amount.to_sat());
+                self.bytes(script_pubkey.as_bytes());
+            }
+            Output::Broadcast(tx) => {
+                self.u8(1);
+                self.tx(tx);
+            }
+            Output::Watch(Watch::AnchorDepth { txid, script_pubkey }) => {
+                self.u8(2);
+                self.raw(txid.as_byte_array());
+                self.bytes(script_pubkey.as_bytes());
+            }
+            Output::Watch(Watch::AnchorSpend(o)) => {
+                self.u8(3);
+                self.outpoint(o);
+            }
+            Output::Watch(Watch::RevokedCommitment(r)) => {
+                self.u8(4);
+                self.u64(r.number);
+                self.raw(r.txid.as_byte_array());
+                self.raw(&r.preimage.0);
+                self.funding(&r.funding);
+                self.u64(r.to_owner.to_msat());
+                self.u64(r.to_other.to_msat());
+                self.u32(r.htlcs.len() as u32);
+                for h in &r.htlcs {
+                    self.spec(h);
+                }
+                self.u32(r.fee_rate);
+                self.delay(r.delay);
+                self.key(&r.owner_final);
+                self.key(&r.other_final);
+            }
+            Output::Event(e) => {
+                self.u8(5);
+                self.event(e);
+            }
+            Output::Send { .. } | Output::Persist { .. } => unreachable!("messages and states are not kept"),
+        }
+    }
+    fn event(&mut self, e: &Event) {
+        match e {
+            Event::ChannelOpen { funding, capacity } => {
+                self.u8(0);
+                self.outpoint(funding);
+                self.u64(capacity.to_sat());
+            }
+            Event::HtlcAdded { direction, id, amount, r_hash, expiry, route } => {
+                self.u8(1);
+                self.direction(*direction);
+                self.u64(*id);
+                self.u64(amount.to_msat());
+                self.hash(r_hash);
+                self.u32(expiry.to_consensus_u32());
+                self.bytes(route);
+            }
+            Event::HtlcFulfilled { direction, id, amount, preimage } => {
+                self.u8(2);
+                self.direction(*direction);
+                self.u64(*id);
+                self.u64(amount.to_msat());
+                self.raw(&preimage.0);
+            }
+            Event::HtlcFailed { direction, id, amount, reason } => {
+                self.u8(3);
+                self.direction(*direction);
+                self.u64(*id);
+                self.u64(amount.to_msat());
+                self.bytes(reason);
+            }
+            Event::FeeChanged { side, fee_rate } => {
+                self.u8(4);
+                self.u8(*side as u8);
+                self.u32(*fee_rate);
+            }
+            Event::ChannelClosing => self.u8(5),
+            Event::ChannelClosed { tx } => {
+                self.u8(6);
+                self.tx(tx);
+            }
+            Event::ChannelFailed { reason, broadcast } => {
+                self.u8(7);
+                self.u8(reason.origin as u8);
+                self.opt(reason.rule, |w, r| w.bytes(r.as_bytes()));
+                self.bytes(reason.problem.as_bytes());
+                self.u8(*broadcast as u8);
+            }
+        }
     }
     fn view(&mut self, v: &View) {
         self.u8(v.owner as u8);
@@ -184,6 +322,132 @@ impl<'a> R<'a> {
             amount: HtlcMsat::from_msat(self.u32()?),
             r_hash: self.hash()?,
             expiry: absolute::LockTime::from_consensus(self.u32()?),
+        })
+    }
+    fn tx(&mut self) -> Result<Transaction, RestoreError> {
+        deserialize(&self.bytes()?).map_err(|_| RestoreError::Invalid("transaction"))
+    }
+    fn outpoint(&mut self) -> Result<OutPoint, RestoreError> {
+        Ok(OutPoint { txid: Txid::from_byte_array(self.array()?), vout: self.u32()? })
+    }
+    fn funding(&mut self) -> Result<FundingOutput, RestoreError> {
+        let outpoint = self.outpoint()?;
+        let value = Amount::from_sat(self.u64()?);
+        let (a, b) = (self.key()?, self.key()?);
+        Ok(FundingOutput::new(outpoint, value, &a, &b))
+    }
+    fn spec(&mut self) -> Result<HtlcSpec, RestoreError> {
+        let direction = match self.u8()? {
+            0 => HtlcDirection::Offered,
+            1 => HtlcDirection::Received,
+            _ => return Err(RestoreError::Invalid("HTLC direction")),
+        };
+        Ok(HtlcSpec {
+            direction,
+            id: self.u64()?,
+            amount: MilliSats::from_msat(self.u64()?),
+            r_hash: self.hash()?,
+            expiry: absolute::LockTime::from_consensus(self.u32()?),
+        })
+    }
+    fn direction(&mut self) -> Result<Direction, RestoreError> {
+        match self.u8()? {
+            0 => Ok(Direction::Incoming),
+            1 => Ok(Direction::Outgoing),
+            _ => Err(RestoreError::Invalid("direction")),
+        }
+    }
+    fn output(&mut self) -> Result<Output, RestoreError> {
+        Ok(match self.u8()? {
+            0 => Output::FundAnchor {
+                amount: Amount::from_sat(self.u64()?),
+                script_pubkey: ScriptBuf::from_bytes(self.bytes()?),
+            },
+            1 => Output::Broadcast(self.tx()?),
+            2 => Output::Watch(Watch::AnchorDepth {
+                txid: Txid::from_byte_array(self.array()?),
+                script_pubkey: ScriptBuf::from_bytes(self.bytes()?),
+            }),
+            3 => Output::Watch(Watch::AnchorSpend(self.outpoint()?)),
+            4 => {
+                let number = self.u64()?;
+                let txid = Txid::from_byte_array(self.array()?);
+                let preimage = Preimage(self.array()?);
+                let funding = self.funding()?;
+                let to_owner = MilliSats::from_msat(self.u64()?);
+                let to_other = MilliSats::from_msat(self.u64()?);
+                let mut htlcs = Vec::new();
+                for _ in 0..self.u32()? {
+                    htlcs.push(self.spec()?);
+                }
+                Output::Watch(Watch::RevokedCommitment(Box::new(RevokedCommitment {
+                    number,
+                    txid,
+                    preimage,
+                    funding,
+                    to_owner,
+                    to_other,
+                    htlcs,
+                    fee_rate: self.u32()?,
+                    delay: self.delay()?,
+                    owner_final: self.key()?,
+                    other_final: self.key()?,
+                })))
+            }
+            5 => Output::Event(self.event()?),
+            _ => return Err(RestoreError::Invalid("output")),
+        })
+    }
+    fn event(&mut self) -> Result<Event, RestoreError> {
+        Ok(match self.u8()? {
+            0 => Event::ChannelOpen { funding: self.outpoint()?, capacity: Amount::from_sat(self.u64()?) },
+            1 => Event::HtlcAdded {
+                direction: self.direction()?,
+                id: self.u64()?,
+                amount: MilliSats::from_msat(self.u64()?),
+                r_hash: self.hash()?,
+                expiry: absolute::LockTime::from_consensus(self.u32()?),
+                route: self.bytes()?,
+            },
+            2 => Event::HtlcFulfilled {
+                direction: self.direction()?,
+                id: self.u64()?,
+                amount: MilliSats::from_msat(self.u64()?),
+                preimage: Preimage(self.array()?),
+            },
+            3 => Event::HtlcFailed {
+                direction: self.direction()?,
+                id: self.u64()?,
+                amount: MilliSats::from_msat(self.u64()?),
+                reason: self.bytes()?,
+            },
+            4 => Event::FeeChanged { side: self.side()?, fee_rate: self.u32()? },
+            5 => Event::ChannelClosing,
+            6 => Event::ChannelClosed { tx: self.tx()? },
+            7 => {
+                let origin = match self.u8()? {
+                    0 => FailOrigin::PeerViolation,
+                    1 => FailOrigin::PeerError,
+                    2 => FailOrigin::Chain,
+                    3 => FailOrigin::Local,
+                    _ => return Err(RestoreError::Invalid("failure origin")),
+                };
+                let rule = self.opt(|r| {
+                    let text = r.bytes()?;
+                    RULES.iter().copied().find(|id| id.as_bytes() == text).ok_or(RestoreError::Invalid("rule"))
+                })?;
+                let problem = String::from_utf8(self.bytes()?).map_err(|_| RestoreError::Invalid("problem"))?;
+                let broadcast = match self.u8()? {
+                    0 => FailBroadcast::Nothing,
+                    1 => FailBroadcast::CommitmentNoHtlcs,
+                    2 => FailBroadcast::Close,
+                    3 => FailBroadcast::Commitment,
+                    4 => FailBroadcast::AnchorSpent,
+                    _ => return Err(RestoreError::Invalid("failure broadcast")),
+                };
+                Event::ChannelFailed { reason: FailReason { origin, rule, problem }, broadcast }
+            }
+            _ => return Err(RestoreError::Invalid("event")),
         })
     }
     fn view(&mut self) -> Result<View, RestoreError> {
@@ -327,6 +591,10 @@ impl Channel {
         w.bool(self.close.clearing_committed);
         w.bool(self.close.received_clearing);
         w.opt(self.close.our_fee, |w, f| w.u64(f.to_sat()));
+        w.u32(self.close.signed_fees.len() as u32);
+        for f in &self.close.signed_fees {
+            w.u64(f.to_sat());
+        }
         w.opt(self.close.their.as_ref(), |w, (f, s)| {
             w.u64(f.to_sat());
             w.sig(s);
@@ -343,13 +611,23 @@ impl Channel {
         w.u32(self.height);
         w.u32(self.time);
         w.opt(self.fee_estimate, W::u32);
+        w.u32(self.last_outputs.len() as u32);
+        for o in &self.last_outputs {
+            w.output(o);
+        }
         w.u64(self.version);
         w.0
     }
 
     /// Continues a channel from a state an [`Output::Persist`](super::Output::Persist)
-    /// carried, with the signer holding its keys. Nothing is queued: call
-    /// [`Channel::reconnect`] once a transport is up.
+    /// carried, with the signer holding its keys.
+    ///
+    /// Delivery is at least once: the broadcasts, watch requests and events
+    /// of the state change that produced `state` are emitted again, since a
+    /// crash may have come before they were handled (handle them
+    /// idempotently). Messages are not: call [`Channel::reconnect`] once a
+    /// transport is up to resend what the peer has not acknowledged. Version
+    /// numbers continue from the restored state's.
     pub fn restore(state: &[u8], signer: Arc<dyn Signer + Send + Sync>) -> Result<Channel, RestoreError> {
         let mut r = R(state);
         if r.take(4)? != MAGIC || r.u8()? != FORMAT {
@@ -450,6 +728,13 @@ impl Channel {
             clearing_committed: r.bool()?,
             received_clearing: r.bool()?,
             our_fee: r.opt(|r| r.u64().map(Amount::from_sat))?,
+            signed_fees: {
+                let mut fees = Vec::new();
+                for _ in 0..r.u32()? {
+                    fees.push(Amount::from_sat(r.u64()?));
+                }
+                fees
+            },
             their: r.opt(|r| Ok((Amount::from_sat(r.u64()?), r.sig()?)))?,
         };
         let sent = r.u64()?;
@@ -464,6 +749,10 @@ impl Channel {
         let height = r.u32()?;
         let time = r.u32()?;
         let fee_estimate = r.opt(R::u32)?;
+        let mut last_outputs = Vec::new();
+        for _ in 0..r.u32()? {
+            last_outputs.push(r.output()?);
+        }
         let version = r.u64()?;
         if !r.0.is_empty() {
             return Err(RestoreError::Invalid("trailing bytes"));
@@ -514,7 +803,10 @@ impl Channel {
             durable: version,
             dirty: false,
             persist: VecDeque::new(),
-            gated: VecDeque::new(),
+            // At least once: what the last state change emitted may not have
+            // been handled before the restart, so it comes out again.
+            gated: last_outputs.iter().cloned().map(|o| (version, o)).collect(),
+            last_outputs,
             pending: Vec::new(),
         })
     }
