@@ -591,7 +591,7 @@ fn a_funder_lying_about_the_anchor_is_caught_on_chain() {
     // A claims twice the real amount, and signs B's first commitment for it.
     let mut a = open_anchor_from_a(&p);
     p.a_to_b.clear();
-    a.amount = a.amount * 2;
+    a.amount *= 2;
     let funding =
         FundingOutput::new(bitcoin::OutPoint { txid: a.txid, vout: a.output_index }, a.amount, &pubkey(1), &pubkey(3));
     let b_first = commitment::build(&CommitmentSpec {
