@@ -494,7 +494,7 @@ fn phase_of(code: u8) -> Result<Phase, RestoreError> {
 }
 
 impl Channel {
-    /// The whole state, as [`Output::Persist`](super::Output::Persist)
+    /// The whole state, as [`Output::Persist`]
     /// carries it.
     pub(crate) fn to_bytes(&self) -> Vec<u8> {
         let mut w = W(Vec::with_capacity(1024));
@@ -619,7 +619,7 @@ impl Channel {
         w.0
     }
 
-    /// Continues a channel from a state an [`Output::Persist`](super::Output::Persist)
+    /// Continues a channel from a state an [`Output::Persist`]
     /// carried, with the signer holding its keys.
     ///
     /// Delivery is at least once: the broadcasts, watch requests and events
