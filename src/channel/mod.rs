@@ -644,6 +644,8 @@ pub struct Channel {
     pub(crate) fee_estimate: Option<u32>,
 
     // Not persisted.
+    /// Recent revocation preimages (see `our_preimage`).
+    preimage_cache: std::sync::Mutex<Vec<(u64, Preimage)>>,
     /// `processed` as of each version not yet durable, and as of the last
     /// durable one.
     processed_at: VecDeque<(u64, u64)>,
@@ -742,6 +744,7 @@ impl Channel {
             height: 0,
             time: 0,
             fee_estimate: None,
+            preimage_cache: Default::default(),
             processed_at: VecDeque::new(),
             durable_processed: 0,
             version: 0,
@@ -1586,8 +1589,8 @@ impl Channel {
         self.our_num = num;
         // R3.5-c: revoke the previous commitment, give the next hash.
         self.send(Message::UpdateRevocation(UpdateRevocation {
-            revocation_preimage: self.secrets.preimage(num - 1),
-            next_revocation_hash: self.secrets.hash(num + 1),
+            revocation_preimage: self.our_preimage(num - 1),
+            next_revocation_hash: self.our_hash(num + 1),
         }));
         self.lock_in();
         Ok(())
@@ -1997,6 +2000,26 @@ impl Channel {
     // Building commitments.
     // -----------------------------------------------------------------
 
+    /// Our revocation preimage of commitment `num`. Each commitment's
+    /// preimage is needed three times (its hash when it is signed and when
+    /// announced, the preimage when revoked): the last few are cached.
+    fn our_preimage(&self, num: u64) -> Preimage {
+        let mut cache = self.preimage_cache.lock().expect("never poisoned: no code panics while holding it");
+        if let Some((_, p)) = cache.iter().find(|(n, _)| *n == num) {
+            return *p;
+        }
+        let p = self.secrets.preimage(num);
+        if cache.len() == 3 {
+            cache.remove(0);
+        }
+        cache.push((num, p));
+        p
+    }
+
+    fn our_hash(&self, num: u64) -> sha256::Hash {
+        self.our_preimage(num).hash()
+    }
+
     fn build_ours(&self, view: &View, num: u64) -> Option<Commitment> {
         self.build_ours_with(self.funding.as_ref()?, view, num)
     }
@@ -2012,7 +2035,7 @@ impl Channel {
             to_other,
             htlcs: &view.htlc_specs(),
             fee_rate_per_kb: view.fee_rate,
-            revocation_hash: self.secrets.hash(num),
+            revocation_hash: self.our_hash(num),
             // Our outputs wait for the delay the peer asked for.
             delay: remote.delay,
         })

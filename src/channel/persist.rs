@@ -797,6 +797,7 @@ impl Channel {
             height,
             time,
             fee_estimate,
+            preimage_cache: Default::default(),
             processed_at: VecDeque::new(),
             durable_processed: processed,
             version,
