@@ -37,6 +37,7 @@ fn schema_table(fds: &FileDescriptorSet) -> String {
                 Type::Fixed32 | Type::Sfixed32 | Type::Float => "Fixed32",
                 Type::String | Type::Bytes | Type::Message => "Len",
                 Type::Uint32 => "Varint32",
+                Type::Int32 | Type::Enum => "VarintI32",
                 Type::Group => panic!("{}.{}: groups are not supported", msg.name(), f.name()),
                 _ => "Varint",
             };

@@ -273,8 +273,9 @@ impl ShachainStore {
     }
 
     /// Reads what [`to_bytes`](Self::to_bytes) wrote, checking that every
-    /// entry sits where its index puts it and that the smallest index is the
-    /// latest insert.
+    /// entry sits where its index puts it, that the smallest index is the
+    /// latest insert, and that every entry agrees with the lower entries it
+    /// can derive.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ShachainDecodeError> {
         let (&version, rest) = bytes.split_first().ok_or(ShachainDecodeError::Length)?;
         if version != Self::FORMAT_VERSION {
@@ -302,6 +303,15 @@ impl ShachainStore {
         }
         if !store.known[..valid].iter().any(|&(_, index)| index == min) {
             return Err(ShachainDecodeError::Inconsistent);
+        }
+        // Every entry must agree with each lower entry it can derive: a
+        // corrupted store would otherwise hand out wrong secrets.
+        for (pos, &(secret, index)) in store.known[..valid].iter().enumerate() {
+            for &(known, known_index) in &store.known[..pos] {
+                if can_derive(index, known_index) && derive_bits(secret, known_index, pos as u32) != known {
+                    return Err(ShachainDecodeError::Inconsistent);
+                }
+            }
         }
         store.valid = valid;
         store.min_index = Some(min);

@@ -551,3 +551,33 @@ fn commands_that_would_break_the_close_or_the_limits_are_refused() {
     let c = p.a.ch.our_commitment_tx().unwrap();
     assert!(!c.tx().output.is_empty());
 }
+
+#[test]
+fn both_sides_together_stay_within_the_standard_weight() {
+    use paychan::tx::commitment::MAX_HTLC_OUTPUTS;
+    let mut p = Pair::new(ChannelConfig::default(), ChannelConfig::default(), Amount::from_sat(4_000_000));
+    p.establish();
+    let r = Preimage([1; 32]);
+    p.a.ch.offer_htlc(msat(1_500_000_000), r.hash(), height(5000), vec![]).unwrap();
+    p.settle();
+    p.b.ch.fulfill_htlc(0, r).unwrap();
+    p.settle();
+    let hash = |i: u32, side: u8| sha256::Hash::hash(&[&i.to_le_bytes()[..], &[side]].concat());
+    for i in 0..1500u32 {
+        p.a.ch.offer_htlc(msat(546_000), hash(i, 0), height(5000), vec![]).unwrap();
+    }
+    p.settle();
+    // R3.2-c: each side may offer 1500, but with 43-byte P2WSH outputs
+    // (ruling D4) only MAX_HTLC_OUTPUTS fit in a standard commitment.
+    let room = MAX_HTLC_OUTPUTS - 1500;
+    for i in 0..room as u32 {
+        p.b.ch.offer_htlc(msat(546_000), hash(i, 1), height(5000), vec![]).unwrap();
+    }
+    assert_eq!(p.b.ch.offer_htlc(msat(546_000), hash(9999, 1), height(5000), vec![]), Err(ChannelError::TooManyHtlcs));
+    // A dust HTLC has no output, so it still fits.
+    p.b.ch.offer_htlc(msat(545_000), hash(9999, 1), height(5000), vec![]).unwrap();
+    p.settle();
+    assert!(p.a.failed().is_none() && p.b.failed().is_none());
+    let c = p.a.ch.our_commitment_tx().unwrap();
+    assert_eq!(c.tx().output.len(), MAX_HTLC_OUTPUTS + 2);
+}

@@ -833,6 +833,33 @@ fn a_1500_htlc_commitment_builds_signs_and_verifies() {
 }
 
 #[test]
+fn commitments_stay_within_the_standard_weight() {
+    use paychan::tx::commitment::{CommitmentError, MAX_HTLC_OUTPUTS};
+    let (f, spent) = funding_of(4_000_000);
+    // The most HTLC outputs that fit: built, signed and valid.
+    let c = build_a(&f, &many_htlcs(MAX_HTLC_OUTPUTS as u64), DELAY, 1000);
+    let tx = broadcast_a(&f, &spent, &c);
+    assert!(tx.weight().to_wu() <= 400_000, "{}", tx.weight());
+    // One more is refused rather than built non-standard.
+    let in_htlcs = MAX_HTLC_OUTPUTS as u64 + 1;
+    let htlcs = many_htlcs(in_htlcs);
+    let total = f.value().to_sat() * 1000;
+    let sum: u64 = htlcs.iter().map(|h| h.amount.to_msat()).sum();
+    let spec = CommitmentSpec {
+        funding: &f,
+        owner_final: pubkey(2),
+        other_final: pubkey(4),
+        to_owner: MilliSats::from_msat(total / 10 * 6 - sum),
+        to_other: MilliSats::from_msat(total - total / 10 * 6),
+        htlcs: &htlcs,
+        fee_rate_per_kb: 1000,
+        revocation_hash: rev_preimage(0).hash(),
+        delay: DELAY,
+    };
+    assert!(matches!(commitment::build(&spec), Err(CommitmentError::TooHeavy(w)) if w > 400_000));
+}
+
+#[test]
 fn a_revoked_1500_htlc_commitment_is_swept_completely() {
     let (f, spent) = funding_of(4_000_000);
     let c = build_a(&f, &many_htlcs(1500), DELAY, 1000);

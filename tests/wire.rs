@@ -435,9 +435,17 @@ fn truncated_and_malformed_input_is_rejected() {
     let err =
         wire::decode(&[0x42, 0x0b, 0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]).unwrap_err();
     assert_eq!(err.kind(), &DecodeErrorKind::BadVarint);
-    // Text that is not UTF-8.
-    let err = wire::decode(&pb::pkt(40, &pb::bytes(1, &[0xff, 0xfe]))).unwrap_err();
-    assert_eq!((err.message(), err.field(), err.kind()), ("error", "problem", &DecodeErrorKind::InvalidUtf8));
+    // An error whose text is not UTF-8 is still an error message (R6.3-b:
+    // it must not be answered with an error), its text read lossily.
+    let got = wire::decode(&pb::pkt(40, &pb::bytes(1, &[b'o', b'k', 0xff]))).unwrap();
+    assert_eq!(got, Message::Error(ErrorMessage { problem: Some("ok\u{fffd}".into()) }));
+    // An enum value beyond 32 bits is refused, not truncated.
+    let mut open = open_channel_body(&pubkey(1).to_bytes(), true);
+    let at = open.windows(2).position(|w| w == [0x28, 0x02]).unwrap();
+    open.splice(at + 1..at + 2, [0x81, 0x80, 0x80, 0x80, 0x10]); // 2^32 + 1
+    let err = wire::decode(&pb::pkt(20, &open)).unwrap_err();
+    assert_eq!(err.field(), "anch");
+    assert!(matches!(err.kind(), DecodeErrorKind::OutOfRange(_)));
     // Lock times that no transaction could carry.
     let add = |expiry: Vec<u8>| {
         pb::pkt(

@@ -88,7 +88,9 @@ impl Default for ChannelConfig {
             max_delay_blocks: 2016,
             max_delay_seconds: 14 * 24 * 3600,
             max_min_depth: 100,
-            min_fee_rate: 1000,
+            // At 1340 sat/kB the normative bytecount (R3.6-a) still pays
+            // 1 sat per real vbyte with segwit outputs at any HTLC count.
+            min_fee_rate: 1340,
             max_fee_rate: 100_000,
             min_anchor: Amount::from_sat(10_000),
             delay: Delay::Blocks(144),
@@ -1511,9 +1513,14 @@ impl Channel {
         self.ever_had_htlc = true;
         self.log_update(Side::Remote, update, m.route, None);
         // R4.1-c: an HTLC that crossed our close_clearing is failed at once.
-        if self.close.sent_clearing {
-            self.send(Message::UpdateFailHtlc(UpdateFailHtlc { id: m.id, reason: b"closing".to_vec() }));
-            self.log_update(Side::Local, Update::Fail { id: m.id }, b"closing".to_vec(), Some(htlc));
+        // So is one expiring too soon for us to claim it from our own
+        // commitment, where R only takes it after the peer's delay (ruling
+        // D6; the offerer's R3.2-d is a SHOULD, so not a violation).
+        let too_soon = self.reached(self.incoming_deadline(htlc.expiry));
+        if self.close.sent_clearing || too_soon {
+            let reason = if too_soon { b"expiry too soon".to_vec() } else { b"closing".to_vec() };
+            self.send(Message::UpdateFailHtlc(UpdateFailHtlc { id: m.id, reason: reason.clone() }));
+            self.log_update(Side::Local, Update::Fail { id: m.id }, reason, Some(htlc));
         }
         Ok(())
     }
@@ -1938,6 +1945,22 @@ impl Channel {
                 ));
             }
         }
+        // R6.2-c: an incoming HTLC we fulfilled must be claimable on-chain
+        // if the peer stalls: once the fulfill is still not committed by the
+        // time only the peer's delay is left, go on-chain while our success
+        // path can still beat its timeout.
+        let fulfilled = self.log.iter().filter_map(|e| match (&e.update, e.from) {
+            (Update::Fulfill { id, .. }, Side::Local) if !(e.in_ours && e.theirs_locked) => e.removed.map(|h| (*id, h)),
+            _ => None,
+        });
+        for (id, h) in fulfilled {
+            if self.reached(self.incoming_deadline(h.expiry)) {
+                return Err(violation(
+                    "R6.2-c",
+                    format!("incoming HTLC {id} is fulfilled but not committed before its deadline"),
+                ));
+            }
+        }
         // R3.3-b: fail incoming HTLCs that have timed out, as soon as
         // possible.
         let expired: Vec<Htlc> =
@@ -1974,6 +1997,25 @@ impl Channel {
                 .unwrap_or(absolute::LockTime::from_height(499_999_999).expect("a height")),
             absolute::LockTime::Seconds(_) => {
                 absolute::LockTime::from_time(self.time.saturating_add(seconds).max(500_000_000)).expect("a time")
+            }
+        }
+    }
+
+    /// The last moment to go on-chain for an incoming HTLC whose R we know:
+    /// our success path waits the peer's delay (ruling D6), so `expiry` less
+    /// that delay, less our safety margin.
+    fn incoming_deadline(&self, expiry: absolute::LockTime) -> absolute::LockTime {
+        let (blocks, seconds) = self.their_delay();
+        let margin = self.config.deadline_margin_blocks;
+        match expiry {
+            absolute::LockTime::Blocks(h) => {
+                absolute::LockTime::from_height(h.to_consensus_u32().saturating_sub(blocks.saturating_add(margin)))
+                    .expect("below the height limit")
+            }
+            absolute::LockTime::Seconds(t) => {
+                let back = seconds.saturating_add(margin.saturating_mul(SECONDS_PER_BLOCK));
+                absolute::LockTime::from_time(t.to_consensus_u32().saturating_sub(back).max(500_000_000))
+                    .expect("a time")
             }
         }
     }

@@ -11,7 +11,7 @@ use bitcoin::absolute;
 use bitcoin::hashes::sha256;
 
 use crate::fees::{commitment_fee, htlc_is_dust};
-use crate::tx::commitment::{HtlcDirection, HtlcSpec};
+use crate::tx::commitment::{HtlcDirection, HtlcSpec, MAX_HTLC_OUTPUTS};
 use crate::types::{HtlcMsat, MilliSats, Preimage};
 
 /// One of the two channel parties, from this node's point of view.
@@ -175,11 +175,14 @@ impl View {
                 if self.htlcs.contains_key(&(from, h.id)) {
                     return Err(Refusal::DuplicateId(h.id));
                 }
-                if self.offered[slot(from)] >= max_htlcs {
+                // R3.2-c, and the standard weight limit that the text's 1500
+                // was meant to respect: with 43-byte P2WSH outputs (ruling
+                // D4) both sides together fit at most MAX_HTLC_OUTPUTS.
+                let non_dust = self.non_dust + usize::from(!htlc_is_dust(h.amount.msat()));
+                if self.offered[slot(from)] >= max_htlcs || non_dust > MAX_HTLC_OUTPUTS {
                     return Err(Refusal::TooManyHtlcs);
                 }
                 let left = self.balance(from).checked_sub(h.amount.msat()).ok_or(Refusal::CannotAfford)?;
-                let non_dust = self.non_dust + usize::from(!htlc_is_dust(h.amount.msat()));
                 if afford {
                     if left.to_sat_floor() < commitment_fee(self.fee_rate, non_dust) / 2 {
                         return Err(Refusal::CannotAfford);

@@ -29,6 +29,19 @@ use super::sign::{Signer, SignerError, VerifyError};
 use crate::fees::{commitment_fee, htlc_is_dust, split_fee, FeeSplit};
 use crate::types::{Delay, MilliSats};
 
+/// Standard relay's largest transaction weight.
+pub const MAX_STANDARD_WEIGHT: u64 = 400_000;
+
+/// The most the anchor input's witness can weigh: marker and flag (2),
+/// element count (1), the empty dummy (1), two 73-byte signatures with their
+/// lengths (148) and the 71-byte script with its length (72).
+const ANCHOR_WITNESS_WEIGHT: u64 = 2 + 1 + 1 + 148 + 72;
+
+/// The most non-dust HTLCs a commitment can carry and stay within
+/// [`MAX_STANDARD_WEIGHT`]: 4 × (127 base bytes + 43 per P2WSH output) plus
+/// the anchor witness.
+pub const MAX_HTLC_OUTPUTS: usize = ((MAX_STANDARD_WEIGHT - ANCHOR_WITNESS_WEIGHT - 4 * 127) / (4 * 43)) as usize;
+
 /// `RIPEMD160(hash)`: what `OP_HASH160` of the hash's preimage equals, since
 /// HASH160(x) = RIPEMD160(SHA256(x)).
 pub(crate) fn ripemd_of(hash: &sha256::Hash) -> [u8; 20] {
@@ -179,6 +192,11 @@ pub enum CommitmentError {
     /// Every output would be dust: a transaction needs at least one.
     #[error("every output of the commitment would be dust")]
     NoOutputs,
+    /// The signed transaction would weigh more than the 400,000 weight
+    /// units standard relay accepts (ruling D4's P2WSH outputs are 43 bytes,
+    /// so this happens past about 2320 HTLC outputs).
+    #[error("commitment would weigh {0} weight units, above the standard 400000")]
+    TooHeavy(u64),
     /// Two HTLCs of one direction share an id.
     #[error("two {direction:?} HTLCs share id {id}")]
     DuplicateHtlc {
@@ -249,6 +267,10 @@ pub fn build(spec: &CommitmentSpec<'_>) -> Result<Commitment, CommitmentError> {
         input: vec![spec.funding.txin()],
         output: txouts,
     };
+    let weight = tx.weight().to_wu() + ANCHOR_WITNESS_WEIGHT;
+    if weight > MAX_STANDARD_WEIGHT {
+        return Err(CommitmentError::TooHeavy(weight));
+    }
     Ok(Commitment {
         txid: tx.compute_txid(),
         tx,

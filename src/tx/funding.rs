@@ -106,14 +106,14 @@ impl FundingOutput {
     /// Our signature on `tx` (a commitment or close transaction spending this
     /// anchor), made by `signer`'s `commit_key`.
     pub fn sign(&self, tx: &Transaction, signer: &dyn Signer) -> Result<Signature, SignerError> {
-        signer.sign(&SigningInput {
+        sign::low_s(signer.sign(&SigningInput {
             tx,
             input_index: 0,
             witness_script: &self.witness_script,
             value: self.value,
             sighash: self.sighash(tx),
             role: KeyRole::Commit,
-        })
+        }))
     }
 
     /// Checks a signature on `tx` by `key`, which must be one of the two

@@ -41,6 +41,9 @@ pub struct Penalty {
     pub uneconomical: Vec<(OutPoint, Amount, Amount)>,
     /// The to-other output, already paying our `final_key`.
     pub already_ours: Option<(OutPoint, Amount)>,
+    /// Batches the signer failed to sign: their outputs and the error. The
+    /// other transactions are still here, ready to broadcast.
+    pub failed: Vec<(Vec<OutPoint>, SweepError)>,
 }
 
 /// Why no penalty could be built.
@@ -67,7 +70,7 @@ pub fn build_penalty(
     if preimage.hash() != revoked.revocation_hash() {
         return Err(PenaltyError::WrongPreimage(revoked.revocation_hash()));
     }
-    let mut penalty = Penalty { txs: Vec::new(), uneconomical: Vec::new(), already_ours: None };
+    let mut penalty = Penalty { txs: Vec::new(), uneconomical: Vec::new(), already_ours: None, failed: Vec::new() };
     let mut worth: Vec<SweepInput> = Vec::new();
     for out in revoked.outputs() {
         if out.kind == OutputKind::ToOther {
@@ -117,9 +120,15 @@ fn finish(
         }
         Err(e) => Err(e.into()),
         Ok(_) => {
-            let tx = build_sweep(batch, destination.clone(), fee_rate, signer)?;
-            debug_assert!(tx.total_size() < MAX_PENALTY_TX_SIZE, "penalty tx of {} bytes", tx.total_size());
-            penalty.txs.push(tx);
+            let outpoints: Vec<OutPoint> = batch.iter().map(SweepInput::outpoint).collect();
+            match build_sweep(batch, destination.clone(), fee_rate, signer) {
+                Ok(tx) => {
+                    debug_assert!(tx.total_size() < MAX_PENALTY_TX_SIZE, "penalty tx of {} bytes", tx.total_size());
+                    penalty.txs.push(tx);
+                }
+                // One batch's failure must not cost the others: time is short.
+                Err(e) => penalty.failed.push((outpoints, e)),
+            }
             Ok(())
         }
     }

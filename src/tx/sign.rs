@@ -131,6 +131,15 @@ fn message(sighash: SegwitV0Sighash) -> Message {
     Message::from_digest(sighash.to_byte_array())
 }
 
+/// A signer's signature in the low-S form standard relay and the peer
+/// require, whatever form an external signer returned.
+pub(crate) fn low_s(sig: Result<Signature, SignerError>) -> Result<Signature, SignerError> {
+    sig.map(|mut s| {
+        s.normalize_s();
+        s
+    })
+}
+
 /// The witness encoding of a signature: DER plus the `SIGHASH_ALL` byte.
 pub(crate) fn witness_sig(sig: &Signature) -> bitcoin::ecdsa::SerializedSignature {
     bitcoin::ecdsa::Signature::sighash_all(*sig).serialize()

@@ -18,7 +18,7 @@ use bitcoin::{
 };
 
 use super::commitment::{Commitment, HtlcDirection, OutputKind};
-use super::sign::{witness_sig, KeyRole, Signer, SignerError, SigningInput};
+use super::sign::{low_s, witness_sig, KeyRole, Signer, SignerError, SigningInput};
 use crate::fees::{is_dust, DUST_LIMIT};
 use crate::types::Preimage;
 
@@ -266,14 +266,14 @@ pub fn build_sweep(
         let sighash = cache
             .p2wsh_signature_hash(i, &input.witness_script, input.value, EcdsaSighashType::All)
             .expect("input index is in range");
-        let sig = signer.sign(&SigningInput {
+        let sig = low_s(signer.sign(&SigningInput {
             tx: cache.transaction(),
             input_index: i,
             witness_script: &input.witness_script,
             value: input.value,
             sighash,
             role: KeyRole::Final,
-        })?;
+        }))?;
         let mut w = Witness::new();
         w.push(witness_sig(&sig));
         w.push(&input.secret);

@@ -303,6 +303,8 @@ pub enum DecodeErrorKind {
     UnknownEnumValue(i32),
     /// Text that is not UTF-8.
     InvalidUtf8,
+    /// The protobuf decoder refused the input for another reason.
+    Malformed,
 }
 
 impl fmt::Display for DecodeErrorKind {
@@ -330,6 +332,7 @@ impl fmt::Display for DecodeErrorKind {
             DecodeErrorKind::HighS => f.write_str("signature is not low-S (ruling D3)"),
             DecodeErrorKind::UnknownEnumValue(v) => write!(f, "unknown enum value {v}"),
             DecodeErrorKind::InvalidUtf8 => f.write_str("text is not UTF-8"),
+            DecodeErrorKind::Malformed => f.write_str("malformed protobuf"),
         }
     }
 }
@@ -517,10 +520,21 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
             None => Err(DecodeError::new("pkt", "", DecodeErrorKind::Empty)),
         };
     }
+    // `error` is decoded by hand: its text is for diagnosis only, and one
+    // that is not UTF-8 must still be treated as an error message (R6.3-b:
+    // answering it with an error would be wrong), so it is read lossily.
+    let pkt_fields = schema::MESSAGES[schema::PKT].fields;
+    let error_member = pkt_fields.iter().enumerate().find(|(_, f)| f.name == "error");
+    if let Some((_, field)) = error_member.filter(|(i, _)| walk.seen & (1 << i) != 0) {
+        let body = schema::len_field(bytes, field.number).unwrap_or_default();
+        let problem = schema::len_field(body, 1).map(|text| String::from_utf8_lossy(text).into_owned());
+        return Ok(Message::Error(ErrorMessage { problem }));
+    }
     let pkt = proto::Pkt::decode(bytes)
-        // The walk accepted the structure, so prost can only object to text
-        // that is not UTF-8 (`error.problem`, the one string field).
-        .map_err(|_| DecodeError::new("error", "problem", DecodeErrorKind::InvalidUtf8))?;
+        // The walk accepted the structure and `error` was handled above, so
+        // prost has nothing left to object to; report it as malformed if it
+        // ever does.
+        .map_err(|_| DecodeError::new("pkt", "", DecodeErrorKind::Malformed))?;
     let pkt = pkt.pkt.expect("the walk saw exactly one pkt member");
     from_proto(pkt)
 }

@@ -22,6 +22,8 @@ use super::{DecodeErrorKind, Problem};
 pub(crate) enum WireType {
     Varint,
     Varint32,
+    /// An `int32` or enum: a varint holding a sign-extended 32-bit value.
+    VarintI32,
     Fixed64,
     Len,
     // No fixed32 field is declared today; kept so the table covers every
@@ -33,7 +35,7 @@ pub(crate) enum WireType {
 impl WireType {
     fn code(self) -> u8 {
         match self {
-            WireType::Varint | WireType::Varint32 => 0,
+            WireType::Varint | WireType::Varint32 | WireType::VarintI32 => 0,
             WireType::Fixed64 => 1,
             WireType::Len => 2,
             WireType::Fixed32 => 5,
@@ -121,6 +123,12 @@ pub(crate) fn walk(msg: usize, bytes: &[u8]) -> Result<Walk, Problem> {
                     return Err(at_field(DecodeErrorKind::OutOfRange("does not fit in 32 bits")));
                 }
             }
+            WireType::VarintI32 => {
+                let v = r.varint().map_err(at_field)?;
+                if v > i32::MAX as u64 && v < (i32::MIN as i64) as u64 {
+                    return Err(at_field(DecodeErrorKind::OutOfRange("not a 32-bit signed value")));
+                }
+            }
             WireType::Fixed64 => {
                 r.take(8).map_err(at_field)?;
             }
@@ -142,6 +150,20 @@ pub(crate) fn walk(msg: usize, bytes: &[u8]) -> Result<Walk, Problem> {
         }
     }
     Ok(seen)
+}
+
+/// The body of the first length-delimited field `number` of a message the
+/// walk already accepted.
+pub(crate) fn len_field(bytes: &[u8], number: u32) -> Option<&[u8]> {
+    let mut r = Reader { bytes, pos: 0 };
+    while !r.at_end() {
+        let (n, wire) = r.key().ok()?;
+        if n == number && wire == 2 {
+            return r.len_delimited().ok();
+        }
+        r.skip(n, wire).ok()?;
+    }
+    None
 }
 
 /// A cursor over protobuf bytes. Every read is bounds-checked.
