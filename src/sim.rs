@@ -83,6 +83,9 @@ pub struct Node {
     pub sent: Vec<(u64, Message)>,
     /// The anchor transaction the wallet made, if this node funds.
     pub anchor: Option<Transaction>,
+    /// When false, messages, events, watches and records are not kept (for
+    /// long benchmark runs); broadcasts always are.
+    pub record: bool,
 }
 
 impl Node {
@@ -100,6 +103,7 @@ impl Node {
             revoked: Vec::new(),
             sent: Vec::new(),
             anchor: None,
+            record: true,
         }
     }
 
@@ -116,7 +120,9 @@ impl Node {
                     }
                 }
                 Output::Send { message, acknowledge } => {
-                    self.sent.push((acknowledge, message.clone()));
+                    if self.record {
+                        self.sent.push((acknowledge, message.clone()));
+                    }
                     out.push((acknowledge, message));
                 }
                 Output::FundAnchor { amount, script_pubkey } => {
@@ -125,6 +131,7 @@ impl Node {
                     self.ch.provide_anchor(tx, 0).expect("the harness's anchor is valid");
                 }
                 Output::Broadcast(tx) => self.broadcasts.push(tx),
+                _ if !self.record => {}
                 Output::Watch(Watch::RevokedCommitment(r)) => self.revoked.push(*r),
                 Output::Watch(w) => self.watches.push(w),
                 Output::Event(e) => self.events.push(e),
@@ -249,7 +256,9 @@ impl Pair {
         let decoded = wire::decode(&wire::encode(&msg)).expect("our messages decode");
         let name = msg.name();
         to.ch.handle_message(decoded, ack);
-        self.trace.push((dir, name));
+        if self.a.record {
+            self.trace.push((dir, name));
+        }
         self.pump();
         Some(name)
     }

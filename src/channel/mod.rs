@@ -638,7 +638,8 @@ pub struct Channel {
     /// The highest acknowledge the peer sent.
     pub(crate) peer_ack: u64,
     /// Messages the peer has not acknowledged: (number, acknowledge, message).
-    pub(crate) unacked: VecDeque<(u64, u64, Message)>,
+    /// (Encoded once: the state is persisted far more often than resent.)
+    pub(crate) unacked: VecDeque<(u64, u64, Vec<u8>)>,
     pub(crate) height: u32,
     pub(crate) time: u32,
     /// The caller's latest fee estimate: peer fee rates above ten times it
@@ -648,6 +649,8 @@ pub struct Channel {
     // Not persisted.
     /// Recent revocation preimages (see `our_preimage`).
     preimage_cache: std::sync::Mutex<Vec<(u64, Preimage)>>,
+    /// The last state's size, to allocate the next one at once.
+    state_len_hint: usize,
     /// `processed` as of each version not yet durable, and as of the last
     /// durable one.
     processed_at: VecDeque<(u64, u64)>,
@@ -747,6 +750,7 @@ impl Channel {
             time: 0,
             fee_estimate: None,
             preimage_cache: Default::default(),
+            state_len_hint: 0,
             processed_at: VecDeque::new(),
             durable_processed: 0,
             version: 0,
@@ -904,7 +908,7 @@ impl Channel {
 
     fn send(&mut self, message: Message) {
         self.sent += 1;
-        self.unacked.push_back((self.sent, self.processed, message.clone()));
+        self.unacked.push_back((self.sent, self.processed, crate::wire::encode(&message)));
         self.pending.push(Output::Send { message, acknowledge: self.processed });
         self.dirty = true;
     }
@@ -928,7 +932,9 @@ impl Channel {
         self.version += 1;
         self.processed_at.push_back((self.version, self.processed));
         self.last_outputs = self.pending.iter().filter(|o| !matches!(o, Output::Send { .. })).cloned().collect();
-        self.persist.push_back(Output::Persist { version: self.version, state: self.to_bytes() });
+        let state = self.to_bytes();
+        self.state_len_hint = state.len();
+        self.persist.push_back(Output::Persist { version: self.version, state });
         for o in self.pending.drain(..) {
             self.gated.push_back((self.version, o));
         }
@@ -1068,8 +1074,14 @@ impl Channel {
         }
         // Drop what was queued for the old transport and not yet drained.
         self.gated.retain(|(_, o)| !matches!(o, Output::Send { .. }));
-        let resend: Vec<Output> =
-            self.unacked.iter().map(|(_, ack, m)| Output::Send { message: m.clone(), acknowledge: *ack }).collect();
+        let resend: Vec<Output> = self
+            .unacked
+            .iter()
+            .map(|(_, ack, bytes)| Output::Send {
+                message: crate::wire::decode(bytes).expect("our own messages decode"),
+                acknowledge: *ack,
+            })
+            .collect();
         for o in resend {
             self.gated.push_back((self.version, o));
         }

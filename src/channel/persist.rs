@@ -497,7 +497,7 @@ impl Channel {
     /// The whole state, as [`Output::Persist`]
     /// carries it.
     pub(crate) fn to_bytes(&self) -> Vec<u8> {
-        let mut w = W(Vec::with_capacity(1024));
+        let mut w = W(Vec::with_capacity(self.state_len_hint.max(1024)));
         w.raw(MAGIC);
         w.u8(FORMAT);
         let c = &self.config;
@@ -603,10 +603,10 @@ impl Channel {
         w.u64(self.processed);
         w.u64(self.peer_ack);
         w.u32(self.unacked.len() as u32);
-        for (n, ack, m) in &self.unacked {
+        for (n, ack, bytes) in &self.unacked {
             w.u64(*n);
             w.u64(*ack);
-            w.bytes(&wire::encode(m));
+            w.bytes(bytes);
         }
         w.u32(self.height);
         w.u32(self.time);
@@ -743,8 +743,10 @@ impl Channel {
         let mut unacked = VecDeque::new();
         for _ in 0..r.u32()? {
             let (n, ack) = (r.u64()?, r.u64()?);
-            let m = wire::decode(&r.bytes()?).map_err(|_| RestoreError::Invalid("unacknowledged message"))?;
-            unacked.push_back((n, ack, m));
+            let bytes = r.bytes()?;
+            // Checked now so that a resend can never meet an undecodable one.
+            wire::decode(&bytes).map_err(|_| RestoreError::Invalid("unacknowledged message"))?;
+            unacked.push_back((n, ack, bytes));
         }
         let height = r.u32()?;
         let time = r.u32()?;
@@ -798,6 +800,7 @@ impl Channel {
             time,
             fee_estimate,
             preimage_cache: Default::default(),
+            state_len_hint: 0,
             processed_at: VecDeque::new(),
             durable_processed: processed,
             version,
