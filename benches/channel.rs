@@ -71,6 +71,8 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             funded,
             |mut p| {
+                p.a.record = false;
+                p.b.record = false;
                 let expiry = LockTime::from_height(5000).expect("a height");
                 let preimages: Vec<Preimage> =
                     (0u64..100).map(|i| Preimage(sha256::Hash::hash(&i.to_le_bytes()).to_byte_array())).collect();
