@@ -1185,7 +1185,7 @@ impl Channel {
         }
         // R3.3-a: only the peer's HTLCs, as staged (not already removed).
         self.check_both(Side::Local, &update, true).map_err(Refusal::caller)?;
-        let removed = self.staged_htlc(&update);
+        let removed = self.staged_htlc_of(Side::Local, &update);
         let message = match &update {
             Update::Fulfill { id, r } => Message::UpdateFulfillHtlc(UpdateFulfillHtlc { id: *id, r: *r }),
             Update::Fail { id } => Message::UpdateFailHtlc(UpdateFailHtlc { id: *id, reason: reason.clone() }),
@@ -1824,10 +1824,6 @@ impl Channel {
         theirs.owner = Side::Remote;
         theirs.fee_rate = self.staged_theirs.fee_rate;
         [ours, theirs]
-    }
-
-    fn staged_htlc(&self, update: &Update) -> Option<Htlc> {
-        self.staged_htlc_of(Side::Local, update)
     }
 
     /// The HTLC a removal by `from` removes.

@@ -301,8 +301,6 @@ pub enum DecodeErrorKind {
     HighS,
     /// An enum value the proto file does not declare.
     UnknownEnumValue(i32),
-    /// Text that is not UTF-8.
-    InvalidUtf8,
     /// The protobuf decoder refused the input for another reason.
     Malformed,
 }
@@ -331,7 +329,6 @@ impl fmt::Display for DecodeErrorKind {
             DecodeErrorKind::InvalidSignature => f.write_str("not a valid compact signature"),
             DecodeErrorKind::HighS => f.write_str("signature is not low-S (ruling D3)"),
             DecodeErrorKind::UnknownEnumValue(v) => write!(f, "unknown enum value {v}"),
-            DecodeErrorKind::InvalidUtf8 => f.write_str("text is not UTF-8"),
             DecodeErrorKind::Malformed => f.write_str("malformed protobuf"),
         }
     }
