@@ -42,7 +42,7 @@ fn messages() -> [(&'static str, Message); 2] {
 
 fn bench(c: &mut Criterion) {
     for (name, msg) in messages() {
-        let bytes = wire::encode(&msg);
+        let bytes = wire::encode(&msg).unwrap();
         c.bench_function(&format!("wire/encode/{name}"), |b| b.iter(|| wire::encode(black_box(&msg))));
         c.bench_function(&format!("wire/decode/{name}"), |b| b.iter(|| wire::decode(black_box(&bytes)).unwrap()));
     }

@@ -47,7 +47,7 @@
 //!         match out {
 //!             // Store first; only then is anything that depends on it released.
 //!             Output::Persist { version, state } => { w.db = state; ch.handle_persisted(version); }
-//!             Output::Send { message, acknowledge } => w.outbox.push_back((acknowledge, wire::encode(&message))),
+//!             Output::Send { message, acknowledge } => w.outbox.push_back((acknowledge, wire::encode(&message).unwrap())),
 //!             // The funder's wallet builds the anchor; it is broadcast later, when the channel says so.
 //!             Output::FundAnchor { amount, script_pubkey } => ch.provide_anchor(funding_tx(script_pubkey, amount), 0).unwrap(),
 //!             Output::Broadcast(tx) => w.chain.push(tx),
@@ -130,9 +130,9 @@
 //! use paychan::wire::{self, frame, Message, UpdateFee};
 //!
 //! let msg = Message::UpdateFee(UpdateFee { fee_rate: 2000 });
-//! assert_eq!(wire::decode(&wire::encode(&msg)), Ok(msg.clone()));
+//! assert_eq!(wire::decode(&wire::encode(&msg).unwrap()), Ok(msg.clone()));
 //! let mut stream = Vec::new();
-//! frame::encode_frame(7, &msg, &mut stream);
+//! frame::encode_frame(7, &msg, &mut stream).unwrap();
 //! let mut decoder = frame::FrameDecoder::new();
 //! decoder.push(&stream[..5]); // bytes arrive in arbitrary pieces
 //! assert_eq!(decoder.next_frame(), Ok(None));

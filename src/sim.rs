@@ -253,7 +253,7 @@ impl Pair {
             Dir::BToA => (&mut self.b_to_a, &mut self.a),
         };
         let (ack, msg) = queue.pop_front()?;
-        let decoded = wire::decode(&wire::encode(&msg)).expect("our messages decode");
+        let decoded = wire::decode(&wire::encode(&msg).expect("our messages encode")).expect("our messages decode");
         let name = msg.name();
         to.ch.handle_message(decoded, ack);
         if self.a.record {

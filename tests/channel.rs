@@ -446,7 +446,7 @@ fn reconnection_retransmits_identical_messages() {
 
 fn frame(ack: u64, m: &Message) -> Vec<u8> {
     let mut out = Vec::new();
-    wire::frame::encode_frame(ack, m, &mut out);
+    wire::frame::encode_frame(ack, m, &mut out).unwrap();
     out
 }
 

@@ -103,7 +103,7 @@ fn anchor_offer_must_match_roles() {
 fn malformed_messages_fail_with_their_rule() {
     // R2.1-e: an open_channel with an uncompressed key does not decode.
     let Message::OpenChannel(open) = Pair::default_pair().b.sent[0].1.clone() else { unreachable!() };
-    let mut bytes = wire::encode(&Message::OpenChannel(open));
+    let mut bytes = wire::encode(&Message::OpenChannel(open)).unwrap();
     let key = pubkey(3).to_bytes();
     let at = bytes.windows(33).position(|w| w == key).unwrap();
     bytes[at] = 0x04; // not a compressed-key prefix

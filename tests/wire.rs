@@ -71,7 +71,7 @@ fn golden_encodings() {
     for (name, msg) in cases {
         let bytes = vector(name);
         assert_eq!(wire::decode(&bytes).as_ref(), Ok(&msg), "{name}: decode");
-        assert_eq!(wire::encode(&msg), bytes, "{name}: encode");
+        assert_eq!(wire::encode(&msg).unwrap(), bytes, "{name}: encode");
     }
 }
 
@@ -174,10 +174,10 @@ proptest! {
     /// the same bytes (what retransmission relies on).
     #[test]
     fn round_trip(msg in message()) {
-        let bytes = wire::encode(&msg);
+        let bytes = wire::encode(&msg).unwrap();
         let back = wire::decode(&bytes).unwrap();
         prop_assert_eq!(&back, &msg);
-        prop_assert_eq!(wire::encode(&back), bytes);
+        prop_assert_eq!(wire::encode(&back).unwrap(), bytes);
     }
 
     /// R1-c: every field number the encoder writes is declared in the proto
@@ -185,7 +185,7 @@ proptest! {
     #[test]
     fn encoder_writes_only_declared_fields(msg in message()) {
         let schema = ProtoText::load();
-        let bytes = wire::encode(&msg);
+        let bytes = wire::encode(&msg).unwrap();
         // R1-c
         prop_assert_eq!(schema.undeclared_fields("pkt", &bytes), Vec::<String>::new());
     }
@@ -200,7 +200,7 @@ proptest! {
     /// decoder, and whatever it accepts re-encodes and decodes to itself.
     #[test]
     fn mutated_encodings_never_panic(msg in message(), edits in proptest::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 1..4)) {
-        let mut bytes = wire::encode(&msg);
+        let mut bytes = wire::encode(&msg).unwrap();
         for (at, byte, op) in edits {
             let at = at % (bytes.len() + 1);
             match op {
@@ -210,7 +210,7 @@ proptest! {
             }
         }
         if let Ok(decoded) = wire::decode(&bytes) {
-            prop_assert_eq!(wire::decode(&wire::encode(&decoded)), Ok(decoded));
+            prop_assert_eq!(wire::decode(&wire::encode(&decoded).unwrap()), Ok(decoded));
         }
     }
 
@@ -219,7 +219,7 @@ proptest! {
     fn frames_survive_any_chunking(msgs in proptest::collection::vec(message(), 1..6), cuts in proptest::collection::vec(1usize..40, 1..50)) {
         let mut stream = Vec::new();
         for (ack, m) in msgs.iter().enumerate() {
-            encode_frame(ack as u64, m, &mut stream);
+            encode_frame(ack as u64, m, &mut stream).unwrap();
         }
         let mut dec = FrameDecoder::new();
         let mut got = Vec::new();
@@ -414,7 +414,7 @@ fn hex32(s: &str) -> [u8; 32] {
 
 #[test]
 fn truncated_and_malformed_input_is_rejected() {
-    let full = wire::encode(&Message::UpdateFee(UpdateFee { fee_rate: 1000 }));
+    let full = wire::encode(&Message::UpdateFee(UpdateFee { fee_rate: 1000 })).unwrap();
     for cut in 1..full.len() {
         let err = wire::decode(&full[..cut]).unwrap_err();
         assert!(
@@ -499,7 +499,7 @@ fn a_bad_frame_body_does_not_lose_the_next_frame() {
     stream.extend_from_slice(&1u64.to_le_bytes());
     stream.extend_from_slice(&(body.len() as u32).to_le_bytes());
     stream.extend_from_slice(&body);
-    encode_frame(2, &Message::CloseClearing, &mut stream);
+    encode_frame(2, &Message::CloseClearing, &mut stream).unwrap();
     let mut dec = FrameDecoder::new();
     dec.push(&stream);
     assert!(matches!(dec.next_frame(), Err(FrameError::Decode(e)) if e.rule() == Some("R1-b")));
@@ -511,7 +511,7 @@ fn a_bad_frame_body_does_not_lose_the_next_frame() {
 #[test]
 fn frame_header_layout_is_ruling_d8() {
     let mut out = Vec::new();
-    encode_frame(0x0102_0304_0506_0708, &Message::UpdateFee(UpdateFee { fee_rate: 1000 }), &mut out);
+    encode_frame(0x0102_0304_0506_0708, &Message::UpdateFee(UpdateFee { fee_rate: 1000 }), &mut out).unwrap();
     let body = vector("update_fee");
     assert_eq!(&out[..8], &[8, 7, 6, 5, 4, 3, 2, 1]);
     assert_eq!(&out[8..12], &(body.len() as u32).to_le_bytes());

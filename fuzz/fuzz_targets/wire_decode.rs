@@ -7,7 +7,7 @@ use paychan::wire;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(msg) = wire::decode(data) {
-        let again = wire::encode(&msg);
+        let again = wire::encode(&msg).expect("a decoded message re-encodes");
         assert_eq!(wire::decode(&again).as_ref(), Ok(&msg));
     }
 });

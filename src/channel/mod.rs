@@ -908,7 +908,7 @@ impl Channel {
 
     fn send(&mut self, message: Message) {
         self.sent += 1;
-        self.unacked.push_back((self.sent, self.processed, crate::wire::encode(&message)));
+        self.unacked.push_back((self.sent, self.processed, crate::wire::encode(&message).expect("every message we send is bounded")));
         self.pending.push(Output::Send { message, acknowledge: self.processed });
         self.dirty = true;
     }

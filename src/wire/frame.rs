@@ -11,20 +11,21 @@
 
 use core::fmt;
 
-use super::{decode, encode, DecodeError, Message, MAX_PKT_LEN};
+use super::{decode, encode, DecodeError, EncodeError, Message, MAX_PKT_LEN};
 
 /// Length of the frame header: acknowledge (8 bytes) and length (4 bytes).
 pub const HEADER_LEN: usize = 12;
 
 /// Appends one frame carrying `msg` and the header value `acknowledge` to
-/// `out`.
-pub fn encode_frame(acknowledge: u64, msg: &Message, out: &mut Vec<u8>) {
-    let body = encode(msg);
+/// `out`; a message [`encode`] refuses leaves `out` unchanged.
+pub fn encode_frame(acknowledge: u64, msg: &Message, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    let body = encode(msg)?;
     let len = u32::try_from(body.len()).expect("an encoded pkt is far below 4 GiB");
     out.reserve(HEADER_LEN + body.len());
     out.extend_from_slice(&acknowledge.to_le_bytes());
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&body);
+    Ok(())
 }
 
 /// One decoded frame.

@@ -423,12 +423,39 @@ impl Problem {
     }
 }
 
+/// A message [`encode`] refuses: one that [`decode`] would refuse.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// The encoding would exceed [`MAX_PKT_LEN`].
+    #[error("{name} would encode to {len} bytes, above the {max}-byte limit")]
+    TooLarge {
+        /// The message's name.
+        name: &'static str,
+        /// Its encoded length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
 /// Encodes `msg` as one `pkt`.
 ///
 /// Only fields declared in `proto/paychan.proto` are written (R1-c), every
 /// message in field-number order, so equal messages always give equal bytes
-/// (which retransmission relies on, R1.2-e).
-pub fn encode(msg: &Message) -> Vec<u8> {
+/// (which retransmission relies on, R1.2-e). A message whose encoding
+/// [`decode`] would refuse (one longer than [`MAX_PKT_LEN`]) is refused here
+/// instead, so nothing this function returns can fail to decode for its
+/// size.
+pub fn encode(msg: &Message) -> Result<Vec<u8>, EncodeError> {
+    let bytes = encode_unchecked(msg);
+    if bytes.len() > MAX_PKT_LEN {
+        return Err(EncodeError::TooLarge { name: msg.name(), len: bytes.len(), max: MAX_PKT_LEN });
+    }
+    Ok(bytes)
+}
+
+fn encode_unchecked(msg: &Message) -> Vec<u8> {
     use proto::pkt::Pkt as P;
     let pkt = match msg {
         Message::Authenticate(m) => P::Auth(proto::Authenticate {
