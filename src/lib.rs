@@ -80,7 +80,7 @@
 //! let signer_b = Arc::new(InMemorySigner::new(secret(3), secret(4)));
 //! // Seeds and keys come from the caller: the core draws no randomness.
 //! let mut a = Channel::new_funder(config.clone(), signer_a, [0x11; 32], Amount::from_sat(500_000)).unwrap();
-//! let mut b = Channel::new_fundee(config, signer_b, [0x22; 32]);
+//! let mut b = Channel::new_fundee(config, signer_b, [0x22; 32]).unwrap();
 //! let (mut wa, mut wb) = (World::default(), World::default());
 //!
 //! // Establishment: open_channel both ways, open_anchor, open_commit_sig...
@@ -164,6 +164,7 @@
 
 pub mod channel;
 pub mod fees;
+pub mod rules;
 pub mod shachain;
 pub mod sim;
 pub mod tx;

@@ -247,7 +247,7 @@ fn revocation_follows_section_3_5() {
     // R3-a: A keeps what it needs to punish B's revoked commitment 0.
     let record = p.a.revoked.last().expect("a revoked commitment record").clone();
     assert_eq!(record.number, 0);
-    assert_eq!(record.rebuild().txid(), record.txid);
+    assert_eq!(record.rebuild().unwrap().txid(), record.txid);
     assert_eq!(record.preimage, b_secrets.preimage(0));
     p.settle();
     // R3.5-f: our own commitment stays unsigned by us until we broadcast it.
@@ -409,6 +409,8 @@ fn a_restored_channel_carries_on() {
     // A restarts from its last persisted state.
     let state = p.a.persisted.clone();
     p.a.ch = Channel::restore(&state, p.a.signer.clone()).unwrap();
+    // R1.2-a: a restarted node talks to its peer on a new transport.
+    p.reconnect();
     p.b.ch.fulfill_htlc(0, Preimage([1; 32])).unwrap();
     offer(&mut p.a, 1_000_000, 2);
     p.settle();
@@ -430,9 +432,15 @@ fn reconnection_retransmits_identical_messages() {
     assert!(p.a.ch.is_open() && p.b.ch.is_open());
     // R1.2-a: a new transport; B's authenticate acknowledges what it has
     // processed, and A sends again what that does not cover.
-    let b_ack = p.b.ch.acknowledge();
-    p.a.ch.reconnect(b_ack);
-    p.b.ch.reconnect(p.a.ch.acknowledge());
+    p.b_to_a.clear();
+    let b_ack = p.b.ch.new_transport();
+    assert_eq!(b_ack, p.b.ch.acknowledge());
+    let a_ack = p.a.ch.new_transport();
+    p.pump();
+    // Nothing is sent before the peer's authenticate says where to start.
+    assert!(p.a_to_b.is_empty());
+    p.a.ch.handle_authenticate(b_ack);
+    p.b.ch.handle_authenticate(a_ack);
     p.pump();
     let again: Vec<Vec<u8>> = p.a_to_b.iter().map(|(ack, m)| frame(*ack, m)).collect();
     // R1.2-d, R1.2-e: the same messages, bitwise identical.
@@ -553,7 +561,8 @@ fn commands_that_would_break_the_close_or_the_limits_are_refused() {
 }
 
 #[test]
-fn both_sides_together_stay_within_the_standard_weight() {
+fn crossing_adds_near_the_output_cap_never_fail_an_honest_peer() {
+    use paychan::channel::MAX_HTLC_OUTPUTS_PER_SIDE;
     use paychan::tx::commitment::MAX_HTLC_OUTPUTS;
     let mut p = Pair::new(ChannelConfig::default(), ChannelConfig::default(), Amount::from_sat(4_000_000));
     p.establish();
@@ -562,22 +571,28 @@ fn both_sides_together_stay_within_the_standard_weight() {
     p.settle();
     p.b.ch.fulfill_htlc(0, r).unwrap();
     p.settle();
+    // Both sides offer as many non-dust HTLCs as they can, at the same time:
+    // neither has seen the other's adds when it makes its own.
     let hash = |i: u32, side: u8| sha256::Hash::hash(&[&i.to_le_bytes()[..], &[side]].concat());
-    for i in 0..1500u32 {
-        p.a.ch.offer_htlc(msat(546_000), hash(i, 0), height(5000), vec![]).unwrap();
+    for (side, node) in [(0u8, &mut p.a), (1u8, &mut p.b)] {
+        let mut accepted = 0;
+        for i in 0..1200u32 {
+            match node.ch.offer_htlc(msat(546_000), hash(i, side), height(5000), vec![]) {
+                Ok(_) => accepted += 1,
+                // R3.2-c: with 43-byte P2WSH outputs (ruling D4) a standard
+                // commitment holds MAX_HTLC_OUTPUTS; each side may use half.
+                Err(e) => assert_eq!(e, ChannelError::TooManyHtlcs),
+            }
+        }
+        assert_eq!(accepted, MAX_HTLC_OUTPUTS_PER_SIDE);
+        // A dust HTLC has no output, so it still fits.
+        node.ch.offer_htlc(msat(545_000), hash(9999, side), height(5000), vec![]).unwrap();
     }
+    p.pump();
     p.settle();
-    // R3.2-c: each side may offer 1500, but with 43-byte P2WSH outputs
-    // (ruling D4) only MAX_HTLC_OUTPUTS fit in a standard commitment.
-    let room = MAX_HTLC_OUTPUTS - 1500;
-    for i in 0..room as u32 {
-        p.b.ch.offer_htlc(msat(546_000), hash(i, 1), height(5000), vec![]).unwrap();
-    }
-    assert_eq!(p.b.ch.offer_htlc(msat(546_000), hash(9999, 1), height(5000), vec![]), Err(ChannelError::TooManyHtlcs));
-    // A dust HTLC has no output, so it still fits.
-    p.b.ch.offer_htlc(msat(545_000), hash(9999, 1), height(5000), vec![]).unwrap();
-    p.settle();
-    assert!(p.a.failed().is_none() && p.b.failed().is_none());
+    // R3.2-c: the adds crossed near the cap, and no honest peer failed.
+    assert!(p.a.failed().is_none() && p.b.failed().is_none(), "{:?} {:?}", p.a.failed(), p.b.failed());
     let c = p.a.ch.our_commitment_tx().unwrap();
-    assert_eq!(c.tx().output.len(), MAX_HTLC_OUTPUTS + 2);
+    assert_eq!(c.tx().output.len(), 2 * MAX_HTLC_OUTPUTS_PER_SIDE + 2);
+    const { assert!(2 * MAX_HTLC_OUTPUTS_PER_SIDE <= MAX_HTLC_OUTPUTS) };
 }

@@ -115,11 +115,11 @@ proptest! {
     /// ends in agreement, each proposal strictly inside the last two.
     #[test]
     fn negotiation_always_terminates(
-        a_rate in 0u32..60_000,
-        b_rate in 0u32..60_000,
+        a_rate in 1_000u32..60_000,
+        b_rate in 1_000u32..60_000,
         paid in 0u64..900_000_000,
-        a_fee in 1340u32..30_000,
-        b_fee in 1340u32..30_000,
+        a_fee in 1341u32..30_000,
+        b_fee in 1341u32..30_000,
     ) {
         let p = close_with_fees(a_rate, b_rate, paid, a_fee, b_fee);
         let a = closed_tx(&p.a.events);

@@ -41,7 +41,7 @@ fn failed(node: &Node, rule: &str, broadcast: FailBroadcast) -> Vec<bitcoin::Tra
     let Some(Event::ChannelFailed { reason, broadcast: got }) = node.failed() else {
         panic!("{} did not fail (expected {rule}); events {:?}", node.name, node.events)
     };
-    assert_eq!(reason.rule, Some(rule), "{}: {reason}", node.name);
+    assert_eq!(reason.rule.map(paychan::rules::Rule::id), Some(rule), "{}: {reason}", node.name);
     assert_eq!(*got, broadcast, "{}: broadcast for {rule}", node.name);
     if reason.origin == FailOrigin::PeerViolation {
         // R6.3-c: an informative error went out.
@@ -75,8 +75,23 @@ fn open_channel_terms_are_checked() {
         ("R2.1-b", config(|c| c.delay = paychan::Delay::Blocks(3000))),
         ("R2.1-b", config(|c| c.delay = paychan::Delay::Seconds(30 * 24 * 3600))),
         ("R2.1-c", config(|c| c.min_depth = 500)),
-        ("R2.1-d", config(|c| c.fee_rate = 999)),
-        ("R2.1-d", config(|c| c.fee_rate = 500_001)),
+        // A peer configured for a lower relay floor than ours...
+        (
+            "R2.1-d",
+            config(|c| {
+                c.min_relay_fee_rate = 100;
+                c.min_fee_rate = 500;
+                c.fee_rate = 999;
+            }),
+        ),
+        // ...or for higher fees than we accept.
+        (
+            "R2.1-d",
+            config(|c| {
+                c.max_fee_rate = 600_000;
+                c.fee_rate = 500_001;
+            }),
+        ),
     ];
     for (rule, cfg_b) in cases {
         let mut p = opening(cfg_b);
@@ -412,10 +427,13 @@ fn an_htlc_crossing_close_clearing_is_failed() {
     p.a.ch.close().unwrap();
     p.pump();
     p.deliver(Dir::BToA);
-    // R4.1-c: A answers the HTLC with update_fail_htlc, and stays open.
     assert!(p.a.failed().is_none());
-    assert!(p.a_to_b.iter().any(|(_, m)| matches!(m, Message::UpdateFailHtlc(f) if f.id == 0)));
+    // R3.3-c: not while the HTLC is only staged, in no commitment...
+    assert!(!p.a_to_b.iter().any(|(_, m)| matches!(m, Message::UpdateFailHtlc(_))));
     p.settle();
+    // R4.1-c: ...but as soon as it is in one, A answers it with
+    // update_fail_htlc, and stays open.
+    assert!(p.a.sent.iter().any(|(_, m)| matches!(m, Message::UpdateFailHtlc(f) if f.id == 0)));
     assert!(p.a.failed().is_none() && p.b.failed().is_none());
     assert!(matches!(p.a.events.last(), Some(Event::ChannelClosed { .. })));
 }
@@ -506,20 +524,38 @@ fn close_negotiation_narrows_and_a_wrong_way_fee_fails() {
     let mut p = negotiating();
     let ours = a_first_fee(&p);
     // B proposes far lower; A answers strictly between (R4.2-e).
-    let m = b_close_sig(&p, 100);
+    let m = b_close_sig(&p, 400);
     inject(&mut p, true, m);
     let Some((_, Message::CloseSignature(next))) = p.a_to_b.back().cloned() else { panic!("a counter-proposal") };
     let next = next.close_fee.to_sat();
-    assert!(next > 100 && next < ours && next % 2 == 0, "{next}");
-    // R4.2-f: B's next proposal must be between 100 and A's; 90 is not.
-    let m = b_close_sig(&p, 90);
+    assert!(next > 400 && next < ours && next % 2 == 0, "{next}");
+    // R4.2-f: B's next proposal must be between 400 and A's; 390 is not.
+    let m = b_close_sig(&p, 390);
     inject(&mut p, true, m);
-    // R6.3-f: A had a valid close_signature (fee 100): it closes with it.
+    // R6.3-f: A had a valid close_signature (fee 400): it closes with it.
     let txs = failed(&p.a, "R4.2-f", FailBroadcast::Close);
     let close = txs.last().unwrap();
     verify_input(close, 0, &p.a.anchor.clone().unwrap().output[0]).expect("a valid close");
     let fee = Amount::from_sat(1_000_000) - close.output.iter().map(|o| o.value).sum::<Amount>();
-    assert_eq!(fee, Amount::from_sat(100));
+    assert_eq!(fee, Amount::from_sat(400));
+}
+
+#[test]
+fn a_close_below_the_relay_floor_is_never_agreed_nor_broadcast() {
+    let mut p = negotiating();
+    let floor = paychan::fees::DEFAULT_MIN_CLOSE_FEE;
+    // B proposes a fee no node relays: A answers with a relayable one.
+    let m = b_close_sig(&p, floor.to_sat() - 70);
+    inject(&mut p, true, m);
+    let Some((_, Message::CloseSignature(next))) = p.a_to_b.back().cloned() else { panic!("a counter-proposal") };
+    assert!(next.close_fee >= floor, "{}", next.close_fee);
+    // If A fails now, it does not broadcast that close (it would never
+    // confirm) but its commitment (R6.3-f falls back, R6.3-g).
+    p.a.ch.fail("giving up");
+    p.pump();
+    assert!(matches!(p.a.failed(), Some(Event::ChannelFailed { broadcast: FailBroadcast::Commitment, .. })));
+    let c = p.a.ch.our_commitment_tx().unwrap();
+    assert_eq!(p.a.broadcasts.last().unwrap().compute_txid(), c.txid());
 }
 
 // ---------------------------------------------------------------------------
@@ -631,6 +667,11 @@ fn an_htlc_crossing_clearing_is_failed_until_the_peer_commits_to_it() {
     // committed since: an add is answered with update_fail_htlc (R4.1-c).
     inject(&mut p, true, add(1, 1_000_000, 9));
     assert!(p.a.failed().is_none());
+    // R3.3-c: the fail waits for the HTLC to be in a commitment; A's next
+    // commitment for B has it, and the fail follows at once (R4.1-c).
+    assert!(!p.a_to_b.iter().any(|(_, m)| matches!(m, Message::UpdateFailHtlc(_))));
+    p.a.ch.commit().unwrap();
+    p.pump();
     assert!(p.a_to_b.iter().any(|(_, m)| matches!(m, Message::UpdateFailHtlc(f) if f.id == 1)));
 }
 

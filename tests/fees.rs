@@ -1,7 +1,10 @@
 //! Fee calculation (section 3.6, R3.6-a..e, ruling D9).
 
 use bitcoin::Amount;
-use paychan::fees::{commitment_bytecount, commitment_fee, htlc_is_dust, is_dust, split_fee, DUST_LIMIT};
+use paychan::fees::{
+    close_max_vsize, commitment_bytecount, commitment_fee, commitment_max_vsize, htlc_is_dust, is_dust, min_close_fee,
+    min_commitment_fee_rate, split_fee, DUST_LIMIT,
+};
 use paychan::MilliSats;
 use proptest::prelude::*;
 
@@ -69,6 +72,43 @@ fn split_cases_of_the_text() {
     // R3.6-c: local cannot afford half, remote cannot cover the rest.
     let s = split_fee(sat(1000), sat(100), sat(600));
     assert_eq!((s.local_paid, s.remote_paid, s.local, s.remote), (sat(100), sat(600), sat(0), sat(0)));
+}
+
+/// The worst-case sizes by hand (D4; the measurements on real transactions
+/// are in `tests/fee_floor.rs`): 4 + 1 + 41 + 4 bytes of version, input
+/// count, anchor input and lock time, 43 + 31 of balance outputs, 43 per HTLC
+/// output, the output count (1 byte below 253 outputs, 3 from there to
+/// 65,535), and the 224 witness bytes of the anchor, 56 vbytes.
+#[test]
+fn worst_case_sizes() {
+    assert_eq!(commitment_max_vsize(0), 50 + 1 + 74 + 56);
+    assert_eq!(commitment_max_vsize(1), 50 + 1 + 74 + 43 + 56);
+    assert_eq!(commitment_max_vsize(250), 50 + 1 + 74 + 43 * 250 + 56);
+    assert_eq!(commitment_max_vsize(251), 50 + 3 + 74 + 43 * 251 + 56);
+    assert_eq!(commitment_max_vsize(2321), 99_986);
+    // 65,534 HTLC outputs are 65,536 outputs: a 5-byte count.
+    assert_eq!(commitment_max_vsize(65_533), 50 + 3 + 74 + 43 * 65_533 + 56);
+    assert_eq!(commitment_max_vsize(65_534), 50 + 5 + 74 + 43 * 65_534 + 56);
+    // Absurd counts saturate rather than wrap.
+    assert!(commitment_max_vsize(usize::MAX) >= u64::MAX / 4);
+    // 4 + 1 + 41 + 1 + 31 + 31 + 4 = 113; (4 × 113 + 224) / 4 = 169.
+    assert_eq!(close_max_vsize(), 169);
+}
+
+#[test]
+fn fee_floors_at_the_extremes() {
+    // A zero relay rate needs nothing.
+    assert_eq!(min_commitment_fee_rate(0), 0);
+    assert_eq!(min_close_fee(0), sat(0));
+    // 1 sat/kvB still needs 1 satoshi, made even (R3.6-b, R4.2-b): 2. The
+    // smallest commitment, 338 bytes, pays 2 from 6 sat/kB on (2.028).
+    assert_eq!(min_close_fee(1), sat(2));
+    assert_eq!(min_commitment_fee_rate(1), 6);
+    // u32::MAX sat/kvB: the close fee is ⌈4,294,967,295 × 169 / 1000⌉ =
+    // 725,849,473, made even; no u32 commitment rate suffices, so it
+    // saturates.
+    assert_eq!(min_close_fee(u32::MAX), sat(725_849_474));
+    assert_eq!(min_commitment_fee_rate(u32::MAX), u32::MAX);
 }
 
 /// The rule of R3.6-c written independently: who pays what.

@@ -11,7 +11,7 @@ use bitcoin::secp256k1::ecdsa::Signature;
 use bitcoin::{Amount, Txid};
 use common::{pb, pubkey, read_hex_vector, sig};
 use paychan::wire::frame::{encode_frame, FrameDecoder, FrameError, HEADER_LEN};
-use paychan::wire::{self, DecodeErrorKind, Message, MAX_PKT_LEN};
+use paychan::wire::{self, bounded_error_text, DecodeErrorKind, EncodeError, Message, MAX_ERROR_TEXT, MAX_PKT_LEN};
 use paychan::wire::{
     AnchorOffer, Authenticate, CloseSignature, ErrorMessage, OpenAnchor, OpenChannel, OpenCommitSig, UpdateAddHtlc,
     UpdateCommit, UpdateFailHtlc, UpdateFee, UpdateFulfillHtlc, UpdateRevocation,
@@ -470,6 +470,217 @@ fn truncated_and_malformed_input_is_rejected() {
     open[at + 1] = 3;
     let err = wire::decode(&pb::pkt(20, &open)).unwrap_err();
     assert_eq!((err.field(), err.kind()), ("anch", &DecodeErrorKind::UnknownEnumValue(3)));
+}
+
+// ---------------------------------------------------------------------------
+// Field keys and length prefixes are 32-bit varints of at most 5 bytes.
+// ---------------------------------------------------------------------------
+
+/// `update_fee { fee_rate: 1000 }` assembled byte by byte: the `pkt` key of
+/// field 8, wire type 2 is 8 << 3 | 2 = 0x42; the body is key 0x08 (field 1,
+/// varint) and 1000 = 0x3e8 as the varint `e8 07`, 3 bytes in all.
+const UPDATE_FEE_BODY: [u8; 3] = [0x08, 0xe8, 0x07];
+
+fn update_fee_1000() -> Result<Message, wire::DecodeError> {
+    Ok(Message::UpdateFee(UpdateFee { fee_rate: 1000 }))
+}
+
+/// `parts` concatenated.
+fn cat(parts: &[&[u8]]) -> Vec<u8> {
+    parts.concat()
+}
+
+#[test]
+fn keys_and_lengths_longer_than_five_bytes_are_refused() {
+    // The minimal encoding, for reference.
+    assert_eq!(wire::decode(&cat(&[&[0x42, 0x03], &UPDATE_FEE_BODY])), update_fee_1000());
+
+    // The pkt key 0x42 padded to 6 bytes with continuation bytes.
+    let err = wire::decode(&cat(&[&[0xc2, 0x80, 0x80, 0x80, 0x80, 0x00, 0x03], &UPDATE_FEE_BODY])).unwrap_err();
+    assert_eq!(err.kind(), &DecodeErrorKind::BadKeyOrLength);
+    assert_eq!((err.message(), err.field(), err.rule()), ("pkt", "", None));
+    // ... and to the full 10 bytes a uint64 may take.
+    let ten = [0xc2, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00, 0x03];
+    let err = wire::decode(&cat(&[&ten, &UPDATE_FEE_BODY])).unwrap_err();
+    assert_eq!(err.kind(), &DecodeErrorKind::BadKeyOrLength);
+
+    // The key 0x08 inside update_fee in 6 bytes: the error names the message.
+    let err = wire::decode(&[0x42, 0x08, 0x88, 0x80, 0x80, 0x80, 0x80, 0x00, 0xe8, 0x07]).unwrap_err();
+    assert_eq!((err.kind(), err.message(), err.field()), (&DecodeErrorKind::BadKeyOrLength, "update_fee", ""));
+
+    // The body length 3 in 6 bytes.
+    let err = wire::decode(&cat(&[&[0x42, 0x83, 0x80, 0x80, 0x80, 0x80, 0x00], &UPDATE_FEE_BODY])).unwrap_err();
+    assert_eq!((err.kind(), err.message()), (&DecodeErrorKind::BadKeyOrLength, "update_fee"));
+
+    // The length of an unknown odd field (R1-a would skip it) in 6 bytes:
+    // field 3, wire type 2 is key 0x1a; length 1 padded, then one byte.
+    let body = cat(&[&UPDATE_FEE_BODY, &[0x1a, 0x81, 0x80, 0x80, 0x80, 0x80, 0x00, 0x55]]);
+    let err = wire::decode(&cat(&[&[0x42, body.len() as u8], &body])).unwrap_err();
+    assert_eq!((err.kind(), err.message()), (&DecodeErrorKind::BadKeyOrLength, "update_fee"));
+    // R1-a: the same field with its length in one byte is skipped.
+    let body = cat(&[&UPDATE_FEE_BODY, &[0x1a, 0x01, 0x55]]);
+    assert_eq!(wire::decode(&cat(&[&[0x42, body.len() as u8], &body])), update_fee_1000());
+
+    // The key of an unknown field inside an unknown group (field 5, start
+    // 0x2b; field 7 varint, key 0x38 in 6 bytes; end 0x2c) is refused too.
+    let body = cat(&[&UPDATE_FEE_BODY, &[0x2b, 0xb8, 0x80, 0x80, 0x80, 0x80, 0x00, 0x01, 0x2c]]);
+    let err = wire::decode(&cat(&[&[0x42, body.len() as u8], &body])).unwrap_err();
+    assert_eq!(err.kind(), &DecodeErrorKind::BadKeyOrLength);
+    let body = cat(&[&UPDATE_FEE_BODY, &[0x2b, 0x38, 0x01, 0x2c]]);
+    assert_eq!(wire::decode(&cat(&[&[0x42, body.len() as u8], &body])), update_fee_1000());
+}
+
+#[test]
+fn five_byte_keys_and_lengths_must_fit_32_bits() {
+    // Length 3 + 2^32 (the fifth byte 0x10 carries bit 32): it does not fit
+    // in 32 bits, so it is malformed rather than merely longer than the input.
+    let err = wire::decode(&cat(&[&[0x42, 0x83, 0x80, 0x80, 0x80, 0x10], &UPDATE_FEE_BODY])).unwrap_err();
+    assert_eq!((err.kind(), err.message()), (&DecodeErrorKind::BadKeyOrLength, "update_fee"));
+    // Every bit of the 5 bytes set: 2^35 - 1.
+    let err = wire::decode(&[0x42, 0xff, 0xff, 0xff, 0xff, 0x7f, 0x08]).unwrap_err();
+    assert_eq!(err.kind(), &DecodeErrorKind::BadKeyOrLength);
+    // 2^32 - 1 fits in 32 bits: only the input is too short for it.
+    let err = wire::decode(&[0x42, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x08]).unwrap_err();
+    assert_eq!(err.kind(), &DecodeErrorKind::Truncated);
+
+    // The key 0x42 + 2^32 in 5 bytes.
+    let err = wire::decode(&cat(&[&[0xc2, 0x80, 0x80, 0x80, 0x10, 0x03], &UPDATE_FEE_BODY])).unwrap_err();
+    assert_eq!((err.kind(), err.message()), (&DecodeErrorKind::BadKeyOrLength, "pkt"));
+    // The largest key that fits, 2^32 - 1: field 2^29 - 1 with wire type 7,
+    // which protobuf does not define.
+    let err = wire::decode(&[0xff, 0xff, 0xff, 0xff, 0x0f]).unwrap_err();
+    assert_eq!(err.kind(), &DecodeErrorKind::BadWireType(7));
+}
+
+/// Google's protobuf accepts a key or length padded with continuation bytes
+/// as long as it stays within 5 bytes, and so does this decoder: the padding
+/// is bounded and the value is the same. (The encoder always writes the
+/// minimal form.)
+#[test]
+fn padded_keys_and_lengths_within_five_bytes_are_accepted() {
+    // The pkt key 0x42 in 2, 3, 4 and 5 bytes.
+    for key in [&[0xc2, 0x00][..], &[0xc2, 0x80, 0x00], &[0xc2, 0x80, 0x80, 0x00], &[0xc2, 0x80, 0x80, 0x80, 0x00]] {
+        assert_eq!(wire::decode(&cat(&[key, &[0x03], &UPDATE_FEE_BODY])), update_fee_1000(), "{key:02x?}");
+    }
+    // The body length 3 in 5 bytes.
+    assert_eq!(wire::decode(&cat(&[&[0x42, 0x83, 0x80, 0x80, 0x80, 0x00], &UPDATE_FEE_BODY])), update_fee_1000());
+    // The field key 0x08 in 5 bytes inside the body.
+    assert_eq!(wire::decode(&[0x42, 0x07, 0x88, 0x80, 0x80, 0x80, 0x00, 0xe8, 0x07]), update_fee_1000());
+    // Re-encoding gives the minimal form.
+    assert_eq!(wire::encode(&update_fee_1000().unwrap()).unwrap(), cat(&[&[0x42, 0x03], &UPDATE_FEE_BODY]));
+}
+
+#[test]
+fn uint64_values_keep_ten_bytes() {
+    // update_fulfill_htlc (pkt field 3, key 0x1a) with id = 2^64 - 1 in the
+    // ten bytes `ff ff ff ff ff ff ff ff ff 01`, and r = 32 zero bytes.
+    let mut body = vec![0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+    body.extend(pb::bytes(2, &pb::hash(&[0; 32])));
+    let got = wire::decode(&cat(&[&[0x1a, body.len() as u8], &body]));
+    assert_eq!(got, Ok(Message::UpdateFulfillHtlc(UpdateFulfillHtlc { id: u64::MAX, r: Preimage([0; 32]) })));
+    // R1-a: an unknown odd varint field (3, key 0x18) with a 10-byte value is
+    // skipped.
+    let body = cat(&[&UPDATE_FEE_BODY, &[0x18, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01]]);
+    assert_eq!(wire::decode(&cat(&[&[0x42, body.len() as u8], &body])), update_fee_1000());
+}
+
+// ---------------------------------------------------------------------------
+// Error text is bounded so that whatever decodes re-encodes.
+// ---------------------------------------------------------------------------
+
+/// An `error` pkt (field 40, wire type 2: key 322 = `c2 02`) whose `problem`
+/// (field 1) holds `text`, assembled by the test's own protobuf writer.
+fn error_pkt(text: &[u8]) -> Vec<u8> {
+    let bytes = pb::pkt(40, &pb::bytes(1, text));
+    assert_eq!(&bytes[..2], &[0xc2, 0x02]);
+    bytes
+}
+
+/// What a receiver keeps of `text`, written independently of the crate:
+/// `String::from_utf8_lossy`, then the longest prefix of at most 1024 bytes
+/// that ends on a character.
+fn reference_error_text(text: &[u8]) -> String {
+    let lossy = String::from_utf8_lossy(text);
+    let mut end = 0;
+    for (at, c) in lossy.char_indices() {
+        if at + c.len_utf8() > 1024 {
+            break;
+        }
+        end = at + c.len_utf8();
+    }
+    lossy[..end].to_string()
+}
+
+#[test]
+fn a_long_invalid_error_text_decodes_and_re_encodes() {
+    assert_eq!(MAX_ERROR_TEXT, 1024);
+    // 65,000 bytes of 0xff: each is an invalid sequence of its own and reads
+    // as U+FFFD, 3 bytes of UTF-8. 195,000 bytes would not re-encode within
+    // 65,536; 1024 / 3 = 341 whole characters are kept (1023 bytes).
+    let bytes = error_pkt(&[0xff; 65_000]);
+    assert!(bytes.len() <= MAX_PKT_LEN);
+    let got = wire::decode(&bytes).unwrap();
+    // R6.3-b: still an error message, so it is not answered with one.
+    let Message::Error(ErrorMessage { problem: Some(text) }) = &got else { panic!("{got:?}") };
+    assert_eq!(text, &"\u{fffd}".repeat(341));
+    let again = wire::encode(&got).unwrap();
+    assert_eq!(again, error_pkt("\u{fffd}".repeat(341).as_bytes()));
+    assert_eq!(wire::decode(&again).as_ref(), Ok(&got));
+
+    // Valid text longer than the limit keeps its first 1024 bytes...
+    let got = wire::decode(&error_pkt(&[b'x'; 5000])).unwrap();
+    assert_eq!(got, Message::Error(ErrorMessage { problem: Some("x".repeat(1024)) }));
+    // ... cut before a character that would straddle byte 1024: 'a' then
+    // 'é' (`c3 a9`) a thousand times start characters at 0 and odd offsets.
+    let text = format!("a{}", "é".repeat(1000));
+    let got = wire::decode(&error_pkt(text.as_bytes())).unwrap();
+    assert_eq!(got, Message::Error(ErrorMessage { problem: Some(format!("a{}", "é".repeat(511))) }));
+    // A text of exactly 1024 bytes is kept whole.
+    let got = wire::decode(&error_pkt(&[b'y'; 1024])).unwrap();
+    assert_eq!(got, Message::Error(ErrorMessage { problem: Some("y".repeat(1024)) }));
+}
+
+#[test]
+fn error_text_above_the_limit_is_not_sent() {
+    let long = Message::Error(ErrorMessage { problem: Some("z".repeat(1025)) });
+    assert_eq!(wire::encode(&long), Err(EncodeError::ErrorTextTooLong { len: 1025, max: 1024 }));
+    let mut out = Vec::new();
+    assert!(encode_frame(0, &long, &mut out).is_err());
+    assert!(out.is_empty());
+    // bounded_error_text makes any text sendable.
+    assert_eq!(bounded_error_text(&"z".repeat(1025)), "z".repeat(1024));
+    assert_eq!(bounded_error_text("short"), "short");
+    // '€' is 3 bytes: 342 of them are 1026 bytes, 341 fit.
+    assert_eq!(bounded_error_text(&"€".repeat(342)), "€".repeat(341));
+    // A 4-byte character straddling the limit: 1022 bytes, then U+1F600.
+    let text = format!("{}\u{1f600}", "q".repeat(1022));
+    assert_eq!(bounded_error_text(&text), "q".repeat(1022));
+    let msg = Message::Error(ErrorMessage { problem: Some(bounded_error_text(&"€".repeat(5000))) });
+    assert_eq!(wire::decode(&wire::encode(&msg).unwrap()), Ok(msg));
+}
+
+proptest! {
+    /// Whatever bytes an `error` carries, the decoded text is what the
+    /// reference keeps, and it re-encodes and decodes to itself.
+    #[test]
+    fn any_error_text_round_trips(
+        text in proptest::collection::vec(prop_oneof![any::<u8>(), 0x80u8..=0xff, Just(b'a'), Just(0xe2)], 0..4000)
+    ) {
+        let got = wire::decode(&error_pkt(&text)).unwrap();
+        // R6.3-b
+        let Message::Error(ErrorMessage { problem: Some(kept) }) = &got else { panic!("{got:?}") };
+        prop_assert_eq!(kept, &reference_error_text(&text));
+        prop_assert!(kept.len() <= 1024);
+        prop_assert_eq!(wire::decode(&wire::encode(&got).unwrap()), Ok(got.clone()));
+    }
+
+    /// bounded_error_text keeps the longest prefix within 1024 bytes.
+    #[test]
+    fn bounded_error_text_is_the_longest_prefix(text in "\\PC{0,1200}") {
+        let cut = bounded_error_text(&text);
+        prop_assert_eq!(&cut, &reference_error_text(text.as_bytes()));
+        prop_assert!(text.starts_with(&cut));
+    }
 }
 
 #[test]

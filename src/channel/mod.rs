@@ -17,9 +17,10 @@ use bitcoin::{absolute, Amount, CompressedPublicKey, OutPoint, ScriptBuf, Transa
 
 pub use persist::RestoreError;
 use view::{Entry, Refusal, Update};
-pub use view::{Htlc, Side, View};
+pub use view::{Htlc, Side, View, MAX_HTLC_OUTPUTS_PER_SIDE};
 
 use crate::fees::{commitment_fee, fee_for_bytecount, DUST_LIMIT};
+use crate::rules::Rule;
 use crate::shachain::{RevocationSecrets, ShachainStore};
 use crate::tx::closing::{build_close, CloseSpec, CloseTx};
 use crate::tx::commitment::{self, Commitment, CommitmentSpec, HtlcSpec};
@@ -80,6 +81,46 @@ pub struct ChannelConfig {
     /// The most HTLCs one side may offer in a commitment (R3.2-c: at most
     /// 1500).
     pub max_htlcs: usize,
+    /// The lowest fee rate a node relays, satoshi per 1000 virtual bytes
+    /// (Bitcoin Core's `-minrelaytxfee`, 1000 by default): commitments and
+    /// closes we sign pay at least this, whatever their real size.
+    pub min_relay_fee_rate: u32,
+}
+
+impl ChannelConfig {
+    /// Checks that the configuration is consistent and that every
+    /// transaction it leads to pays the relay floor: `min_fee_rate` at least
+    /// [`min_commitment_fee_rate`](crate::fees::min_commitment_fee_rate) of
+    /// the relay rate, `fee_rate` between `min_fee_rate` and `max_fee_rate`,
+    /// `close_fee_rate` at least the relay rate.
+    pub fn validate(&self) -> Result<(), ChannelError> {
+        let bad = |field| Err(ChannelError::InvalidConfig(field));
+        if self.min_relay_fee_rate == 0 {
+            return bad("min_relay_fee_rate");
+        }
+        if self.min_fee_rate < crate::fees::min_commitment_fee_rate(self.min_relay_fee_rate) {
+            return bad("min_fee_rate");
+        }
+        if self.max_fee_rate < self.min_fee_rate {
+            return bad("max_fee_rate");
+        }
+        if self.fee_rate < self.min_fee_rate || self.fee_rate > self.max_fee_rate {
+            return bad("fee_rate");
+        }
+        if self.close_fee_rate < self.min_relay_fee_rate || self.close_fee_rate > self.max_fee_rate {
+            return bad("close_fee_rate");
+        }
+        if self.max_htlcs > MAX_HTLCS_PER_SIDE {
+            return bad("max_htlcs");
+        }
+        if matches!(self.delay, Delay::Blocks(0)) || self.min_depth == 0 {
+            return bad(if self.min_depth == 0 { "min_depth" } else { "delay" });
+        }
+        if self.min_anchor > MAX_ANCHOR {
+            return bad("min_anchor");
+        }
+        Ok(())
+    }
 }
 
 impl Default for ChannelConfig {
@@ -88,9 +129,9 @@ impl Default for ChannelConfig {
             max_delay_blocks: 2016,
             max_delay_seconds: 14 * 24 * 3600,
             max_min_depth: 100,
-            // At 1340 sat/kB the normative bytecount (R3.6-a) still pays
-            // 1 sat per real vbyte with segwit outputs at any HTLC count.
-            min_fee_rate: 1340,
+            // The lowest rate at which the normative bytecount (R3.6-a) still
+            // pays 1 sat per real vbyte with segwit outputs at any HTLC count.
+            min_fee_rate: crate::fees::DEFAULT_MIN_FEE_RATE,
             max_fee_rate: 100_000,
             min_anchor: Amount::from_sat(10_000),
             delay: Delay::Blocks(144),
@@ -100,6 +141,7 @@ impl Default for ChannelConfig {
             open_complete_timeout_blocks: 144,
             close_fee_rate: 5_000,
             max_htlcs: MAX_HTLCS_PER_SIDE,
+            min_relay_fee_rate: crate::fees::DEFAULT_MIN_RELAY_FEE_RATE,
         }
     }
 }
@@ -189,8 +231,9 @@ pub struct RevokedCommitment {
 }
 
 impl RevokedCommitment {
-    /// The commitment transaction, rebuilt exactly.
-    pub fn rebuild(&self) -> Commitment {
+    /// The commitment transaction, rebuilt exactly; an error only for a
+    /// record that no channel produced.
+    pub fn rebuild(&self) -> Result<Commitment, commitment::CommitmentError> {
         commitment::build(&CommitmentSpec {
             funding: &self.funding,
             owner_final: self.owner_final,
@@ -202,7 +245,6 @@ impl RevokedCommitment {
             revocation_hash: self.preimage.hash(),
             delay: self.delay,
         })
-        .expect("a commitment that was signed rebuilds")
     }
 }
 
@@ -243,7 +285,7 @@ pub struct FailReason {
     /// What caused it.
     pub origin: FailOrigin,
     /// The requirement broken, if one applies.
-    pub rule: Option<&'static str>,
+    pub rule: Option<Rule>,
     /// A description (sent as `error.problem` when we send one).
     pub problem: String,
 }
@@ -387,6 +429,11 @@ pub enum ChannelError {
     /// The preimage does not match the HTLC's hash.
     #[error("preimage does not match incoming HTLC {0}")]
     WrongPreimage(u64),
+    /// The incoming HTLC is not yet in a current commitment (to fail it,
+    /// R3.3-c), or not yet irrevocably in both (to fulfill it: revealing `R`
+    /// earlier could let the peer close on a commitment without it).
+    #[error("incoming HTLC {0} is not committed yet (R3.3-c)")]
+    NotCommitted(u64),
     /// Nothing staged for the peer's commitment (R3.5-a).
     #[error("nothing to commit (R3.5-a)")]
     NothingToCommit,
@@ -403,6 +450,10 @@ pub enum ChannelError {
     /// The anchor transaction given is not the one asked for.
     #[error("anchor transaction rejected: {0}")]
     BadAnchor(FundingError),
+    /// The configuration is inconsistent or leads to transactions below the
+    /// relay floor: the field named is the first found wrong.
+    #[error("invalid channel configuration: {0}")]
+    InvalidConfig(&'static str),
     /// A route or failure reason longer than [`MAX_BLOB`] bytes.
     #[error("{0} bytes of route or reason exceed the {MAX_BLOB}-byte limit")]
     TooLarge(usize),
@@ -418,22 +469,22 @@ pub enum ChannelError {
 /// A peer's protocol violation: fails the connection.
 #[derive(Debug)]
 pub(crate) struct Violation {
-    rule: Option<&'static str>,
+    rule: Option<Rule>,
     problem: String,
 }
 
-fn violation(rule: &'static str, problem: impl Into<String>) -> Violation {
+fn violation(rule: Rule, problem: impl Into<String>) -> Violation {
     Violation { rule: Some(rule), problem: problem.into() }
 }
 
 impl Refusal {
     fn peer(self) -> Violation {
         match self {
-            Refusal::DuplicateId(id) => violation("R3.2-e", format!("HTLC id {id} is already in the commitment")),
-            Refusal::CannotAfford => violation("R3.2-a", "HTLC the offerer cannot pay for in both commitments"),
-            Refusal::TooManyHtlcs => violation("R3.2-c", "more than the allowed number of HTLCs"),
-            Refusal::UnknownHtlc(id) => violation("R3.3-c", format!("no HTLC {id} in the commitment")),
-            Refusal::WrongPreimage(id) => violation("R3.3-d", format!("preimage does not match HTLC {id}")),
+            Refusal::DuplicateId(id) => violation(Rule::R3_2_e, format!("HTLC id {id} is already in the commitment")),
+            Refusal::CannotAfford => violation(Rule::R3_2_a, "HTLC the offerer cannot pay for in both commitments"),
+            Refusal::TooManyHtlcs => violation(Rule::R3_2_c, "more than the allowed number of HTLCs"),
+            Refusal::UnknownHtlc(id) => violation(Rule::R3_3_c, format!("no HTLC {id} in the commitment")),
+            Refusal::WrongPreimage(id) => violation(Rule::R3_3_d, format!("preimage does not match HTLC {id}")),
         }
     }
 
@@ -514,11 +565,16 @@ pub(crate) struct CloseState {
     received_clearing: bool,
     /// Our last `close_fee` proposal.
     our_fee: Option<Amount>,
+    /// Its outbound message number: an answer acknowledges it.
+    our_msg_no: u64,
     /// Every fee we signed a close for: a close seen on chain with one of
     /// them is the negotiation's end, whoever broadcast it.
     signed_fees: Vec<Amount>,
-    /// The peer's last valid proposal and signature (R6.3-f).
+    /// The peer's last valid proposal and signature.
     their: Option<(Amount, Signature)>,
+    /// The peer's last valid proposal at or above the relay floor: the close
+    /// broadcast if the channel fails (R6.3-f).
+    their_relayable: Option<(Amount, Signature)>,
 }
 
 /// One payment channel, as a sans-IO state machine.
@@ -629,14 +685,21 @@ pub struct Channel {
     pub(crate) next_htlc_id: u64,
     /// Redemption deadlines of HTLCs we offered (R3.1-a).
     pub(crate) deadlines: BTreeMap<u64, absolute::LockTime>,
+    /// Incoming HTLCs we must fail, with the reason, sent once each is in a
+    /// commitment (R3.3-c).
+    pub(crate) must_fail: BTreeMap<u64, Vec<u8>>,
     pub(crate) ever_had_htlc: bool,
     pub(crate) close: CloseState,
 
     /// Non-authenticate messages we sent, and processed (R1.2-b).
     pub(crate) sent: u64,
     pub(crate) processed: u64,
-    /// The highest acknowledge the peer sent.
+    /// The highest acknowledge the peer sent, in a message header or its
+    /// `authenticate`: what it has durably processed of ours.
     pub(crate) peer_ack: u64,
+    /// The header acknowledge of the last peer message we processed: the
+    /// floor for the next one's (R1.2-c).
+    pub(crate) last_in_ack: u64,
     /// Messages the peer has not acknowledged: (number, acknowledge, message).
     /// (Encoded once: the state is persisted far more often than resent.)
     pub(crate) unacked: VecDeque<(u64, u64, Vec<u8>)>,
@@ -647,6 +710,12 @@ pub struct Channel {
     pub(crate) fee_estimate: Option<u32>,
 
     // Not persisted.
+    /// The state of the transport (see [`Channel::new_transport`]).
+    link: Link,
+    /// The number of the last peer message received on this transport: the
+    /// peer numbers its messages from one, and after a reconnection resends
+    /// from the one after the acknowledge of our `authenticate`.
+    in_no: u64,
     /// Recent revocation preimages (see `our_preimage`).
     preimage_cache: std::sync::Mutex<Vec<(u64, Preimage)>>,
     /// The last state's size, to allocate the next one at once.
@@ -661,9 +730,22 @@ pub struct Channel {
     persist: VecDeque<Output>,
     gated: VecDeque<(u64, Output)>,
     pending: Vec<Output>,
-    /// The outputs other than messages of the latest state change, kept in
-    /// the state and emitted again after a restore.
-    last_outputs: Vec<Output>,
+    /// The outputs other than messages that had not been released when the
+    /// latest state was written: kept in it and emitted again after a
+    /// restore (at least once, ADR 0003).
+    unreleased: Vec<Output>,
+}
+
+/// The transport, as the channel sees it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Link {
+    /// Messages flow.
+    Up,
+    /// A new transport is up and our `authenticate` went out: waiting for
+    /// the peer's, which says what to resend.
+    AwaitingAuth,
+    /// No transport since the channel was restored.
+    Down,
 }
 
 impl fmt::Debug for Channel {
@@ -693,12 +775,18 @@ impl Channel {
         if capacity == Amount::ZERO || capacity > MAX_ANCHOR {
             return Err(ChannelError::BadAnchorAmount(capacity));
         }
+        config.validate()?;
         Ok(Self::new(config, signer, seed, Role::Funder, capacity))
     }
 
     /// The accepting node (`WONT_CREATE_ANCHOR`, R2.1-a).
-    pub fn new_fundee(config: ChannelConfig, signer: Arc<dyn Signer + Send + Sync>, seed: [u8; 32]) -> Self {
-        Self::new(config, signer, seed, Role::Fundee, Amount::ZERO)
+    pub fn new_fundee(
+        config: ChannelConfig,
+        signer: Arc<dyn Signer + Send + Sync>,
+        seed: [u8; 32],
+    ) -> Result<Self, ChannelError> {
+        config.validate()?;
+        Ok(Self::new(config, signer, seed, Role::Fundee, Amount::ZERO))
     }
 
     fn new(
@@ -711,6 +799,7 @@ impl Channel {
         let secrets = RevocationSecrets::new(seed);
         let placeholder = sha256::Hash::from_byte_array([0; 32]);
         let empty = View::new(Side::Local, MilliSats::ZERO, MilliSats::ZERO, config.fee_rate);
+        let empty_theirs = View::new(Side::Remote, MilliSats::ZERO, MilliSats::ZERO, config.fee_rate);
         let mut ch = Channel {
             signer,
             role,
@@ -728,7 +817,7 @@ impl Channel {
             our_view: empty.clone(),
             our_sig: None,
             their_num: 0,
-            their_view: empty.clone(),
+            their_view: empty_theirs.clone(),
             their_hash: placeholder,
             their_next_hash: None,
             their_prev: None,
@@ -736,15 +825,19 @@ impl Channel {
             their_prev_txid: None,
             their_secrets: ShachainStore::new(),
             staged_ours: empty.clone(),
-            staged_theirs: empty,
+            staged_theirs: empty_theirs,
             log: Vec::new(),
             next_htlc_id: 0,
             deadlines: BTreeMap::new(),
+            must_fail: BTreeMap::new(),
             ever_had_htlc: false,
             close: CloseState::default(),
             sent: 0,
             processed: 0,
             peer_ack: 0,
+            last_in_ack: 0,
+            link: Link::Up,
+            in_no: 0,
             unacked: VecDeque::new(),
             height: 0,
             time: 0,
@@ -759,7 +852,7 @@ impl Channel {
             persist: VecDeque::new(),
             gated: VecDeque::new(),
             pending: Vec::new(),
-            last_outputs: Vec::new(),
+            unreleased: Vec::new(),
             secrets,
             config,
         };
@@ -908,8 +1001,14 @@ impl Channel {
 
     fn send(&mut self, message: Message) {
         self.sent += 1;
-        self.unacked.push_back((self.sent, self.processed, crate::wire::encode(&message).expect("every message we send is bounded")));
-        self.pending.push(Output::Send { message, acknowledge: self.processed });
+        // Every message we build is bounded (routes and reasons by
+        // MAX_BLOB, error texts by MAX_ERROR_TEXT), so it encodes.
+        let bytes = crate::wire::encode(&message).expect("every message we send is bounded");
+        self.unacked.push_back((self.sent, self.processed, bytes));
+        // Without a transport it waits in `unacked` for the next one.
+        if self.link == Link::Up {
+            self.pending.push(Output::Send { message, acknowledge: self.processed });
+        }
         self.dirty = true;
     }
 
@@ -931,7 +1030,17 @@ impl Channel {
         self.dirty = false;
         self.version += 1;
         self.processed_at.push_back((self.version, self.processed));
-        self.last_outputs = self.pending.iter().filter(|o| !matches!(o, Output::Send { .. })).cloned().collect();
+        // What must reach the application at least once: everything not yet
+        // released, from this change and from earlier ones whose writes are
+        // still in flight, since a crash may keep this state and lose those.
+        self.unreleased = self
+            .gated
+            .iter()
+            .map(|(_, o)| o)
+            .chain(&self.pending)
+            .filter(|o| !matches!(o, Output::Send { .. }))
+            .cloned()
+            .collect();
         let state = self.to_bytes();
         self.state_len_hint = state.len();
         self.persist.push_back(Output::Persist { version: self.version, state });
@@ -946,27 +1055,50 @@ impl Channel {
 
     /// A message from the peer, with the `acknowledge` value of its transport
     /// header (ruling D8).
+    ///
+    /// The peer's `authenticate` goes to
+    /// [`handle_authenticate`](Self::handle_authenticate). A message the peer
+    /// retransmits after a reconnection that this channel had already
+    /// processed is recognised by its number and skipped (R1.2-b, R1.2-d).
     pub fn handle_message(&mut self, message: Message, acknowledge: u64) {
         // `authenticate` belongs to the transport and is not counted (R1.2-b).
-        if matches!(message, Message::Authenticate(_)) || self.is_terminal() {
+        if let Message::Authenticate(_) = message {
+            self.handle_authenticate(acknowledge);
+            return;
+        }
+        if self.is_terminal() {
+            return;
+        }
+        if self.link != Link::Up {
+            // The peer's first message on a transport is its authenticate,
+            // which says what we must resend: anything before it cannot be
+            // numbered.
+            let problem = format!("{} before the peer's authenticate", message.name());
+            self.processed += 1;
+            self.fail_with(FailOrigin::PeerViolation, Some(Rule::R1_2_a), problem);
+            self.flush();
+            return;
+        }
+        self.in_no += 1;
+        if self.in_no <= self.processed {
+            // R1.2-d: a retransmission of a message we processed before the
+            // reconnection (our authenticate could only acknowledge what was
+            // durable). Its effects are already in the state.
             return;
         }
         self.processed += 1;
         self.dirty = true;
-        // R1.2-c: the peer's acknowledge never decreases (nor exceeds what
-        // we sent).
-        if acknowledge < self.peer_ack || acknowledge > self.sent {
-            let problem = format!("acknowledge {acknowledge} outside {}..={}", self.peer_ack, self.sent);
-            self.fail_with(FailOrigin::PeerViolation, Some("R1.2-c"), problem);
+        // R1.2-c: the acknowledges of the peer's messages never decrease, nor
+        // exceed what we sent. Retransmissions keep their first header, so
+        // the floor is the last processed message's, not the authenticate's.
+        if acknowledge < self.last_in_ack || acknowledge > self.sent {
+            let problem = format!("acknowledge {acknowledge} outside {}..={}", self.last_in_ack, self.sent);
+            self.fail_with(FailOrigin::PeerViolation, Some(Rule::R1_2_c), problem);
             self.flush();
             return;
         }
-        if acknowledge > self.peer_ack {
-            self.peer_ack = acknowledge.min(self.sent);
-            while self.unacked.front().is_some_and(|(n, _, _)| *n <= self.peer_ack) {
-                self.unacked.pop_front();
-            }
-        }
+        self.last_in_ack = acknowledge;
+        self.trim_unacked(acknowledge);
         if let Err(v) = self.dispatch(message, acknowledge) {
             self.fail_with(FailOrigin::PeerViolation, v.rule, v.problem);
         }
@@ -981,7 +1113,11 @@ impl Channel {
             return;
         }
         self.processed += 1;
-        self.fail_with(FailOrigin::PeerViolation, error.rule(), format!("malformed message: {error}"));
+        self.fail_with(
+            FailOrigin::PeerViolation,
+            error.rule().and_then(Rule::from_id),
+            format!("malformed message: {error}"),
+        );
         self.flush();
     }
 
@@ -1004,7 +1140,7 @@ impl Channel {
                 // Every signature we hold commits to the described output, so
                 // no transaction of ours could spend the real one.
                 let problem = "the anchor on chain is not the output open_anchor described".to_string();
-                self.fail_inner(FailOrigin::Chain, Some("R2.2-d"), problem, Some(FailBroadcast::Nothing));
+                self.fail_inner(FailOrigin::Chain, Some(Rule::R2_2_d), problem, Some(FailBroadcast::Nothing));
                 self.flush();
                 return;
             }
@@ -1025,6 +1161,11 @@ impl Channel {
         self.height = self.height.max(height);
         self.time = self.time.max(time);
         self.dirty = true;
+        // R2.4-c: an open_complete sent before any block was seen (height
+        // 0) starts its timeout at the first block, not at genesis.
+        if self.sent_complete_at == Some(0) {
+            self.sent_complete_at = Some(self.height);
+        }
         if let Err(v) = self.check_clock() {
             self.fail_with(FailOrigin::Chain, v.rule, v.problem);
         }
@@ -1054,36 +1195,64 @@ impl Channel {
         self.anchor_broadcast = true;
         self.fail_inner(
             FailOrigin::Chain,
-            Some("R6.1-a"),
+            Some(Rule::R6_1_a),
             format!("anchor spent by {}", tx.compute_txid()),
             Some(FailBroadcast::AnchorSpent),
         );
         self.flush();
     }
 
-    /// Continues on a new transport (R1.2-a): `peer_ack` is the acknowledge
-    /// of the peer's `authenticate` header. Every message it does not cover
-    /// is sent again, with the same acknowledge, so the bytes are identical
-    /// (R1.2-d, R1.2-e).
-    pub fn reconnect(&mut self, peer_ack: u64) {
-        if peer_ack > self.peer_ack {
-            self.peer_ack = peer_ack.min(self.sent);
+    /// A new transport replaces the old one (R1.2-a): call it once the
+    /// transport is up, before reading anything from it, and send the
+    /// peer an `authenticate` whose header carries the returned
+    /// acknowledge: the messages we have durably processed (R1.2-b). A
+    /// restored channel starts without a transport and needs this call too.
+    ///
+    /// Messages queued for the old transport and not yet drained are
+    /// dropped, and nothing is sent until the peer's `authenticate` arrives
+    /// ([`handle_authenticate`](Self::handle_authenticate)), since only it
+    /// says where the retransmission starts.
+    pub fn new_transport(&mut self) -> u64 {
+        self.gated.retain(|(_, o)| !matches!(o, Output::Send { .. }));
+        self.link = Link::AwaitingAuth;
+        // The peer resends everything after what we acknowledge now.
+        self.in_no = self.durable_processed;
+        self.durable_processed
+    }
+
+    /// The peer's `authenticate`, with the acknowledge of its header: every
+    /// message of ours it does not cover is sent again, with its original
+    /// header, so the bytes are identical (R1.2-d, R1.2-e); then new messages
+    /// flow. An acknowledge below one the peer sent before, or above what we
+    /// sent, fails the connection (R1.2-c). Outside a reconnection (no
+    /// [`new_transport`](Self::new_transport) before it) it is ignored.
+    pub fn handle_authenticate(&mut self, acknowledge: u64) {
+        if self.link != Link::AwaitingAuth || self.is_terminal() {
+            return;
+        }
+        self.link = Link::Up;
+        if acknowledge < self.peer_ack || acknowledge > self.sent {
+            let problem = format!("authenticate acknowledges {acknowledge}, outside {}..={}", self.peer_ack, self.sent);
+            self.fail_with(FailOrigin::PeerViolation, Some(Rule::R1_2_c), problem);
+            self.flush();
+            return;
+        }
+        self.trim_unacked(acknowledge);
+        for (_, ack, bytes) in &self.unacked {
+            let message = crate::wire::decode(bytes).expect("checked to decode when stored or restored");
+            self.gated.push_back((self.version, Output::Send { message, acknowledge: *ack }));
+        }
+    }
+
+    /// The peer has processed our messages up to `acknowledge`: they need
+    /// no retransmission.
+    fn trim_unacked(&mut self, acknowledge: u64) {
+        if acknowledge > self.peer_ack {
+            self.peer_ack = acknowledge.min(self.sent);
             while self.unacked.front().is_some_and(|(n, _, _)| *n <= self.peer_ack) {
                 self.unacked.pop_front();
             }
-        }
-        // Drop what was queued for the old transport and not yet drained.
-        self.gated.retain(|(_, o)| !matches!(o, Output::Send { .. }));
-        let resend: Vec<Output> = self
-            .unacked
-            .iter()
-            .map(|(_, ack, bytes)| Output::Send {
-                message: crate::wire::decode(bytes).expect("our own messages decode"),
-                acknowledge: *ack,
-            })
-            .collect();
-        for o in resend {
-            self.gated.push_back((self.version, o));
+            self.dirty = true;
         }
     }
 
@@ -1185,6 +1354,18 @@ impl Channel {
         }
         // R3.3-a: only the peer's HTLCs, as staged (not already removed).
         self.check_both(Side::Local, &update, true).map_err(Refusal::caller)?;
+        // R3.3-c: the HTLC must be in a current commitment, as the peer will
+        // check; and R is revealed only once no commitment the peer can
+        // still broadcast lacks the HTLC.
+        let ready = match update {
+            Update::Fulfill { id, .. } => self.locked_in(Side::Remote, id),
+            Update::Fail { id } => self.in_a_commitment(Side::Remote, id),
+            _ => true,
+        };
+        if !ready {
+            let (Update::Fulfill { id, .. } | Update::Fail { id }) = update else { unreachable!("removals only") };
+            return Err(ChannelError::NotCommitted(id));
+        }
         let removed = self.staged_htlc_of(Side::Local, &update);
         let message = match &update {
             Update::Fulfill { id, r } => Message::UpdateFulfillHtlc(UpdateFulfillHtlc { id: *id, r: *r }),
@@ -1199,14 +1380,21 @@ impl Channel {
 
     /// Changes the fee rate of our commitments (R3.4-a); it applies once the
     /// peer acknowledges it (ruling D7).
+    ///
+    /// Fees are frozen once `close_clearing` has been sent or received (see
+    /// `docs/adr/0004-fees-freeze-at-clearing.md`): a fee change that crossed
+    /// the peer's `close_signature` would leave the two sides disagreeing on
+    /// whether clearing is complete (R4.2-a).
     pub fn update_fee(&mut self, fee_rate: u32) -> Result<(), ChannelError> {
-        // Once negotiating the close, the commitments must stay as they are.
-        if self.phase != Phase::Normal || self.close.our_fee.is_some() || self.clearing_complete() {
+        if self.phase != Phase::Normal {
             return Err(self.wrong_phase("update_fee"));
+        }
+        if self.close.sent_clearing || self.close.received_clearing {
+            return Err(ChannelError::WrongPhase { command: "update_fee", phase: "clearing for a close" });
         }
         let mut staged = self.staged_ours.clone();
         staged.fee_rate = fee_rate;
-        if fee_rate == 0 || !staged.has_output() {
+        if fee_rate < self.config.min_fee_rate || !staged.has_output() {
             return Err(ChannelError::BadFeeRate);
         }
         self.send(Message::UpdateFee(UpdateFee { fee_rate }));
@@ -1217,19 +1405,22 @@ impl Channel {
 
     /// A fee estimate from the caller (satoshi per 1000 bytes for timely
     /// inclusion): if our commitments' rate is below it, raise it to twice
-    /// the estimate, as the text suggests (R3.4-c). Returns whether an
-    /// `update_fee` was sent.
+    /// the estimate, as the text suggests (R3.4-c), but never above our
+    /// `max_fee_rate`, the most a peer configured like us accepts (R3.4-b).
+    /// Returns whether an `update_fee` was sent.
     pub fn handle_fee_estimate(&mut self, estimate: u32) -> Result<bool, ChannelError> {
         if self.fee_estimate != Some(estimate) {
             self.fee_estimate = Some(estimate);
             self.dirty = true;
             self.flush();
         }
-        let negotiating = self.close.our_fee.is_some() || self.clearing_complete();
-        if self.phase != Phase::Normal || negotiating || self.staged_ours.fee_rate >= estimate {
+        let clearing = self.close.sent_clearing || self.close.received_clearing;
+        let target = estimate.saturating_mul(2).min(self.config.max_fee_rate).max(self.config.min_fee_rate);
+        let current = self.staged_ours.fee_rate;
+        if self.phase != Phase::Normal || clearing || current >= estimate || current >= target {
             return Ok(false);
         }
-        self.update_fee(estimate.saturating_mul(2)).map(|()| true)
+        self.update_fee(target).map(|()| true)
     }
 
     /// Signs the peer's next commitment with every staged change and sends
@@ -1252,7 +1443,7 @@ impl Channel {
             // here (R3.6-d leaves a transaction with no output): it cannot go
             // on, so it fails like any broken channel.
             let problem = "the peer's next commitment would have no output: every output is dust";
-            self.fail_with(FailOrigin::Local, Some("R3.6-d"), problem.to_string());
+            self.fail_with(FailOrigin::Local, Some(Rule::R3_6_d), problem.to_string());
             self.flush();
             return Err(ChannelError::Failed(problem));
         };
@@ -1267,6 +1458,8 @@ impl Channel {
         for e in &mut self.log {
             e.in_theirs = true;
         }
+        // The HTLCs just committed may be failed now (R3.3-c).
+        self.send_decided_fails();
         self.flush();
         Ok(())
     }
@@ -1309,14 +1502,14 @@ impl Channel {
         // R2.4-b; anything else out of place breaks the order of R2-a.
         let normal_message = name.starts_with("update_") || name.starts_with("close_");
         let unexpected = |phase: Phase| {
-            let rule = if normal_message && phase != Phase::Normal { "R2.4-b" } else { "R2-a" };
+            let rule = if normal_message && phase != Phase::Normal { Rule::R2_4_b } else { Rule::R2_a };
             violation(rule, format!("unexpected {name} while {}", phase.name()))
         };
         match (self.phase, message) {
             // R6.3-b: an error fails the connection and gets no error back.
             (_, Message::Error(ErrorMessage { problem })) => {
                 let problem = format!("peer sent error: {}", problem.unwrap_or_default());
-                self.fail_with(FailOrigin::PeerError, Some("R6.3-b"), problem);
+                self.fail_with(FailOrigin::PeerError, Some(Rule::R6_3_b), problem);
                 Ok(())
             }
             // R1-a: an unknown odd message is ignored.
@@ -1333,11 +1526,11 @@ impl Channel {
                 self.on_remove(Update::Fulfill { id: m.id, r: m.r }, Vec::new())
             }
             (Phase::Normal, Message::UpdateFailHtlc(m)) => self.on_remove(Update::Fail { id: m.id }, m.reason),
-            (Phase::Normal, Message::UpdateFee(m)) => self.on_fee(m.fee_rate),
+            (Phase::Normal, Message::UpdateFee(m)) => self.on_fee(m.fee_rate, ack),
             (Phase::Normal, Message::UpdateCommit(m)) => self.on_commit(m.sig, ack),
             (Phase::Normal, Message::UpdateRevocation(m)) => self.on_revocation(m),
             (Phase::Normal, Message::CloseClearing) => self.on_close_clearing(),
-            (Phase::Normal, Message::CloseSignature(m)) => self.on_close_signature(m),
+            (Phase::Normal, Message::CloseSignature(m)) => self.on_close_signature(m, ack),
             (phase, _) => Err(unexpected(phase)),
         }
     }
@@ -1349,7 +1542,7 @@ impl Channel {
             Role::Fundee => AnchorOffer::WillCreate,
         };
         if o.anch != expected {
-            return Err(violation("R2.1-a", format!("peer's anch is {:?}, expected {expected:?}", o.anch)));
+            return Err(violation(Rule::R2_1_a, format!("peer's anch is {:?}, expected {expected:?}", o.anch)));
         }
         // R2.1-b
         let too_long = match o.delay {
@@ -1357,16 +1550,16 @@ impl Channel {
             Delay::Seconds(s) => s > self.config.max_delay_seconds,
         };
         if too_long {
-            return Err(violation("R2.1-b", format!("delay {} is unreasonably large", o.delay)));
+            return Err(violation(Rule::R2_1_b, format!("delay {} is unreasonably large", o.delay)));
         }
         // R2.1-c
         if o.min_depth > self.config.max_min_depth {
-            return Err(violation("R2.1-c", format!("min_depth {} is unreasonably large", o.min_depth)));
+            return Err(violation(Rule::R2_1_c, format!("min_depth {} is unreasonably large", o.min_depth)));
         }
         // R2.1-d
         if o.initial_fee_rate < self.config.min_fee_rate || o.initial_fee_rate > self.max_peer_fee_rate() {
             return Err(violation(
-                "R2.1-d",
+                Rule::R2_1_d,
                 format!(
                     "initial_fee_rate {} outside {}..={}",
                     o.initial_fee_rate,
@@ -1420,7 +1613,7 @@ impl Channel {
             commitment_fee(self.config.fee_rate, 0).max(commitment_fee(self.their_view.fee_rate, 0)) + DUST_LIMIT;
         if amount < needed || amount < self.config.min_anchor {
             return Err(violation(
-                "R2.2-b",
+                Rule::R2_2_b,
                 format!("anchor of {amount} does not cover the initial commitment fees (needs {needed})"),
             ));
         }
@@ -1443,7 +1636,7 @@ impl Channel {
     fn on_open_anchor(&mut self, a: OpenAnchor) -> Result<(), Violation> {
         // R2.2-c
         if a.amount > MAX_ANCHOR {
-            return Err(violation("R2.2-c", format!("anchor amount {} is above 4294967 sat", a.amount)));
+            return Err(violation(Rule::R2_2_c, format!("anchor amount {} is above 4294967 sat", a.amount)));
         }
         self.check_initial_fees(a.amount)?;
         let remote = self.remote.expect("known after open_channel");
@@ -1458,7 +1651,7 @@ impl Channel {
         let ours = self.build_ours_with(&funding, &self.our_view, 0).expect("fees were checked");
         // R2.2-d
         if ours.verify(&funding, &remote.commit_key, &a.commit_sig).is_err() {
-            return Err(violation("R2.2-d", "open_anchor.commit_sig does not sign our initial commitment"));
+            return Err(violation(Rule::R2_2_d, "open_anchor.commit_sig does not sign our initial commitment"));
         }
         let theirs = self.build_theirs_with(&funding, &self.their_view, self.their_hash).expect("fees were checked");
         let sig = theirs.sign(&funding, &*self.signer).map_err(|e| Violation { rule: None, problem: e.to_string() })?;
@@ -1478,7 +1671,7 @@ impl Channel {
         let ours = self.build_ours_with(&funding, &self.our_view, 0).expect("fees were checked");
         // R2.3-a
         if ours.verify(&funding, &remote.commit_key, &s.sig).is_err() {
-            return Err(violation("R2.3-a", "open_commit_sig.sig does not sign our initial commitment"));
+            return Err(violation(Rule::R2_3_a, "open_commit_sig.sig does not sign our initial commitment"));
         }
         self.our_sig = Some(s.sig);
         // R2.3-b: broadcast the anchor now, and watch it (R6.1-a).
@@ -1502,14 +1695,17 @@ impl Channel {
         // R4.1-a: the peer may not add after its own close_clearing, nor
         // after processing ours.
         if self.close.received_clearing {
-            return Err(violation("R4.1-a", "update_add_htlc after the peer's close_clearing"));
+            return Err(violation(Rule::R4_1_a, "update_add_htlc after the peer's close_clearing"));
         }
         if self.close.clearing_committed {
-            return Err(violation("R4.1-a", "update_add_htlc after an update_commit acknowledging our close_clearing"));
+            return Err(violation(
+                Rule::R4_1_a,
+                "update_add_htlc after an update_commit acknowledging our close_clearing",
+            ));
         }
         // R3.2-b
         if m.amount.to_u32() == 0 {
-            return Err(violation("R3.2-b", format!("HTLC {} has amount 0", m.id)));
+            return Err(violation(Rule::R3_2_b, format!("HTLC {} has amount 0", m.id)));
         }
         let htlc = Htlc { offerer: Side::Remote, id: m.id, amount: m.amount, r_hash: m.r_hash, expiry: m.expiry };
         let update = Update::Add(htlc);
@@ -1528,11 +1724,11 @@ impl Channel {
         // So is one expiring too soon for us to claim it from our own
         // commitment, where R only takes it after the peer's delay (ruling
         // D6; the offerer's R3.2-d is a SHOULD, so not a violation).
+        // Both are failed as soon as the HTLC is in a commitment (R3.3-c).
         let too_soon = self.reached(self.incoming_deadline(htlc.expiry));
         if self.close.sent_clearing || too_soon {
             let reason = if too_soon { b"expiry too soon".to_vec() } else { b"closing".to_vec() };
-            self.send(Message::UpdateFailHtlc(UpdateFailHtlc { id: m.id, reason: reason.clone() }));
-            self.log_update(Side::Local, Update::Fail { id: m.id }, reason, Some(htlc));
+            self.must_fail.insert(m.id, reason);
         }
         Ok(())
     }
@@ -1540,6 +1736,14 @@ impl Channel {
     fn on_remove(&mut self, update: Update, reason: Vec<u8>) -> Result<(), Violation> {
         // R3.3-c, R3.3-d (and R3.3-a: the id is in our id space).
         self.check_both(Side::Remote, &update, true).map_err(Refusal::peer)?;
+        // R3.3-c: in a current commitment, not only staged. The peer's
+        // commitment counts as well as ours: it may remove an HTLC as soon as
+        // its own commitment holds it.
+        if let Update::Fulfill { id, .. } | Update::Fail { id } = update {
+            if !self.in_a_commitment(Side::Local, id) {
+                return Err(violation(Rule::R3_3_c, format!("HTLC {id} is in no current commitment, only staged")));
+            }
+        }
         let removed = self.staged_htlc_of(Side::Remote, &update);
         if let (Update::Fulfill { r, .. }, Some(h)) = (&update, removed) {
             // The preimage is usable upstream at once (R6.2-a's off-chain twin).
@@ -1554,14 +1758,19 @@ impl Channel {
         Ok(())
     }
 
-    fn on_fee(&mut self, rate: u32) -> Result<(), Violation> {
-        if self.close.their.is_some() {
-            return Err(violation("R4.2-a", "update_fee after close_signature"));
+    fn on_fee(&mut self, rate: u32, ack: u64) -> Result<(), Violation> {
+        // Fees freeze at clearing (ADR 0004): only a fee change that crossed
+        // our close_clearing, sent before the peer processed it, is taken.
+        if self.close.received_clearing {
+            return Err(violation(Rule::R4_2_a, "update_fee after the peer's close_clearing"));
+        }
+        if self.close.sent_clearing && ack >= self.close.clearing_msg_no {
+            return Err(violation(Rule::R4_2_a, "update_fee after processing our close_clearing"));
         }
         // R3.4-b
         if rate > self.max_peer_fee_rate() || rate == 0 {
             return Err(violation(
-                "R3.4-b",
+                Rule::R3_4_b,
                 format!("update_fee of {rate} is outside 1..={}", self.max_peer_fee_rate()),
             ));
         }
@@ -1571,7 +1780,7 @@ impl Channel {
         staged.fee_rate = rate;
         if !staged.has_output() {
             return Err(violation(
-                "R3.4-b",
+                Rule::R3_4_b,
                 format!("update_fee of {rate} leaves every output of the commitment dust"),
             ));
         }
@@ -1585,17 +1794,17 @@ impl Channel {
         let included = |e: &Entry| !e.in_ours && (e.from == Side::Remote || e.msg_no <= ack);
         if !self.log.iter().any(included) {
             // R3.5-a
-            return Err(violation("R3.5-a", "update_commit without any update"));
+            return Err(violation(Rule::R3_5_a, "update_commit without any update"));
         }
         let mut view = self.our_view.clone();
         for e in self.log.iter().filter(|e| included(e)) {
             view.apply(e.from, &e.update).map_err(Refusal::peer)?;
         }
         let num = self.our_num + 1;
-        let built = self.build_ours(&view, num).ok_or_else(|| violation("R3.2-a", "commitment cannot be built"))?;
+        let built = self.build_ours(&view, num).ok_or_else(|| violation(Rule::R3_2_a, "commitment cannot be built"))?;
         let funding = self.funding.as_ref().expect("normal operation has an anchor");
         if built.verify(funding, &self.remote.expect("open").commit_key, &sig).is_err() {
-            return Err(violation("R3.5-b", format!("update_commit signature does not sign our commitment {num}")));
+            return Err(violation(Rule::R3_5_b, format!("update_commit signature does not sign our commitment {num}")));
         }
         for e in self.log.iter_mut().filter(|e| included(e)) {
             e.in_ours = true;
@@ -1617,23 +1826,26 @@ impl Channel {
 
     fn on_revocation(&mut self, m: UpdateRevocation) -> Result<(), Violation> {
         let Some((prev_view, prev_hash)) = self.their_prev.take() else {
-            return Err(violation("R3.5-d", "update_revocation without a commitment to revoke"));
+            return Err(violation(Rule::R3_5_d, "update_revocation without a commitment to revoke"));
         };
         // R3.5-d
         if m.revocation_preimage.hash() != prev_hash {
             self.their_prev = Some((prev_view, prev_hash));
-            return Err(violation("R3.5-d", "revocation preimage does not match the previous commitment"));
+            return Err(violation(Rule::R3_5_d, "revocation preimage does not match the previous commitment"));
         }
         let prev_num = self.their_num - 1;
         // R5-d: consistent with every preimage revealed before.
         if let Err(e) = self.their_secrets.insert(RevocationSecrets::index(prev_num), m.revocation_preimage.0) {
             self.their_prev = Some((prev_view, prev_hash));
-            return Err(violation("R5-d", e.to_string()));
+            return Err(violation(Rule::R5_d, e.to_string()));
         }
         self.their_next_hash = Some(m.next_revocation_hash);
         // R3-a: what is needed to punish this commitment if it is ever
         // broadcast leaves the channel as a durable watch record.
-        let record = self.revoked_record(&prev_view, prev_num, m.revocation_preimage);
+        let Some(record) = self.revoked_record(&prev_view, prev_num, m.revocation_preimage) else {
+            self.their_prev = Some((prev_view, prev_hash));
+            return Err(Violation { rule: None, problem: "the revoked commitment cannot be rebuilt".into() });
+        };
         self.emit(Output::Watch(Watch::RevokedCommitment(Box::new(record))));
         for e in self.log.iter_mut().filter(|e| e.in_theirs) {
             e.theirs_locked = true;
@@ -1642,16 +1854,18 @@ impl Channel {
         Ok(())
     }
 
-    fn revoked_record(&self, view: &View, number: u64, preimage: Preimage) -> RevokedCommitment {
-        let funding = self.funding.clone().expect("normal operation has an anchor");
-        let remote = self.remote.expect("open");
+    /// The punishment record of the peer's commitment `view`; `None` only if
+    /// it cannot be rebuilt, which `restore` rules out for every stored one.
+    fn revoked_record(&self, view: &View, number: u64, preimage: Preimage) -> Option<RevokedCommitment> {
+        let funding = self.funding.clone()?;
+        let remote = self.remote?;
         let (to_owner, to_other) = view.owner_balances();
         let htlcs = view.htlc_specs();
         let txid = match self.their_prev_txid {
             Some(txid) => txid,
-            None => self.build_theirs(view, preimage.hash()).expect("it was signed").txid(),
+            None => self.build_theirs(view, preimage.hash())?.txid(),
         };
-        RevokedCommitment {
+        Some(RevokedCommitment {
             number,
             txid,
             preimage,
@@ -1663,13 +1877,13 @@ impl Channel {
             delay: self.config.delay,
             owner_final: remote.final_key,
             other_final: self.signer.public_key(KeyRole::Final),
-        }
+        })
     }
 
     fn on_close_clearing(&mut self) -> Result<(), Violation> {
         // R4.1-b
         if self.close.received_clearing {
-            return Err(violation("R4.1-b", "second close_clearing"));
+            return Err(violation(Rule::R4_1_b, "second close_clearing"));
         }
         self.close.received_clearing = true;
         if !self.close.sent_clearing {
@@ -1685,72 +1899,112 @@ impl Channel {
         self.event(Event::ChannelClosing);
     }
 
-    fn on_close_signature(&mut self, m: CloseSignature) -> Result<(), Violation> {
+    fn on_close_signature(&mut self, m: CloseSignature, ack: u64) -> Result<(), Violation> {
         // R4.2-a: only once clearing is complete.
         if !self.clearing_complete() {
-            return Err(violation("R4.2-a", "close_signature before clearing is complete"));
+            return Err(violation(Rule::R4_2_a, "close_signature before clearing is complete"));
         }
         // R4.2-b
         let their_max = self.their_view.fee();
         if m.close_fee.to_sat() % 2 == 1 || m.close_fee > their_max {
-            return Err(violation("R4.2-b", format!("close_fee {} is odd or above {their_max}", m.close_fee)));
+            return Err(violation(Rule::R4_2_b, format!("close_fee {} is odd or above {their_max}", m.close_fee)));
         }
-        let close = self.build_close(m.close_fee).ok_or_else(|| violation("R4.2-b", "close_fee leaves no output"))?;
+        let close =
+            self.build_close(m.close_fee).ok_or_else(|| violation(Rule::R4_2_b, "close_fee leaves no output"))?;
         let funding = self.funding.as_ref().expect("open");
         // R4.2-d
         if close.verify(funding, &self.remote.expect("open").commit_key, &m.sig).is_err() {
             return Err(violation(
-                "R4.2-d",
+                Rule::R4_2_d,
                 format!("close_signature does not sign the close with fee {}", m.close_fee),
             ));
         }
-        // R4.2-f, ruling D5: each proposal must narrow the interval.
-        if let (Some(ours), Some((prev, _))) = (self.close.our_fee, self.close.their) {
+        // The peer had not processed our last proposal when it sent this
+        // one: the two crossed.
+        let crossed = self.close.our_fee.is_some() && ack < self.close.our_msg_no;
+        // R4.2-f, ruling D5: each answer must narrow the interval.
+        if let (false, Some(ours), Some((prev, _))) = (crossed, self.close.our_fee, self.close.their) {
             let (lo, hi) = if prev < ours { (prev, ours) } else { (ours, prev) };
             let between = m.close_fee == ours || (m.close_fee > lo && m.close_fee < hi);
             if !between {
-                return Err(violation("R4.2-f", format!("close_fee {} is not between {prev} and {ours}", m.close_fee)));
+                return Err(violation(
+                    Rule::R4_2_f,
+                    format!("close_fee {} is not between {prev} and {ours}", m.close_fee),
+                ));
             }
         }
-        self.close.their = Some((m.close_fee, m.sig));
-        // R4.2-b: we never propose more than our own final commitment's fee.
-        let cap = Amount::from_sat(self.our_view.fee().to_sat() & !1);
         let theirs = m.close_fee;
-        let next = match self.close.our_fee {
-            // They agreed with us.
-            Some(ours) if ours == theirs => None,
-            // R4.2-e: propose strictly between the two (D5: when no even
-            // value within our cap lies strictly between, accept theirs).
-            Some(ours) => {
-                let (lo, hi) = (ours.min(theirs).to_sat(), ours.max(theirs).to_sat());
-                let mid = Amount::from_sat(lo + (((hi - lo) / 2) & !1)).min(cap);
-                Some(if mid.to_sat() > lo && mid.to_sat() < hi { mid } else { theirs })
-            }
-            None => Some(self.initial_close_fee()),
-        };
-        match next {
-            None => self.finish_close(close),
-            Some(fee) if fee == theirs => {
-                // R4.2-e: agree: echo the fee with our signature when we may
-                // propose it ourselves (R4.2-b), and broadcast.
-                if fee <= cap {
-                    self.send_close_signature(fee)?;
-                }
-                self.finish_close(close);
-            }
-            Some(fee) => self.send_close_signature(fee)?,
+        let floor = self.close_floor();
+        self.close.their = Some((theirs, m.sig));
+        if theirs >= floor {
+            // R6.3-f: the close we would broadcast on failure.
+            self.close.their_relayable = Some((theirs, m.sig));
         }
+        // The same fee on both sides: the same transaction.
+        if self.close.our_fee == Some(theirs) {
+            self.finish_close(close);
+            return Ok(());
+        }
+        // D5 tie-break for crossed proposals: both sides would answer both
+        // and could end on two different closes. The funder answers the
+        // fundee's proposal as if its own had not been sent; the fundee
+        // waits for that answer, so one exchange goes on.
+        if crossed && self.role == Role::Fundee {
+            return Ok(());
+        }
+        // R4.2-b: we never propose more than our own final commitment's fee,
+        // nor less than a fee the network relays.
+        let cap = Amount::from_sat(self.our_view.fee().to_sat() & !1);
+        let next = match self.close.our_fee {
+            // R4.2-e: propose strictly between the two (D5: when no even
+            // value within our bounds lies strictly between, accept theirs).
+            Some(ours) => {
+                let (lo, hi) = (ours.min(theirs), ours.max(theirs));
+                let mid = (lo + Amount::from_sat(((hi - lo).to_sat() / 2) & !1)).min(cap).max(floor);
+                if mid > lo && mid < hi {
+                    mid
+                } else {
+                    theirs
+                }
+            }
+            None => self.initial_close_fee(),
+        };
+        if next != theirs {
+            return self.send_close_signature(next);
+        }
+        if theirs < floor {
+            // Agreeing would leave a close no node relays (and the peer's
+            // proposals leave no relayable fee to propose): the negotiation
+            // cannot end on a usable transaction.
+            return Err(violation(
+                Rule::R4_2_f,
+                format!("close_fee {theirs} is below the relay floor {floor} and no relayable fee is left to propose"),
+            ));
+        }
+        // R4.2-e: agree: echo the fee with our signature when we may propose
+        // it ourselves (R4.2-b), and broadcast.
+        if theirs <= cap {
+            self.send_close_signature(theirs)?;
+        }
+        self.finish_close(close);
         Ok(())
     }
 
+    /// The lowest close fee we propose or accept: the close transaction's
+    /// worst-case size at the relay fee rate.
+    fn close_floor(&self) -> Amount {
+        crate::fees::min_close_fee(self.config.min_relay_fee_rate)
+    }
+
     fn send_close_signature(&mut self, fee: Amount) -> Result<(), Violation> {
-        let close = self.build_close(fee).ok_or_else(|| violation("R4.2-b", "our close fee leaves no output"))?;
+        let close = self.build_close(fee).ok_or_else(|| violation(Rule::R4_2_b, "our close fee leaves no output"))?;
         let sig = close
             .sign(self.funding.as_ref().expect("open"), &*self.signer)
             .map_err(|e| Violation { rule: None, problem: e.to_string() })?;
         self.close.our_fee = Some(fee);
         self.close.signed_fees.push(fee);
         self.send(Message::CloseSignature(CloseSignature { close_fee: fee, sig }));
+        self.close.our_msg_no = self.sent;
         Ok(())
     }
 
@@ -1768,10 +2022,11 @@ impl Channel {
         }
     }
 
-    /// The opening offer: a 336-byte estimate at our close fee rate, capped
-    /// at our final commitment's fee (R4.2-b), even.
+    /// The opening offer: a 336-byte estimate at our close fee rate, at
+    /// least the relay floor, capped at our final commitment's fee (R4.2-b),
+    /// even.
     fn initial_close_fee(&self) -> Amount {
-        fee_for_bytecount(CLOSE_BYTECOUNT, self.config.close_fee_rate).min(self.our_view.fee())
+        fee_for_bytecount(CLOSE_BYTECOUNT, self.config.close_fee_rate).max(self.close_floor()).min(self.our_view.fee())
     }
 
     fn build_close(&self, fee: Amount) -> Option<CloseTx> {
@@ -1918,6 +2173,9 @@ impl Channel {
                 self.event(event);
             }
         }
+        if self.phase == Phase::Normal {
+            self.send_decided_fails();
+        }
         // R4.2-a: once clearing is complete, open the fee negotiation.
         if self.phase == Phase::Normal && self.close.our_fee.is_none() && self.clearing_complete() {
             let fee = self.initial_close_fee();
@@ -1932,7 +2190,7 @@ impl Channel {
         // R2.4-c: the peer's open_complete is late.
         if let (Phase::AwaitDepth, Some(at), false) = (self.phase, self.sent_complete_at, self.received_complete) {
             if self.height >= at.saturating_add(self.config.open_complete_timeout_blocks) {
-                return Err(violation("R2.4-c", "open_complete did not arrive in time"));
+                return Err(violation(Rule::R2_4_c, "open_complete did not arrive in time"));
             }
         }
         if self.phase != Phase::Normal {
@@ -1948,7 +2206,7 @@ impl Channel {
                 || self.their_view.htlc(Side::Local, *id).is_some();
             if present && self.reached(*deadline) {
                 return Err(violation(
-                    "R3.1-c",
+                    Rule::R3_1_c,
                     format!("offered HTLC {id} is past its redemption deadline {deadline}"),
                 ));
             }
@@ -1964,21 +2222,61 @@ impl Channel {
         for (id, h) in fulfilled {
             if self.reached(self.incoming_deadline(h.expiry)) {
                 return Err(violation(
-                    "R6.2-c",
+                    Rule::R6_2_c,
                     format!("incoming HTLC {id} is fulfilled but not committed before its deadline"),
                 ));
             }
         }
         // R3.3-b: fail incoming HTLCs that have timed out, as soon as
         // possible.
-        let expired: Vec<Htlc> =
-            self.staged_ours.htlcs().filter(|h| h.offerer == Side::Remote && self.reached(h.expiry)).copied().collect();
-        for h in expired {
-            let reason = b"expired".to_vec();
-            self.send(Message::UpdateFailHtlc(UpdateFailHtlc { id: h.id, reason: reason.clone() }));
-            self.log_update(Side::Local, Update::Fail { id: h.id }, reason, Some(h));
+        let expired: Vec<u64> = self
+            .staged_ours
+            .htlcs()
+            .filter(|h| h.offerer == Side::Remote && self.reached(h.expiry) && !self.must_fail.contains_key(&h.id))
+            .map(|h| h.id)
+            .collect();
+        for id in expired {
+            self.must_fail.insert(id, b"expired".to_vec());
+            self.dirty = true;
         }
         Ok(())
+    }
+
+    /// Sends the fails decided earlier (R3.3-b, R4.1-c, an expiry too soon)
+    /// for HTLCs that have reached a commitment since (R3.3-c); forgets those
+    /// the application removed itself.
+    fn send_decided_fails(&mut self) {
+        if self.must_fail.is_empty() {
+            return;
+        }
+        let ready: Vec<u64> =
+            self.must_fail.keys().copied().filter(|id| self.in_a_commitment(Side::Remote, *id)).collect();
+        for id in ready {
+            let reason = self.must_fail.remove(&id).expect("listed just now");
+            let update = Update::Fail { id };
+            if self.check_both(Side::Local, &update, true).is_err() {
+                continue;
+            }
+            let removed = self.staged_htlc_of(Side::Local, &update);
+            self.send(Message::UpdateFailHtlc(UpdateFailHtlc { id, reason: reason.clone() }));
+            self.log_update(Side::Local, update, reason, removed);
+        }
+        let staged = &self.staged_ours;
+        self.must_fail.retain(|id, _| staged.htlc(Side::Remote, *id).is_some());
+    }
+
+    /// R3.3-c: the HTLC `id` offered by `offerer` is in a current commitment
+    /// of either side.
+    fn in_a_commitment(&self, offerer: Side, id: u64) -> bool {
+        self.our_view.htlc(offerer, id).is_some() || self.their_view.htlc(offerer, id).is_some()
+    }
+
+    /// The HTLC is in our current commitment and in every commitment of the
+    /// peer's that it has not revoked: no broadcast can leave it out.
+    fn locked_in(&self, offerer: Side, id: u64) -> bool {
+        self.our_view.htlc(offerer, id).is_some()
+            && self.their_view.htlc(offerer, id).is_some()
+            && self.their_prev.as_ref().is_none_or(|(v, _)| v.htlc(offerer, id).is_some())
     }
 
     fn reached(&self, lock: absolute::LockTime) -> bool {
@@ -2123,24 +2421,19 @@ impl Channel {
     // Failing the connection (section 6.3).
     // -----------------------------------------------------------------
 
-    fn fail_with(&mut self, origin: FailOrigin, rule: Option<&'static str>, problem: String) {
+    fn fail_with(&mut self, origin: FailOrigin, rule: Option<Rule>, problem: String) {
         self.fail_inner(origin, rule, problem, None);
     }
 
-    fn fail_inner(
-        &mut self,
-        origin: FailOrigin,
-        rule: Option<&'static str>,
-        problem: String,
-        forced: Option<FailBroadcast>,
-    ) {
+    fn fail_inner(&mut self, origin: FailOrigin, rule: Option<Rule>, problem: String, forced: Option<FailBroadcast>) {
         if self.is_terminal() {
             return;
         }
         // R6.3-b: never answer an error with an error; R6.3-c: otherwise say
         // why.
         if origin != FailOrigin::PeerError {
-            self.send(Message::Error(ErrorMessage { problem: Some(problem.clone()) }));
+            let text = crate::wire::bounded_error_text(&problem);
+            self.send(Message::Error(ErrorMessage { problem: Some(text) }));
         }
         let broadcast = match forced {
             Some(b) => b,
@@ -2157,8 +2450,9 @@ impl Channel {
         if !self.anchor_broadcast {
             return FailBroadcast::Nothing;
         }
-        // R6.3-f: a valid close_signature was received: close with it.
-        if let Some((fee, sig)) = self.close.their {
+        // R6.3-f: a valid close_signature was received: close with the last
+        // one a node would relay.
+        if let Some((fee, sig)) = self.close.their_relayable {
             if let Some(close) = self.build_close(fee) {
                 let funding = self.funding.clone().expect("open");
                 if let Ok(tx) = close.finalize(&funding, &*self.signer, &self.remote.expect("open").commit_key, &sig) {

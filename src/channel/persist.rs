@@ -21,28 +21,19 @@ use super::{
     Channel, ChannelConfig, CloseState, Direction, Event, FailBroadcast, FailOrigin, FailReason, Output, Phase,
     RemoteParams, RevokedCommitment, Role, Watch,
 };
+use crate::rules::Rule;
 use crate::shachain::{RevocationSecrets, ShachainStore};
 use crate::tx::commitment::{HtlcDirection, HtlcSpec};
-use crate::tx::funding::FundingOutput;
+use crate::tx::funding::{FundingOutput, MAX_ANCHOR};
 use crate::tx::Signer;
 use crate::types::{Delay, HtlcMsat, MilliSats, Preimage};
 use crate::wire;
 
 const MAGIC: &[u8; 4] = b"PCHN";
-const FORMAT: u8 = 1;
-
-/// Every requirement and ruling ID, so a restored failure reason gets its
-/// `&'static str` back.
-const RULES: &[&str] = &[
-    "R1-a", "R1-b", "R1-c", "R1-d", "R1.2-a", "R1.2-b", "R1.2-c", "R1.2-d", "R1.2-e", "R2-a", "R2.1-a", "R2.1-b",
-    "R2.1-c", "R2.1-d", "R2.1-e", "R2.1-f", "R2.2-a", "R2.2-b", "R2.2-c", "R2.2-d", "R2.3-a", "R2.3-b", "R2.4-a",
-    "R2.4-b", "R2.4-c", "R3-a", "R3-b", "R3.1-a", "R3.1-b", "R3.1-c", "R3.2-a", "R3.2-b", "R3.2-c", "R3.2-d", "R3.2-e",
-    "R3.3-a", "R3.3-b", "R3.3-c", "R3.3-d", "R3.3-e", "R3.4-a", "R3.4-b", "R3.4-c", "R3.5-a", "R3.5-b", "R3.5-c",
-    "R3.5-d", "R3.5-e", "R3.5-f", "R3.6-a", "R3.6-b", "R3.6-c", "R3.6-d", "R3.6-e", "R4.1-a", "R4.1-b", "R4.1-c",
-    "R4.2-a", "R4.2-b", "R4.2-c", "R4.2-d", "R4.2-e", "R4.2-f", "R5-a", "R5-b", "R5-c", "R5-d", "R6.1-a", "R6.1-b",
-    "R6.1-c", "R6.1-d", "R6.2-a", "R6.2-b", "R6.2-c", "R6.2-d", "R6.3-a", "R6.3-b", "R6.3-c", "R6.3-d", "R6.3-e",
-    "R6.3-f", "R6.3-g", "D1", "D2", "D3", "D4", "D5", "D6", "D7", "D8", "D9",
-];
+const FORMAT: u8 = 2;
+/// The state ends with the first bytes of the SHA-256 of everything before
+/// them: a flipped bit anywhere is refused rather than trusted.
+const CHECKSUM_LEN: usize = 8;
 
 /// Why a persisted state could not be restored.
 #[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
@@ -60,6 +51,13 @@ pub enum RestoreError {
     /// The signer's keys are not the ones the channel was made with.
     #[error("the signer's keys do not match the channel's")]
     WrongSigner,
+    /// The checksum does not match: the bytes were damaged.
+    #[error("channel state checksum mismatch: the stored bytes are damaged")]
+    Checksum,
+    /// Every field reads, but together they describe no channel this crate
+    /// could have produced: a rule the channel relies on is broken.
+    #[error("channel state is inconsistent: {0}")]
+    Inconsistent(&'static str),
 }
 
 struct W(Vec<u8>);
@@ -233,7 +231,7 @@ impl W {
             Event::ChannelFailed { reason, broadcast } => {
                 self.u8(7);
                 self.u8(reason.origin as u8);
-                self.opt(reason.rule, |w, r| w.bytes(r.as_bytes()));
+                self.opt(reason.rule, |w, r| w.bytes(r.id().as_bytes()));
                 self.bytes(reason.problem.as_bytes());
                 self.u8(*broadcast as u8);
             }
@@ -434,7 +432,7 @@ impl<'a> R<'a> {
                 };
                 let rule = self.opt(|r| {
                     let text = r.bytes()?;
-                    RULES.iter().copied().find(|id| id.as_bytes() == text).ok_or(RestoreError::Invalid("rule"))
+                    std::str::from_utf8(&text).ok().and_then(Rule::from_id).ok_or(RestoreError::Invalid("rule"))
                 })?;
                 let problem = String::from_utf8(self.bytes()?).map_err(|_| RestoreError::Invalid("problem"))?;
                 let broadcast = match self.u8()? {
@@ -514,6 +512,7 @@ impl Channel {
         w.u32(c.open_complete_timeout_blocks);
         w.u32(c.close_fee_rate);
         w.u32(c.max_htlcs as u32);
+        w.u32(c.min_relay_fee_rate);
         w.u8(self.role as u8);
         w.raw(&self.secrets.seed());
         w.key(&self.signer.public_key(crate::tx::KeyRole::Commit));
@@ -585,23 +584,32 @@ impl Channel {
             w.u64(*id);
             w.u32(d.to_consensus_u32());
         }
+        w.u32(self.must_fail.len() as u32);
+        for (id, reason) in &self.must_fail {
+            w.u64(*id);
+            w.bytes(reason);
+        }
         w.bool(self.ever_had_htlc);
         w.bool(self.close.sent_clearing);
         w.u64(self.close.clearing_msg_no);
         w.bool(self.close.clearing_committed);
         w.bool(self.close.received_clearing);
         w.opt(self.close.our_fee, |w, f| w.u64(f.to_sat()));
+        w.u64(self.close.our_msg_no);
         w.u32(self.close.signed_fees.len() as u32);
         for f in &self.close.signed_fees {
             w.u64(f.to_sat());
         }
-        w.opt(self.close.their.as_ref(), |w, (f, s)| {
-            w.u64(f.to_sat());
-            w.sig(s);
-        });
+        for their in [&self.close.their, &self.close.their_relayable] {
+            w.opt(their.as_ref(), |w, (f, s)| {
+                w.u64(f.to_sat());
+                w.sig(s);
+            });
+        }
         w.u64(self.sent);
         w.u64(self.processed);
         w.u64(self.peer_ack);
+        w.u64(self.last_in_ack);
         w.u32(self.unacked.len() as u32);
         for (n, ack, bytes) in &self.unacked {
             w.u64(*n);
@@ -611,11 +619,13 @@ impl Channel {
         w.u32(self.height);
         w.u32(self.time);
         w.opt(self.fee_estimate, W::u32);
-        w.u32(self.last_outputs.len() as u32);
-        for o in &self.last_outputs {
+        w.u32(self.unreleased.len() as u32);
+        for o in &self.unreleased {
             w.output(o);
         }
         w.u64(self.version);
+        let digest = sha256::Hash::hash(&w.0);
+        w.raw(&digest.as_byte_array()[..CHECKSUM_LEN]);
         w.0
     }
 
@@ -629,9 +639,16 @@ impl Channel {
     /// transport is up to resend what the peer has not acknowledged. Version
     /// numbers continue from the restored state's.
     pub fn restore(state: &[u8], signer: Arc<dyn Signer + Send + Sync>) -> Result<Channel, RestoreError> {
-        let mut r = R(state);
+        if state.len() < MAGIC.len() + 1 + CHECKSUM_LEN {
+            return Err(RestoreError::Truncated);
+        }
+        let (body, checksum) = state.split_at(state.len() - CHECKSUM_LEN);
+        let mut r = R(body);
         if r.take(4)? != MAGIC || r.u8()? != FORMAT {
             return Err(RestoreError::Format);
+        }
+        if sha256::Hash::hash(body).as_byte_array()[..CHECKSUM_LEN] != *checksum {
+            return Err(RestoreError::Checksum);
         }
         let config = ChannelConfig {
             max_delay_blocks: u16::try_from(r.u32()?).map_err(|_| RestoreError::Invalid("max_delay_blocks"))?,
@@ -647,6 +664,7 @@ impl Channel {
             open_complete_timeout_blocks: r.u32()?,
             close_fee_rate: r.u32()?,
             max_htlcs: r.u32()? as usize,
+            min_relay_fee_rate: r.u32()?,
         };
         let role = match r.u8()? {
             0 => Role::Funder,
@@ -721,6 +739,10 @@ impl Channel {
         for _ in 0..r.u32()? {
             deadlines.insert(r.u64()?, absolute::LockTime::from_consensus(r.u32()?));
         }
+        let mut must_fail = BTreeMap::new();
+        for _ in 0..r.u32()? {
+            must_fail.insert(r.u64()?, r.bytes()?);
+        }
         let ever_had_htlc = r.bool()?;
         let close = CloseState {
             sent_clearing: r.bool()?,
@@ -728,6 +750,7 @@ impl Channel {
             clearing_committed: r.bool()?,
             received_clearing: r.bool()?,
             our_fee: r.opt(|r| r.u64().map(Amount::from_sat))?,
+            our_msg_no: r.u64()?,
             signed_fees: {
                 let mut fees = Vec::new();
                 for _ in 0..r.u32()? {
@@ -736,10 +759,12 @@ impl Channel {
                 fees
             },
             their: r.opt(|r| Ok((Amount::from_sat(r.u64()?), r.sig()?)))?,
+            their_relayable: r.opt(|r| Ok((Amount::from_sat(r.u64()?), r.sig()?)))?,
         };
         let sent = r.u64()?;
         let processed = r.u64()?;
         let peer_ack = r.u64()?;
+        let last_in_ack = r.u64()?;
         let mut unacked = VecDeque::new();
         for _ in 0..r.u32()? {
             let (n, ack) = (r.u64()?, r.u64()?);
@@ -751,15 +776,15 @@ impl Channel {
         let height = r.u32()?;
         let time = r.u32()?;
         let fee_estimate = r.opt(R::u32)?;
-        let mut last_outputs = Vec::new();
+        let mut unreleased = Vec::new();
         for _ in 0..r.u32()? {
-            last_outputs.push(r.output()?);
+            unreleased.push(r.output()?);
         }
         let version = r.u64()?;
         if !r.0.is_empty() {
             return Err(RestoreError::Invalid("trailing bytes"));
         }
-        Ok(Channel {
+        let ch = Channel {
             signer,
             config,
             role,
@@ -790,11 +815,13 @@ impl Channel {
             log,
             next_htlc_id,
             deadlines,
+            must_fail,
             ever_had_htlc,
             close,
             sent,
             processed,
             peer_ack,
+            last_in_ack,
             unacked,
             height,
             time,
@@ -809,9 +836,117 @@ impl Channel {
             persist: VecDeque::new(),
             // At least once: what the last state change emitted may not have
             // been handled before the restart, so it comes out again.
-            gated: last_outputs.iter().cloned().map(|o| (version, o)).collect(),
-            last_outputs,
+            gated: unreleased.iter().cloned().map(|o| (version, o)).collect(),
+            unreleased,
+            link: super::Link::Down,
+            in_no: processed,
             pending: Vec::new(),
-        })
+        };
+        ch.check_invariants().map_err(RestoreError::Inconsistent)?;
+        Ok(ch)
+    }
+
+    /// Every rule the channel's code relies on without checking it again:
+    /// what `restore` refuses to continue from. A state the channel wrote
+    /// always passes (the fault harness restores at every step).
+    pub(crate) fn check_invariants(&self) -> Result<(), &'static str> {
+        fn ensure(ok: bool, what: &'static str) -> Result<(), &'static str> {
+            if ok {
+                Ok(())
+            } else {
+                Err(what)
+            }
+        }
+        self.config.validate().map_err(|_| "configuration")?;
+        ensure(self.capacity <= MAX_ANCHOR, "capacity above the anchor limit")?;
+        ensure(self.version > 0, "version")?;
+        let terminal = matches!(self.phase, Phase::Closed | Phase::Failed);
+        let open = matches!(self.phase, Phase::AwaitDepth | Phase::Normal);
+        let funder_only = matches!(self.phase, Phase::AwaitAnchorTx | Phase::AwaitCommitSig);
+        ensure(!funder_only || self.role == Role::Funder, "phase of the funder in a fundee")?;
+        ensure(self.phase != Phase::AwaitOpenAnchor || self.role == Role::Fundee, "phase of the fundee in a funder")?;
+        ensure(self.phase == Phase::AwaitOpen || terminal || self.remote.is_some(), "peer parameters missing")?;
+        let funded = open || self.phase == Phase::AwaitCommitSig;
+        ensure(!funded || self.funding.is_some(), "anchor missing")?;
+        ensure(self.phase != Phase::AwaitCommitSig || self.anchor_tx.is_some(), "anchor transaction missing")?;
+        ensure(!open || self.our_sig.is_some(), "the peer's signature on our commitment is missing")?;
+        if open {
+            ensure(self.their_next_hash.is_some() != self.their_prev.is_some(), "next revocation hash")?;
+        }
+        if let (Some(f), Some(remote)) = (&self.funding, &self.remote) {
+            ensure(f.value() == self.capacity, "anchor value differs from the capacity")?;
+            let ours = self.signer.public_key(crate::tx::KeyRole::Commit);
+            let keys = f.keys();
+            ensure(
+                (keys[0] == ours && keys[1] == remote.commit_key) || (keys[1] == ours && keys[0] == remote.commit_key),
+                "anchor keys",
+            )?;
+        }
+        // Balances: every view holds the whole capacity (or nothing, before
+        // the anchor is known), and nothing is negative by construction.
+        let full = self.funding.is_some() || (self.role == Role::Funder && self.remote.is_some());
+        let expected = if full { MilliSats::from_sat(self.capacity).ok_or("capacity")? } else { MilliSats::ZERO };
+        let mut views = vec![
+            (&self.our_view, Side::Local),
+            (&self.their_view, Side::Remote),
+            (&self.staged_ours, Side::Local),
+            (&self.staged_theirs, Side::Remote),
+        ];
+        if let Some((v, _)) = &self.their_prev {
+            views.push((v, Side::Remote));
+        }
+        for (v, owner) in &views {
+            ensure(v.owner == *owner, "view owner")?;
+            ensure(v.fee_rate > 0, "zero fee rate")?;
+            let mut total = v.to_local.checked_add(v.to_remote).ok_or("balances overflow")?;
+            for h in v.htlcs() {
+                ensure(h.amount.to_u32() > 0, "HTLC of zero")?;
+                ensure(h.offerer == Side::Remote || h.id < self.next_htlc_id, "HTLC id beyond our counter")?;
+                total = total.checked_add(h.amount.msat()).ok_or("balances overflow")?;
+            }
+            ensure(total == expected, "balances do not add up to the capacity")?;
+        }
+        // The staged views are the current ones with the log applied.
+        for e in &self.log {
+            ensure(!e.theirs_locked || e.in_theirs, "update log flags")?;
+            ensure(e.from == Side::Remote || e.msg_no <= self.sent, "update message number")?;
+        }
+        let mut ours = self.our_view.clone();
+        let mut theirs = self.their_view.clone();
+        for e in &self.log {
+            if !e.in_ours {
+                ours.apply(e.from, &e.update).map_err(|_| "update log does not apply to our commitment")?;
+            }
+            if !e.in_theirs {
+                theirs.apply(e.from, &e.update).map_err(|_| "update log does not apply to the peer's commitment")?;
+            }
+        }
+        ensure(ours == self.staged_ours && theirs == self.staged_theirs, "staged commitments differ from the log")?;
+        ensure(self.deadlines.keys().all(|id| *id < self.next_htlc_id), "deadline of an HTLC never offered")?;
+        // Messages: counters consistent, and every message the peer has not
+        // acknowledged is there to be resent, in order.
+        ensure(self.last_in_ack <= self.peer_ack && self.peer_ack <= self.sent, "acknowledge counters")?;
+        ensure(self.unacked.len() as u64 == self.sent - self.peer_ack, "unacknowledged messages missing")?;
+        for (i, (n, ack, _)) in self.unacked.iter().enumerate() {
+            ensure(*n == self.peer_ack + 1 + i as u64 && *ack <= self.processed, "unacknowledged message numbers")?;
+        }
+        let close = &self.close;
+        ensure(close.clearing_msg_no <= self.sent && close.our_msg_no <= self.sent, "close message numbers")?;
+        // Commitments: ours rebuilds and carries the peer's valid signature;
+        // every commitment of the peer's we keep rebuilds.
+        if open && !terminal {
+            let funding = self.funding.as_ref().ok_or("anchor missing")?;
+            let remote = self.remote.ok_or("peer parameters missing")?;
+            let built = self.build_ours(&self.our_view, self.our_num).ok_or("our commitment does not build")?;
+            let sig = self.our_sig.as_ref().ok_or("signature missing")?;
+            built
+                .verify(funding, &remote.commit_key, sig)
+                .map_err(|_| "the peer's signature does not sign our commitment")?;
+            self.build_theirs(&self.their_view, self.their_hash).ok_or("the peer's commitment does not build")?;
+            if let Some((v, h)) = &self.their_prev {
+                self.build_theirs(v, *h).ok_or("the peer's previous commitment does not build")?;
+            }
+        }
+        Ok(())
     }
 }

@@ -89,7 +89,14 @@ pub struct View {
     offered: [usize; 2],
     /// HTLCs above the dust limit (they count in the fee, R3.6-a).
     non_dust: usize,
+    /// Of those, offered by [Local, Remote].
+    non_dust_offered: [usize; 2],
 }
+
+/// The most non-dust HTLCs one side may offer: half of what a standard
+/// commitment can carry ([`MAX_HTLC_OUTPUTS`]). Each side counts only its
+/// own, so adds that cross can never take the two together past the limit.
+pub const MAX_HTLC_OUTPUTS_PER_SIDE: usize = MAX_HTLC_OUTPUTS / 2;
 
 fn slot(side: Side) -> usize {
     side as usize
@@ -98,7 +105,16 @@ fn slot(side: Side) -> usize {
 impl View {
     /// The initial commitment of `owner`: the funder holds everything.
     pub(crate) fn new(owner: Side, to_local: MilliSats, to_remote: MilliSats, fee_rate: u32) -> Self {
-        View { owner, htlcs: BTreeMap::new(), to_local, to_remote, fee_rate, offered: [0, 0], non_dust: 0 }
+        View {
+            owner,
+            htlcs: BTreeMap::new(),
+            to_local,
+            to_remote,
+            fee_rate,
+            offered: [0, 0],
+            non_dust: 0,
+            non_dust_offered: [0, 0],
+        }
     }
 
     /// `side`'s balance, HTLCs excluded.
@@ -177,9 +193,12 @@ impl View {
                 }
                 // R3.2-c, and the standard weight limit that the text's 1500
                 // was meant to respect: with 43-byte P2WSH outputs (ruling
-                // D4) both sides together fit at most MAX_HTLC_OUTPUTS.
-                let non_dust = self.non_dust + usize::from(!htlc_is_dust(h.amount.msat()));
-                if self.offered[slot(from)] >= max_htlcs || non_dust > MAX_HTLC_OUTPUTS {
+                // D4) both sides together fit at most MAX_HTLC_OUTPUTS, half
+                // each.
+                let output = usize::from(!htlc_is_dust(h.amount.msat()));
+                let non_dust = self.non_dust + output;
+                let own = self.non_dust_offered[slot(from)] + output;
+                if self.offered[slot(from)] >= max_htlcs || own > MAX_HTLC_OUTPUTS_PER_SIDE {
                     return Err(Refusal::TooManyHtlcs);
                 }
                 let left = self.balance(from).checked_sub(h.amount.msat()).ok_or(Refusal::CannotAfford)?;
@@ -221,7 +240,9 @@ impl View {
                 }
                 let left = self.balance(from).checked_sub(h.amount.msat()).ok_or(Refusal::CannotAfford)?;
                 *self.balance_mut(from) = left;
-                self.non_dust += usize::from(!htlc_is_dust(h.amount.msat()));
+                let output = usize::from(!htlc_is_dust(h.amount.msat()));
+                self.non_dust += output;
+                self.non_dust_offered[slot(from)] += output;
                 self.offered[slot(from)] += 1;
                 self.htlcs.insert((from, h.id), *h);
             }
@@ -261,8 +282,10 @@ impl View {
 
     fn remove(&mut self, offerer: Side, id: u64) -> Htlc {
         let h = self.htlcs.remove(&(offerer, id)).expect("checked present");
+        let output = usize::from(!htlc_is_dust(h.amount.msat()));
         self.offered[slot(offerer)] -= 1;
-        self.non_dust -= usize::from(!htlc_is_dust(h.amount.msat()));
+        self.non_dust -= output;
+        self.non_dust_offered[slot(offerer)] -= output;
         h
     }
 
@@ -293,9 +316,12 @@ impl View {
     pub(crate) fn recount(&mut self) {
         self.offered = [0, 0];
         self.non_dust = 0;
+        self.non_dust_offered = [0, 0];
         for h in self.htlcs.values() {
+            let output = usize::from(!htlc_is_dust(h.amount.msat()));
             self.offered[slot(h.offerer)] += 1;
-            self.non_dust += usize::from(!htlc_is_dust(h.amount.msat()));
+            self.non_dust += output;
+            self.non_dust_offered[slot(h.offerer)] += output;
         }
     }
 }

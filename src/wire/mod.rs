@@ -7,7 +7,9 @@
 //! 32-byte hashes, representable lock times, and typed amounts.
 //!
 //! - [`encode`] turns a [`Message`] into the bytes of one `pkt`. It never
-//!   fails and never emits a field that is not in the proto file (R1-c).
+//!   emits a field that is not in the proto file (R1-c), and it refuses a
+//!   message that [`decode`] would not give back unchanged (one above
+//!   [`MAX_PKT_LEN`], an `error` text above [`MAX_ERROR_TEXT`]).
 //! - [`decode`] parses the bytes of one `pkt`. Before prost sees the input,
 //!   the input's size is checked (no allocation for oversized input) and the
 //!   encoding is walked against the schema: unknown odd fields are ignored
@@ -43,6 +45,70 @@ use crate::types::{Delay, HtlcMsat, Preimage};
 /// The largest encoded `pkt` accepted, in bytes. Larger input is rejected
 /// before anything is allocated for it.
 pub const MAX_PKT_LEN: usize = 65_536;
+
+/// The longest `error.problem` text, in bytes of UTF-8, that we send, and the
+/// most of one that we keep.
+///
+/// The text is for diagnosis only (section 6.3.1). [`encode`] refuses a
+/// longer one ([`EncodeError::ErrorTextTooLong`]); a sender cuts its text
+/// with [`bounded_error_text`] first. [`decode`] reads a received text
+/// lossily (invalid UTF-8 becomes U+FFFD, so that an `error` is always
+/// recognised as one, R6.3-b) and keeps at most this many bytes of the
+/// result, cut at a character boundary. So every `error` that `decode`
+/// returns re-encodes and decodes to itself, however long or broken the
+/// text it came from: without the cut, 60,000 invalid bytes would become
+/// 180,000 bytes of U+FFFD, above [`MAX_PKT_LEN`].
+pub const MAX_ERROR_TEXT: usize = 1024;
+
+/// `text` cut to at most [`MAX_ERROR_TEXT`] bytes at a character boundary:
+/// the `error.problem` to send for it, which [`encode`] always accepts.
+///
+/// ```
+/// use paychan::wire::{bounded_error_text, MAX_ERROR_TEXT};
+/// assert_eq!(bounded_error_text("short"), "short");
+/// // 2001 bytes whose characters start at 0 and then at odd offsets: byte
+/// // 1024 is inside an 'é', so the cut falls at 1023.
+/// let long = format!("a{}", "é".repeat(1000));
+/// assert_eq!(bounded_error_text(&long).len(), 1023);
+/// assert_eq!(MAX_ERROR_TEXT, 1024);
+/// ```
+pub fn bounded_error_text(text: &str) -> String {
+    text[..floor_char_boundary(text, MAX_ERROR_TEXT)].to_owned()
+}
+
+/// The largest `i <= max` that is a character boundary of `text`.
+fn floor_char_boundary(text: &str, max: usize) -> usize {
+    if max >= text.len() {
+        return text.len();
+    }
+    // A UTF-8 character is at most 4 bytes, so this takes at most 3 steps.
+    (0..=max).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0)
+}
+
+/// `bytes` decoded as UTF-8 with U+FFFD for each invalid sequence (as
+/// `String::from_utf8_lossy`), cut at a character boundary to at most
+/// [`MAX_ERROR_TEXT`] bytes. It never builds more than that: only the prefix
+/// that is kept is decoded.
+fn bounded_lossy_text(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().min(MAX_ERROR_TEXT));
+    // Appends what fits of `piece`; false once something did not fit (what
+    // follows must not be appended: the result is a prefix).
+    let push = |out: &mut String, piece: &str| {
+        let room = MAX_ERROR_TEXT - out.len();
+        let end = floor_char_boundary(piece, room);
+        out.push_str(&piece[..end]);
+        end == piece.len()
+    };
+    for chunk in bytes.utf8_chunks() {
+        if !push(&mut out, chunk.valid()) {
+            break;
+        }
+        if !chunk.invalid().is_empty() && !push(&mut out, "\u{fffd}") {
+            break;
+        }
+    }
+    out
+}
 
 /// Which side funds the channel (`open_channel.anch`, section 2.1, R2.1-a).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -175,7 +241,8 @@ pub struct CloseSignature {
 /// `error` (section 6.3.1): diagnostic text before hanging up.
 #[derive(Clone, PartialEq, Eq, Debug, Default)]
 pub struct ErrorMessage {
-    /// What went wrong, if the sender said.
+    /// What went wrong, if the sender said: at most [`MAX_ERROR_TEXT`]
+    /// bytes (see there).
     pub problem: Option<String>,
 }
 
@@ -268,6 +335,11 @@ pub enum DecodeErrorKind {
     Truncated,
     /// A varint longer than 10 bytes or above 64 bits.
     BadVarint,
+    /// A field key or length prefix written in more than 5 bytes, or whose
+    /// value does not fit in 32 bits. Both are 32-bit quantities, and
+    /// Google's protobuf refuses longer encodings of them; a non-minimal
+    /// encoding within 5 bytes is accepted, as there.
+    BadKeyOrLength,
     /// A field key with number 0 or above 2^29-1.
     BadFieldNumber,
     /// A wire type that protobuf does not define, or an unbalanced group.
@@ -313,6 +385,9 @@ impl fmt::Display for DecodeErrorKind {
             }
             DecodeErrorKind::Truncated => f.write_str("input ends inside a field"),
             DecodeErrorKind::BadVarint => f.write_str("malformed varint"),
+            DecodeErrorKind::BadKeyOrLength => {
+                f.write_str("field key or length prefix longer than 5 bytes or above 32 bits")
+            }
             DecodeErrorKind::BadFieldNumber => f.write_str("invalid field number"),
             DecodeErrorKind::BadWireType(w) => write!(f, "invalid wire type {w}"),
             DecodeErrorKind::TooDeep => f.write_str("groups nested too deeply"),
@@ -365,6 +440,9 @@ impl DecodeError {
     }
 
     /// The requirement (or ruling) the input broke, if one names it.
+    /// Structural faults (truncation, a bad varint, key or length prefix, a
+    /// wrong wire type) break no numbered rule and give `None`; the channel
+    /// fails the connection on them all the same.
     pub fn rule(&self) -> Option<&'static str> {
         match self.kind {
             DecodeErrorKind::UnknownEvenField(_) => Some("R1-b"),
@@ -437,17 +515,32 @@ pub enum EncodeError {
         /// The limit.
         max: usize,
     },
+    /// An `error` whose text is longer than [`MAX_ERROR_TEXT`]: [`decode`]
+    /// would cut it, so it would not come back unchanged. Cut it first with
+    /// [`bounded_error_text`].
+    #[error("error text of {len} bytes is above the {max}-byte limit")]
+    ErrorTextTooLong {
+        /// The text's length in bytes.
+        len: usize,
+        /// The limit, [`MAX_ERROR_TEXT`].
+        max: usize,
+    },
 }
 
 /// Encodes `msg` as one `pkt`.
 ///
 /// Only fields declared in `proto/paychan.proto` are written (R1-c), every
 /// message in field-number order, so equal messages always give equal bytes
-/// (which retransmission relies on, R1.2-e). A message whose encoding
-/// [`decode`] would refuse (one longer than [`MAX_PKT_LEN`]) is refused here
-/// instead, so nothing this function returns can fail to decode for its
-/// size.
+/// (which retransmission relies on, R1.2-e). A message that [`decode`] would
+/// not give back unchanged is refused here instead: one whose encoding is
+/// longer than [`MAX_PKT_LEN`], and an `error` whose text is longer than
+/// [`MAX_ERROR_TEXT`]. So whatever this function returns decodes to `msg`.
 pub fn encode(msg: &Message) -> Result<Vec<u8>, EncodeError> {
+    if let Message::Error(ErrorMessage { problem: Some(text) }) = msg {
+        if text.len() > MAX_ERROR_TEXT {
+            return Err(EncodeError::ErrorTextTooLong { len: text.len(), max: MAX_ERROR_TEXT });
+        }
+    }
     let bytes = encode_unchecked(msg);
     if bytes.len() > MAX_PKT_LEN {
         return Err(EncodeError::TooLarge { name: msg.name(), len: bytes.len(), max: MAX_PKT_LEN });
@@ -546,12 +639,13 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
     }
     // `error` is decoded by hand: its text is for diagnosis only, and one
     // that is not UTF-8 must still be treated as an error message (R6.3-b:
-    // answering it with an error would be wrong), so it is read lossily.
+    // answering it with an error would be wrong), so it is read lossily, and
+    // cut to MAX_ERROR_TEXT so that the result always re-encodes.
     let pkt_fields = schema::MESSAGES[schema::PKT].fields;
     let error_member = pkt_fields.iter().enumerate().find(|(_, f)| f.name == "error");
     if let Some((_, field)) = error_member.filter(|(i, _)| walk.seen & (1 << i) != 0) {
         let body = schema::len_field(bytes, field.number).unwrap_or_default();
-        let problem = schema::len_field(body, 1).map(|text| String::from_utf8_lossy(text).into_owned());
+        let problem = schema::len_field(body, 1).map(bounded_lossy_text);
         return Ok(Message::Error(ErrorMessage { problem }));
     }
     let pkt = proto::Pkt::decode(bytes)
@@ -650,7 +744,9 @@ fn from_proto(pkt: proto::pkt::Pkt) -> Result<Message, DecodeError> {
             close_fee: Amount::from_sat(m.close_fee),
             sig: Ctx("close_signature").sig("sig", &m.sig)?,
         }),
-        P::Error(m) => Message::Error(ErrorMessage { problem: m.problem }),
+        // Not reached (`decode` reads `error` by hand), but bounded the same
+        // way should that ever change.
+        P::Error(m) => Message::Error(ErrorMessage { problem: m.problem.as_deref().map(bounded_error_text) }),
     })
 }
 

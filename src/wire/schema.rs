@@ -10,7 +10,9 @@
 //! - every `required` field is present (R1-d);
 //! - a known field has the wire type its declaration implies, a `uint32`
 //!   fits in 32 bits, and no non-repeated field appears twice (so that a
-//!   message has exactly one meaning).
+//!   message has exactly one meaning);
+//! - a field key or length prefix takes at most 5 bytes and fits in 32 bits,
+//!   as in Google's protobuf (a value varint may take 10).
 //!
 //! It allocates nothing on success.
 
@@ -77,6 +79,10 @@ pub(crate) struct Walk {
 
 /// Largest nesting of unknown groups we skip before giving up.
 const MAX_GROUP_DEPTH: usize = 32;
+
+/// The most bytes a field key or a length prefix may take: a 32-bit value
+/// needs at most 5 varint bytes.
+const MAX_VARINT32_LEN: usize = 5;
 
 /// Checks `bytes` as an encoding of `MESSAGES[msg]`, recursing into known
 /// message fields.
@@ -201,18 +207,42 @@ impl<'a> Reader<'a> {
         Err(DecodeErrorKind::BadVarint)
     }
 
+    /// A varint holding a 32-bit quantity (a field key or a length prefix):
+    /// at most [`MAX_VARINT32_LEN`] bytes and at most `u32::MAX`.
+    ///
+    /// Google's protobuf reads both as 32-bit values and refuses a longer
+    /// encoding (upb's tag decoder: more than 5 bytes or above `UINT32_MAX`
+    /// is malformed; the C++ parser reads a size in at most 5 bytes). A
+    /// non-minimal encoding within 5 bytes (`88 80 80 80 00` for key 1/0) is
+    /// accepted, as Google accepts it: refusing it would buy nothing, since
+    /// such padding is bounded. Values (wire type 0) keep the 10 bytes of a
+    /// `uint64`.
+    fn varint32(&mut self) -> Result<u32, DecodeErrorKind> {
+        let mut value = 0u64;
+        for i in 0..MAX_VARINT32_LEN {
+            let byte = *self.bytes.get(self.pos).ok_or(DecodeErrorKind::Truncated)?;
+            self.pos += 1;
+            value |= u64::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                return u32::try_from(value).map_err(|_| DecodeErrorKind::BadKeyOrLength);
+            }
+        }
+        // A continuation bit on the fifth byte: six bytes or more.
+        Err(DecodeErrorKind::BadKeyOrLength)
+    }
+
     /// A field key: (field number, wire type).
     fn key(&mut self) -> Result<(u32, u8), DecodeErrorKind> {
-        let key = self.varint()?;
+        let key = self.varint32()?;
         let number = key >> 3;
         if number == 0 || number > (1 << 29) - 1 {
             return Err(DecodeErrorKind::BadFieldNumber);
         }
-        Ok((number as u32, (key & 7) as u8))
+        Ok((number, (key & 7) as u8))
     }
 
     fn len_delimited(&mut self) -> Result<&'a [u8], DecodeErrorKind> {
-        let len = self.varint()?;
+        let len = self.varint32()?;
         let len = usize::try_from(len).map_err(|_| DecodeErrorKind::Truncated)?;
         self.take(len)
     }
