@@ -1227,7 +1227,9 @@ impl Channel {
     /// sent, fails the connection (R1.2-c). Outside a reconnection (no
     /// [`new_transport`](Self::new_transport) before it) it is ignored.
     pub fn handle_authenticate(&mut self, acknowledge: u64) {
-        if self.link != Link::AwaitingAuth || self.is_terminal() {
+        // A failed channel still resends its unacknowledged messages: the
+        // peer should learn why (R6.3-c).
+        if self.link != Link::AwaitingAuth {
             return;
         }
         self.link = Link::Up;
