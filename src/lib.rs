@@ -106,6 +106,27 @@
 //! run(&mut a, &mut wa, &mut b, &mut wb);
 //! assert!(wa.events.iter().any(|e| matches!(e, Event::HtlcFulfilled { preimage, .. } if *preimage == r)));
 //!
+//! // The transport drops with A's next message in flight. On the new one each
+//! // side's authenticate says what it has durably processed (R1.2-b), and the
+//! // other resends the rest, byte for byte (R1.2-d, R1.2-e).
+//! let id = a.offer_htlc(MilliSats::from_msat(1_000_000), r.hash(), LockTime::from_height(800_500).unwrap(), vec![]).unwrap();
+//! drain(&mut a, &mut wa);
+//! wa.outbox.clear();
+//! let (ack_a, ack_b) = (a.new_transport(), b.new_transport());
+//! a.handle_authenticate(ack_b);
+//! b.handle_authenticate(ack_a);
+//! run(&mut a, &mut wa, &mut b, &mut wb);
+//! assert!(b.our_staged().htlc(paychan::channel::Side::Remote, id).is_some());
+//! a.commit().unwrap();
+//! run(&mut a, &mut wa, &mut b, &mut wb);
+//! b.commit().unwrap();
+//! run(&mut a, &mut wa, &mut b, &mut wb);
+//! b.fail_htlc(id, vec![]).unwrap();
+//! b.commit().unwrap();
+//! run(&mut a, &mut wa, &mut b, &mut wb);
+//! a.commit().unwrap();
+//! run(&mut a, &mut wa, &mut b, &mut wb);
+//!
 //! // Cooperative close: clearing, fee negotiation, the close transaction.
 //! a.close().unwrap();
 //! run(&mut a, &mut wa, &mut b, &mut wb);
@@ -158,7 +179,10 @@
 //! order, [`shachain`]), D2 and D3 (field and `pkt` numbers,
 //! `proto/paychan.proto`), D8 (acknowledge and framing, [`wire::frame`]), D9
 //! (dust, [`fees`]), D4, D6 and D7 (segwit outputs, direct HTLC spends,
-//! whose fee rate: [`tx`]).
+//! whose fee rate: [`tx`]). Where the text leaves a gap that real links
+//! expose, the project's own decisions are in `docs/adr/` (retransmissions
+//! and crashes: 0003; fees at clearing, crossed close proposals and relay
+//! floors: 0004).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

@@ -607,7 +607,9 @@ pub(crate) struct CloseState {
 ///   message that failed to decode ([`handle_malformed`](Self::handle_malformed)),
 ///   chain events ([`handle_anchor_depth`](Self::handle_anchor_depth),
 ///   [`handle_block`](Self::handle_block),
-///   [`handle_anchor_spent`](Self::handle_anchor_spent)), and
+///   [`handle_anchor_spent`](Self::handle_anchor_spent)), the peer's
+///   `authenticate` on a new transport
+///   ([`handle_authenticate`](Self::handle_authenticate)), and
 ///   [`handle_persisted`](Self::handle_persisted), which says a state
 ///   version is durable. A peer's violation is never returned as an error:
 ///   it fails the channel (an `error` message, the broadcast of section 6.3,
@@ -616,8 +618,9 @@ pub(crate) struct CloseState {
 ///   [`fulfill_htlc`](Self::fulfill_htlc), [`fail_htlc`](Self::fail_htlc),
 ///   [`update_fee`](Self::update_fee), [`commit`](Self::commit),
 ///   [`close`](Self::close), [`provide_anchor`](Self::provide_anchor),
-///   [`fail`](Self::fail), [`reconnect`](Self::reconnect). A mistake returns a
-///   [`ChannelError`] and changes nothing.
+///   [`fail`](Self::fail), and [`new_transport`](Self::new_transport) when a
+///   transport replaces the last one (after a drop or a restart). A mistake
+///   returns a [`ChannelError`] and changes nothing.
 /// - **Outputs**, drained with [`poll_output`](Self::poll_output) after every
 ///   input or command until it returns `None`. [`Output::Persist`] comes
 ///   first and is released at once; every other output (messages,
@@ -647,6 +650,10 @@ pub(crate) struct CloseState {
 ///         }
 ///     }
 ///     match next_input()? {
+///         // A new transport (after a drop, or after restarting from the db):
+///         // our authenticate first, nothing else until the peer's.
+///         Input::Connected(t) => t.send_authenticate(channel.new_transport())?,
+///         Input::Frame(ack, Message::Authenticate(_)) => channel.handle_authenticate(ack),
 ///         Input::Frame(ack, msg) => channel.handle_message(msg, ack),
 ///         Input::Block { height, time } => channel.handle_block(height, time),
 ///         Input::AnchorDepth(anchor, depth) => channel.handle_anchor_depth(&anchor, depth),

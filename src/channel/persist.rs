@@ -632,12 +632,19 @@ impl Channel {
     /// Continues a channel from a state an [`Output::Persist`]
     /// carried, with the signer holding its keys.
     ///
-    /// Delivery is at least once: the broadcasts, watch requests and events
-    /// of the state change that produced `state` are emitted again, since a
-    /// crash may have come before they were handled (handle them
-    /// idempotently). Messages are not: call [`Channel::reconnect`] once a
-    /// transport is up to resend what the peer has not acknowledged. Version
-    /// numbers continue from the restored state's.
+    /// Delivery is at least once: every broadcast, watch request and event
+    /// that had not been released when `state` was written (from its own
+    /// change and from earlier ones whose writes were still in flight) is
+    /// emitted again, since a crash may have come before they were handled
+    /// (handle them idempotently). Messages are not: the restored channel
+    /// has no transport; call [`Channel::new_transport`] once one is up, and
+    /// what the peer has not acknowledged is resent after its
+    /// `authenticate`. Version numbers continue from the restored state's.
+    ///
+    /// The state is refused if its checksum does not match
+    /// ([`RestoreError::Checksum`]) or if it breaks any invariant the
+    /// channel relies on ([`RestoreError::Inconsistent`]): no stored byte
+    /// can make the channel panic.
     pub fn restore(state: &[u8], signer: Arc<dyn Signer + Send + Sync>) -> Result<Channel, RestoreError> {
         if state.len() < MAGIC.len() + 1 + CHECKSUM_LEN {
             return Err(RestoreError::Truncated);
