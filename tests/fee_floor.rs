@@ -6,12 +6,12 @@
 //! fee floors must pay Bitcoin Core's relay fee rate on them (fee ≥
 //! ⌈rate × vsize / 1000⌉) and be the lowest that do.
 
+mod common;
+
 use bitcoin::hashes::{sha256, Hash};
-use bitcoin::secp256k1::{Secp256k1, SecretKey};
-use bitcoin::{
-    absolute, transaction, Amount, CompressedPublicKey, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid,
-    Witness,
-};
+use bitcoin::{absolute, Amount, ScriptBuf, TxOut, Witness};
+use common::chain::{funding_tx, verify_input};
+use common::{pubkey, secret};
 use paychan::fees::{
     close_max_vsize, commitment_fee, commitment_max_vsize, min_close_fee, min_commitment_fee_rate,
     DEFAULT_MIN_CLOSE_FEE, DEFAULT_MIN_FEE_RATE, DEFAULT_MIN_RELAY_FEE_RATE,
@@ -25,16 +25,6 @@ use paychan::{Delay, MilliSats};
 /// Relay fee rates (sat per 1000 vbytes) the floors are checked at.
 const RELAY_RATES: [u32; 10] = [1, 100, 253, 999, 1000, 1001, 2000, 5000, 25_000, 100_000];
 
-fn secret(n: u64) -> SecretKey {
-    let mut bytes = [0u8; 32];
-    bytes[24..].copy_from_slice(&n.to_be_bytes());
-    SecretKey::from_slice(&bytes).unwrap()
-}
-
-fn pubkey(n: u64) -> CompressedPublicKey {
-    CompressedPublicKey(secret(n).public_key(&Secp256k1::new()))
-}
-
 /// A's keys are secret(1) (commit) and secret(2) (final); B's 3 and 4.
 fn signers() -> (InMemorySigner, InMemorySigner) {
     (InMemorySigner::new(secret(1), secret(2)), InMemorySigner::new(secret(3), secret(4)))
@@ -45,17 +35,7 @@ fn signers() -> (InMemorySigner, InMemorySigner) {
 fn funding() -> (FundingOutput, TxOut) {
     let value = Amount::from_sat(4_000_000);
     let spk = ScriptBuf::new_p2wsh(&anchor_witness_script(&pubkey(1), &pubkey(3)).wscript_hash());
-    let tx = Transaction {
-        version: transaction::Version::TWO,
-        lock_time: absolute::LockTime::ZERO,
-        input: vec![TxIn {
-            previous_output: OutPoint { txid: Txid::from_byte_array([0xf0; 32]), vout: 3 },
-            script_sig: ScriptBuf::new(),
-            sequence: Sequence::MAX,
-            witness: Witness::from_slice(&[vec![0x30; 71], vec![0x02; 33]]),
-        }],
-        output: vec![TxOut { value, script_pubkey: spk }],
-    };
+    let tx = funding_tx(spk, value);
     let f = validate_funding(&tx, 0, &pubkey(1), &pubkey(3), value).unwrap();
     (f, tx.output[0].clone())
 }
@@ -129,15 +109,7 @@ fn measured_commitment_vsizes() -> Vec<u64> {
     // are at most 72 bytes).
     let (a, b) = signers();
     let signed = c.finalize(&f, &a, &pubkey(3), &c.sign(&f, &b).unwrap()).unwrap();
-    bitcoinconsensus::verify_with_flags(
-        spent.script_pubkey.as_bytes(),
-        spent.value.to_sat(),
-        &bitcoin::consensus::serialize(&signed),
-        None,
-        0,
-        bitcoinconsensus::VERIFY_ALL_PRE_TAPROOT,
-    )
-    .expect("the commitment spends the anchor");
+    verify_input(&signed, 0, &spent).expect("the commitment spends the anchor");
     assert!(signed.vsize() as u64 <= commitment_max_vsize(MAX_HTLC_OUTPUTS));
 
     let (balances, htlc_outputs): (Vec<_>, Vec<_>) = c
@@ -219,15 +191,7 @@ fn close_fee_floor_pays_the_relay_rate() {
     let theirs = build_close(&spec(DEFAULT_MIN_CLOSE_FEE, remote, local, pubkey(4), pubkey(2))).unwrap();
     assert_eq!(ours.tx().output.len(), 2, "both outputs");
     let signed = ours.finalize(&f, &a, &pubkey(3), &theirs.sign(&f, &b).unwrap()).unwrap();
-    bitcoinconsensus::verify_with_flags(
-        spent.script_pubkey.as_bytes(),
-        spent.value.to_sat(),
-        &bitcoin::consensus::serialize(&signed),
-        None,
-        0,
-        bitcoinconsensus::VERIFY_ALL_PRE_TAPROOT,
-    )
-    .expect("the close spends the anchor");
+    verify_input(&signed, 0, &spent).expect("the close spends the anchor");
     assert!(signed.vsize() as u64 <= close_max_vsize());
 
     // D4: the worst case, measured: 4 + 1 + 41 + 1 + 2 × 31 + 4 = 113 bytes
