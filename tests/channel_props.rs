@@ -217,6 +217,10 @@ proptest! {
             p.a.ch.handle_message(m, ack);
             p.pump();
             conserved(&p.a.ch)?;
+            // Every state the channel writes, whatever the peer sent, is one
+            // it can restart from.
+            let restored = Channel::restore(&p.a.persisted, p.a.signer.clone());
+            prop_assert!(restored.is_ok(), "{:?}", restored.err());
         }
         if let Some(paychan::channel::Event::ChannelFailed { reason, .. }) = p.a.failed() {
             prop_assert!(reason.rule.is_some(), "{}", reason);

@@ -299,12 +299,14 @@ fn fees_freeze_once_clearing_begins() {
 }
 
 #[test]
-fn an_update_fee_after_the_peers_clearing_fails_it() {
+fn an_update_fee_during_the_negotiation_fails_the_peer() {
     let mut p = Pair::open();
     p.b.ch.close().unwrap();
     p.pump();
     p.deliver(Dir::BToA);
-    // R4.2-a: B sent close_clearing, then a fee change.
+    // A answered with its close_clearing and, clearing complete, opened the
+    // negotiation. R4.2-a: a fee change now could not be committed before
+    // the close.
     let ack = p.b.ch.acknowledge();
     p.a.ch.handle_message(Message::UpdateFee(UpdateFee { fee_rate: 12_000 }), ack);
     p.pump();
@@ -552,4 +554,80 @@ fn a_close_negotiated_with_a_lower_floor_peer_ends_relayable() {
     // The agreed close pays A's relay floor: a node relays it.
     assert!(fee >= paychan::fees::DEFAULT_MIN_CLOSE_FEE, "{fee}");
     assert!(matches!(p.b.events.last(), Some(Event::ChannelClosed { .. })));
+}
+
+// ---------------------------------------------------------------------------
+// Found by review: the acknowledge of a new transport, failed states that
+// restore, a preimage that arrives after the failure.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn the_acknowledge_of_a_new_transport_stays_until_the_peers_authenticate() {
+    let mut p = Pair::open();
+    offer(&mut p, true, 2_000_000, 1);
+    p.a.ch.commit().unwrap();
+    p.pump();
+    // B processes both messages, but its writes are still in flight.
+    p.b.auto_persist = false;
+    p.deliver(Dir::AToB);
+    p.deliver(Dir::AToB);
+    p.a_to_b.clear();
+    p.b_to_a.clear();
+    let ack = p.b.ch.new_transport();
+    // The writes are confirmed while the authenticate is being sent: the
+    // acknowledge B reports must stay the one its numbering starts from
+    // (R1.2-b), or A's resent messages would be taken for duplicates.
+    let version = p.b.persisted_version;
+    p.b.ch.handle_persisted(version);
+    assert_eq!(p.b.ch.acknowledge(), ack);
+    p.b.auto_persist = true;
+    p.pump();
+    let a_ack = p.a.ch.new_transport();
+    p.a.ch.handle_authenticate(p.b.ch.acknowledge());
+    p.b.ch.handle_authenticate(a_ack);
+    p.pump();
+    p.settle();
+    no_failure(&p);
+    assert_eq!(p.b.ch.our_commitment().offered_by(Side::Remote), 1);
+}
+
+#[test]
+fn an_anchor_too_small_for_the_peers_fee_rate_fails_without_blaming_the_peer() {
+    let a = ChannelConfig { min_anchor: Amount::from_sat(10_000), ..ChannelConfig::default() };
+    // R2.2-b: our own min_anchor is checked when the channel is made...
+    let signer = Arc::new(paychan::tx::InMemorySigner::new(common::secret(1), common::secret(2)));
+    assert_eq!(
+        Channel::new_funder(a.clone(), signer, [1; 32], Amount::from_sat(9_999)).err(),
+        Some(ChannelError::BadAnchorAmount(Amount::from_sat(9_999)))
+    );
+    // ...and the peer's acceptable initial fee rate, on open_channel: the
+    // anchor must pay both initial commitments' fees.
+    let b = ChannelConfig { fee_rate: 90_000, ..ChannelConfig::default() };
+    let mut p = Pair::new(a, b, Amount::from_sat(20_000));
+    p.deliver(Dir::BToA);
+    match p.a.failed() {
+        Some(Event::ChannelFailed { reason, .. }) => {
+            assert_eq!(reason.rule.map(|r| r.id()), Some("R2.2-b"));
+            assert_eq!(reason.origin, paychan::channel::FailOrigin::Local);
+        }
+        other => panic!("{other:?}"),
+    }
+    // The failed state restores.
+    assert!(Channel::restore(&p.a.persisted, p.a.signer.clone()).unwrap().is_terminal());
+}
+
+#[test]
+fn a_failed_channel_still_learns_r_from_a_late_fulfill() {
+    let mut p = Pair::open();
+    let id = offer(&mut p, true, 5_000_000, 6);
+    p.settle();
+    p.b.ch.fulfill_htlc(id, Preimage([6; 32])).unwrap();
+    p.pump();
+    // A fails before B's fulfill arrives (its deadline, say).
+    p.a.ch.fail("deadline");
+    p.pump();
+    p.deliver(Dir::BToA);
+    // R6.2-a: R reaches the application at once, not only from the chain.
+    assert!(p.a.events.iter().any(|e| matches!(e,
+        Event::HtlcFulfilled { preimage, .. } if *preimage == Preimage([6; 32]))));
 }

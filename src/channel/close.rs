@@ -130,9 +130,11 @@ impl Channel {
     }
 
     /// The lowest close fee we propose or accept: the close transaction's
-    /// worst-case size at the relay fee rate.
+    /// worst-case size at 1 sat/vB (ADR 0004). It is the same for every
+    /// node, whatever its own relay policy, so that two nodes never narrow
+    /// the negotiation onto opposite sides of it.
     pub(super) fn close_floor(&self) -> Amount {
-        crate::fees::min_close_fee(self.config.min_relay_fee_rate)
+        crate::fees::DEFAULT_MIN_CLOSE_FEE
     }
 
     pub(super) fn send_close_signature(&mut self, fee: Amount) -> Result<(), Violation> {

@@ -15,9 +15,14 @@ impl Channel {
         let ours = self.signer.public_key(KeyRole::Commit);
         let funding =
             validate_funding(&tx, vout, &ours, &remote.commit_key, self.capacity).map_err(ChannelError::BadAnchor)?;
-        let theirs = self
-            .build_theirs_with(&funding, &self.their_view, self.their_hash)
-            .expect("the initial commitment builds: its fees were checked");
+        let Some(theirs) = self.build_theirs_with(&funding, &self.their_view, self.their_hash) else {
+            // Its fees were checked on open_channel: only a damaged state
+            // gets here.
+            let problem = "the peer's initial commitment cannot be built";
+            self.fail_with(FailOrigin::Local, Some(Rule::R2_2_b), problem.to_string());
+            self.flush();
+            return Err(ChannelError::Failed(problem));
+        };
         let commit_sig = theirs.sign(&funding, &*self.signer)?;
         self.send(Message::OpenAnchor(OpenAnchor {
             txid: funding.outpoint().txid,
@@ -105,10 +110,17 @@ impl Channel {
         self.their_hash = o.revocation_hash;
         self.their_next_hash = Some(o.next_revocation_hash);
         self.their_view = View::new(Side::Remote, MilliSats::ZERO, MilliSats::ZERO, o.initial_fee_rate);
+        self.staged_theirs = self.their_view.clone();
         match self.role {
             Role::Funder => {
-                // R2.2-b: our anchor must cover both initial commitments' fees.
-                self.check_initial_fees(self.capacity).map_err(|v| Violation { rule: v.rule, problem: v.problem })?;
+                // R2.2-b: our anchor must cover both initial commitments'
+                // fees at the rates both chose; if the peer's acceptable rate
+                // makes ours too small, the channel cannot open, and it is
+                // not the peer's fault.
+                if let Err(v) = self.check_initial_fees(self.capacity) {
+                    self.fail_with(FailOrigin::Local, v.rule, v.problem);
+                    return Ok(());
+                }
                 self.set_initial_views(self.capacity);
                 let ours = self.signer.public_key(KeyRole::Commit);
                 let script = crate::tx::funding::anchor_witness_script(&ours, &o.commit_key);
@@ -176,12 +188,16 @@ impl Channel {
         );
         self.capacity = a.amount;
         self.set_initial_views(a.amount);
-        let ours = self.build_ours_with(&funding, &self.our_view, 0).expect("fees were checked");
+        let ours = self
+            .build_ours_with(&funding, &self.our_view, 0)
+            .ok_or_else(|| violation(Rule::R2_2_b, "our initial commitment cannot be built"))?;
         // R2.2-d
         if ours.verify(&funding, &remote.commit_key, &a.commit_sig).is_err() {
             return Err(violation(Rule::R2_2_d, "open_anchor.commit_sig does not sign our initial commitment"));
         }
-        let theirs = self.build_theirs_with(&funding, &self.their_view, self.their_hash).expect("fees were checked");
+        let theirs = self
+            .build_theirs_with(&funding, &self.their_view, self.their_hash)
+            .ok_or_else(|| violation(Rule::R2_2_b, "the peer's initial commitment cannot be built"))?;
         let sig = theirs.sign(&funding, &*self.signer).map_err(|e| Violation { rule: None, problem: e.to_string() })?;
         self.our_sig = Some(a.commit_sig);
         self.send(Message::OpenCommitSig(OpenCommitSig { sig }));
@@ -196,7 +212,9 @@ impl Channel {
     pub(super) fn on_open_commit_sig(&mut self, s: OpenCommitSig) -> Result<(), Violation> {
         let funding = self.funding.clone().expect("set with the anchor");
         let remote = self.remote.expect("known after open_channel");
-        let ours = self.build_ours_with(&funding, &self.our_view, 0).expect("fees were checked");
+        let ours = self
+            .build_ours_with(&funding, &self.our_view, 0)
+            .ok_or_else(|| violation(Rule::R2_2_b, "our initial commitment cannot be built"))?;
         // R2.3-a
         if ours.verify(&funding, &remote.commit_key, &s.sig).is_err() {
             return Err(violation(Rule::R2_3_a, "open_commit_sig.sig does not sign our initial commitment"));

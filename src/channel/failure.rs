@@ -124,4 +124,27 @@ impl Channel {
             Err(_) => FailBroadcast::Nothing,
         }
     }
+
+    /// A failed channel still takes `R` from a fulfill that arrives late
+    /// for an HTLC we offered in a commitment that may yet reach the chain:
+    /// the application can use it upstream at once (R6.2-a) instead of
+    /// waiting to read it from the peer's on-chain claim.
+    pub(super) fn late_fulfill(&mut self, m: UpdateFulfillHtlc) {
+        if self.phase != Phase::Failed {
+            return;
+        }
+        let prev = self.their_prev.as_ref().map(|(v, _)| v);
+        let views = [Some(&self.our_view), Some(&self.their_view), prev];
+        let Some(h) = views.into_iter().flatten().find_map(|v| v.htlc(Side::Local, m.id).copied()) else { return };
+        if m.r.hash() != h.r_hash {
+            return;
+        }
+        self.event(Event::HtlcFulfilled {
+            direction: Direction::Outgoing,
+            id: h.id,
+            amount: h.amount.msat(),
+            preimage: m.r,
+        });
+        self.flush();
+    }
 }

@@ -461,8 +461,9 @@ pub enum ChannelError {
     /// commitment dust.
     #[error("fee rate must be above zero and leave our commitment an output")]
     BadFeeRate,
-    /// The anchor amount is outside what the protocol allows (R2.2-c).
-    #[error("anchor amount {0} is outside 1..=4294967 sat (R2.2-c)")]
+    /// The anchor amount is outside what the protocol allows (R2.2-c) or
+    /// below our own `min_anchor`.
+    #[error("anchor amount {0} is below min_anchor or above 4294967 sat (R2.2-c)")]
     BadAnchorAmount(Amount),
     /// The anchor transaction given is not the one asked for.
     #[error("anchor transaction rejected: {0}")]
@@ -796,7 +797,7 @@ impl Channel {
         capacity: Amount,
     ) -> Result<Self, ChannelError> {
         // R2.2-c: we never offer more than 4294967 satoshis.
-        if capacity == Amount::ZERO || capacity > MAX_ANCHOR {
+        if capacity < config.min_anchor || capacity == Amount::ZERO || capacity > MAX_ANCHOR {
             return Err(ChannelError::BadAnchorAmount(capacity));
         }
         config.validate()?;
@@ -992,8 +993,15 @@ impl Channel {
     /// The `acknowledge` value for an `authenticate` header now (R1.2-b):
     /// the messages processed as of the last durable state, so that a crash
     /// can never make us claim a message we then forget.
+    ///
+    /// Between [`new_transport`](Self::new_transport) and the peer's
+    /// `authenticate` it stays the value `new_transport` returned, which the
+    /// inbound numbering starts from.
     pub fn acknowledge(&self) -> u64 {
-        self.durable_processed
+        match self.link {
+            Link::AwaitingAuth => self.in_no,
+            Link::Up | Link::Down => self.durable_processed,
+        }
     }
 
     // -----------------------------------------------------------------
@@ -1140,7 +1148,7 @@ impl Channel {
                 self.on_remove(Update::Fulfill { id: m.id, r: m.r }, Vec::new())
             }
             (Phase::Normal, Message::UpdateFailHtlc(m)) => self.on_remove(Update::Fail { id: m.id }, m.reason),
-            (Phase::Normal, Message::UpdateFee(m)) => self.on_fee(m.fee_rate, ack),
+            (Phase::Normal, Message::UpdateFee(m)) => self.on_fee(m.fee_rate),
             (Phase::Normal, Message::UpdateCommit(m)) => self.on_commit(m.sig, ack),
             (Phase::Normal, Message::UpdateRevocation(m)) => self.on_revocation(m),
             (Phase::Normal, Message::CloseClearing) => self.on_close_clearing(),

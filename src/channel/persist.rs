@@ -880,6 +880,26 @@ impl Channel {
         if open {
             ensure(self.their_next_hash.is_some() != self.their_prev.is_some(), "next revocation hash")?;
         }
+        // Commitment numbers stay within the shachain's 48 bits, and the
+        // peer's revealed preimages are exactly those of its revoked
+        // commitments, so its next revocation is the one expected (R5-b).
+        const MAX_COMMITMENTS: u64 = 1 << 48;
+        ensure(self.our_num < MAX_COMMITMENTS && self.their_num < MAX_COMMITMENTS, "commitment number")?;
+        let awaiting = u64::from(self.their_prev.is_some());
+        ensure(self.their_num >= awaiting, "a revocation awaited for no commitment")?;
+        let revoked = self.their_num - awaiting;
+        ensure(
+            self.their_secrets.next_index() == Some(RevocationSecrets::index(revoked)),
+            "revealed preimages do not match the revoked commitments",
+        )?;
+        if matches!(self.phase, Phase::AwaitAnchorTx | Phase::AwaitCommitSig) {
+            self.check_initial_fees(self.capacity).map_err(|_| "the anchor does not pay the initial fees")?;
+        }
+        if let (Phase::AwaitCommitSig, Some(funding)) = (self.phase, &self.funding) {
+            self.build_ours_with(funding, &self.our_view, 0).ok_or("our initial commitment does not build")?;
+            self.build_theirs_with(funding, &self.their_view, self.their_hash)
+                .ok_or("the peer's initial commitment does not build")?;
+        }
         if let (Some(f), Some(remote)) = (&self.funding, &self.remote) {
             ensure(f.value() == self.capacity, "anchor value differs from the capacity")?;
             let ours = self.signer.public_key(crate::tx::KeyRole::Commit);
@@ -891,8 +911,10 @@ impl Channel {
         }
         // Balances: every view holds the whole capacity (or nothing, before
         // the anchor is known), and nothing is negative by construction.
-        let full = self.funding.is_some() || (self.role == Role::Funder && self.remote.is_some());
-        let expected = if full { MilliSats::from_sat(self.capacity).ok_or("capacity")? } else { MilliSats::ZERO };
+        // A channel that failed while opening may hold empty views.
+        let full = self.funding.is_some()
+            || matches!(self.phase, Phase::AwaitAnchorTx | Phase::AwaitCommitSig | Phase::AwaitDepth | Phase::Normal);
+        let capacity = MilliSats::from_sat(self.capacity).ok_or("capacity")?;
         let mut views = vec![
             (&self.our_view, Side::Local),
             (&self.their_view, Side::Remote),
@@ -911,7 +933,7 @@ impl Channel {
                 ensure(h.offerer == Side::Remote || h.id < self.next_htlc_id, "HTLC id beyond our counter")?;
                 total = total.checked_add(h.amount.msat()).ok_or("balances overflow")?;
             }
-            ensure(total == expected, "balances do not add up to the capacity")?;
+            ensure(total == capacity || (!full && total == MilliSats::ZERO), "balances do not add up to the capacity")?;
         }
         // The staged views are the current ones with the log applied.
         for e in &self.log {

@@ -19,6 +19,9 @@ impl Channel {
             return;
         }
         if self.is_terminal() {
+            if let Message::UpdateFulfillHtlc(m) = message {
+                self.late_fulfill(m);
+            }
             return;
         }
         if self.link != Link::Up {

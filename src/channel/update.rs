@@ -254,14 +254,14 @@ impl Channel {
         Ok(())
     }
 
-    pub(super) fn on_fee(&mut self, rate: u32, ack: u64) -> Result<(), Violation> {
-        // Fees freeze at clearing (ADR 0004): only a fee change that crossed
-        // our close_clearing, sent before the peer processed it, is taken.
-        if self.close.received_clearing {
-            return Err(violation(Rule::R4_2_a, "update_fee after the peer's close_clearing"));
-        }
-        if self.close.sent_clearing && ack >= self.close.clearing_msg_no {
-            return Err(violation(Rule::R4_2_a, "update_fee after processing our close_clearing"));
+    pub(super) fn on_fee(&mut self, rate: u32) -> Result<(), Violation> {
+        // Fees freeze at clearing (ADR 0004): this crate sends none once
+        // clearing has begun. A peer's change during clearing is taken (the
+        // text allows it, R3.4-a) until the negotiation begins: after our
+        // close_signature, or after the peer's, it could no longer be
+        // committed before the close (R4.2-a).
+        if self.close.our_fee.is_some() || self.close.their.is_some() {
+            return Err(violation(Rule::R4_2_a, "update_fee during the close negotiation"));
         }
         // R3.4-b
         if rate > self.max_peer_fee_rate() || rate == 0 {
