@@ -631,3 +631,25 @@ fn a_failed_channel_still_learns_r_from_a_late_fulfill() {
     assert!(p.a.events.iter().any(|e| matches!(e,
         Event::HtlcFulfilled { preimage, .. } if *preimage == Preimage([6; 32]))));
 }
+
+#[test]
+fn a_message_before_the_peers_authenticate_fails_and_one_without_a_transport_waits() {
+    let mut p = Pair::open();
+    let id = offer(&mut p, true, 1_000_000, 3);
+    let add = p.a_to_b.pop_front().unwrap();
+    // Restored, with no transport yet: the message is not taken (it could
+    // not be numbered) and the peer will resend it.
+    let mut restored = Channel::restore(&p.b.persisted, p.b.signer.clone()).unwrap();
+    drain(&mut restored);
+    restored.handle_message(add.1.clone(), add.0);
+    assert!(drain(&mut restored).is_empty());
+    assert!(restored.our_staged().htlc(Side::Remote, id).is_none());
+    // R1.2-a: on a new transport the peer's authenticate comes first.
+    restored.new_transport();
+    restored.handle_message(add.1, add.0);
+    let failed = drain(&mut restored).into_iter().find_map(|o| match o {
+        Output::Event(Event::ChannelFailed { reason, .. }) => reason.rule.map(|r| r.id()),
+        _ => None,
+    });
+    assert_eq!(failed, Some("R1.2-a"));
+}

@@ -24,15 +24,22 @@ impl Channel {
             }
             return;
         }
-        if self.link != Link::Up {
+        match self.link {
+            Link::Up => {}
+            // No transport since a restore: the caller has not called
+            // `new_transport`. The message cannot be numbered; the peer
+            // resends it on the next transport.
+            Link::Down => return,
             // The peer's first message on a transport is its authenticate,
             // which says what we must resend: anything before it cannot be
             // numbered.
-            let problem = format!("{} before the peer's authenticate", message.name());
-            self.processed += 1;
-            self.fail_with(FailOrigin::PeerViolation, Some(Rule::R1_2_a), problem);
-            self.flush();
-            return;
+            Link::AwaitingAuth => {
+                let problem = format!("{} before the peer's authenticate", message.name());
+                self.processed += 1;
+                self.fail_with(FailOrigin::PeerViolation, Some(Rule::R1_2_a), problem);
+                self.flush();
+                return;
+            }
         }
         self.in_no += 1;
         if self.in_no <= self.processed {
