@@ -7,7 +7,6 @@ mod common;
 
 use std::sync::Arc;
 
-use bitcoin::hashes::{sha256, Hash as _};
 use bitcoin::{absolute, Amount};
 use common::pair::{Dir, Pair};
 use paychan::channel::{Channel, ChannelConfig, ChannelError, Event, Output, RestoreError, Side, Watch};
@@ -428,11 +427,23 @@ fn rich_state() -> (Pair, Vec<u8>, (u64, Message)) {
 }
 
 /// The state with its checksum recomputed, as a buggy writer would leave
-/// it: SHA-256 of the body, first 8 bytes.
+/// it: the format's 64-bit checksum (ADR 0003), written out here again.
 fn resealed(mut state: Vec<u8>) -> Vec<u8> {
+    fn mix(x: u64) -> u64 {
+        (x ^ (x >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
     let body = state.len() - 8;
-    let digest = sha256::Hash::hash(&state[..body]);
-    state[body..].copy_from_slice(&digest.as_byte_array()[..8]);
+    let mut h = (body as u64).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let mut at = 0;
+    while at + 8 <= body {
+        h = mix(h ^ u64::from_le_bytes(state[at..at + 8].try_into().unwrap()));
+        at += 8;
+    }
+    let mut tail = [0u8; 8];
+    tail[..body - at].copy_from_slice(&state[at..body]);
+    h = mix(mix(h ^ u64::from_le_bytes(tail)) ^ 0x94d0_49bb_1331_11eb);
+    let sum = mix(h ^ (h >> 31));
+    state[body..].copy_from_slice(&sum.to_le_bytes());
     state
 }
 
