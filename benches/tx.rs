@@ -57,6 +57,7 @@ fn bench(c: &mut Criterion) {
             fee_rate_per_kb: 10_000,
             revocation_hash: revocation.hash(),
             delay: Delay::Blocks(144),
+            number: paychan::tx::commitment::CommitmentNumber::default(),
         };
         group.throughput(Throughput::Elements(n.max(1)));
         group.bench_with_input(BenchmarkId::new("build", n), &spec, |bench, spec| {

@@ -596,3 +596,29 @@ fn crossing_adds_near_the_output_cap_never_fail_an_honest_peer() {
     assert_eq!(c.tx().output.len(), 2 * MAX_HTLC_OUTPUTS_PER_SIDE + 2);
     const { assert!(2 * MAX_HTLC_OUTPUTS_PER_SIDE <= MAX_HTLC_OUTPUTS) };
 }
+
+#[test]
+fn every_commitment_carries_its_number_for_either_side() {
+    use paychan::tx::commitment::{commitment_number, obscuring_factor};
+    let mut p = Pair::open();
+    // D10: the factor comes from the funder's then the fundee's commit key.
+    let factor = obscuring_factor(&common::pubkey(1), &common::pubkey(3));
+    for i in 0..5u8 {
+        offer(&mut p.a, 1_000_000, 10 + i);
+        p.settle();
+        for node in [&p.a, &p.b] {
+            let ours = node.ch.our_commitment_tx().unwrap();
+            assert_eq!(commitment_number(ours.tx(), factor), Some(node.ch.our_commitment_number()));
+        }
+        // What A holds as B's commitment is what B holds as its own.
+        let theirs = p.a.ch.their_commitment_tx().unwrap();
+        assert_eq!(commitment_number(theirs.tx(), factor), Some(p.b.ch.our_commitment_number()));
+    }
+    // The records of B's revoked commitments say which one they are, and
+    // rebuild to transactions that carry that number.
+    for record in &p.a.revoked {
+        let c = record.rebuild().unwrap();
+        assert_eq!(commitment_number(c.tx(), factor), Some(record.number));
+    }
+    assert!(p.a.revoked.len() >= 5);
+}

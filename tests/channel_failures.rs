@@ -644,6 +644,10 @@ fn a_funder_lying_about_the_anchor_is_caught_on_chain() {
         fee_rate_per_kb: 10_000,
         revocation_hash: paychan::shachain::RevocationSecrets::new([0xb2; 32]).hash(0),
         delay: paychan::Delay::Blocks(144),
+        number: commitment::CommitmentNumber {
+            number: 0,
+            obscuring: commitment::obscuring_factor(&pubkey(1), &pubkey(3)),
+        },
     })
     .unwrap();
     a.commit_sig = b_first.sign(&funding, &*p.a.signer).unwrap();

@@ -98,6 +98,7 @@ fn measured_commitment_vsizes() -> Vec<u64> {
         fee_rate_per_kb: DEFAULT_MIN_FEE_RATE,
         revocation_hash: sha256::Hash::hash(b"revocation"),
         delay: Delay::Blocks(144),
+        number: paychan::tx::commitment::CommitmentNumber::default(),
     })
     .unwrap();
     // R3.6-a, R3.6-b: the commitment's fee is the normative one.

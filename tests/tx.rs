@@ -12,7 +12,9 @@ use common::chain::{funding_tx, resign, set_witness_element, verify_input};
 use common::{pubkey, secret};
 use paychan::fees::{commitment_fee, DUST_LIMIT};
 use paychan::tx::closing::{build_close, CloseSpec};
-use paychan::tx::commitment::{self, to_self_script, Commitment, CommitmentSpec, HtlcDirection, HtlcSpec, OutputKind};
+use paychan::tx::commitment::{
+    self, to_self_script, Commitment, CommitmentNumber, CommitmentSpec, HtlcDirection, HtlcSpec, OutputKind,
+};
 use paychan::tx::funding::{anchor_witness_script, validate_funding, FundingError, FundingOutput};
 use paychan::tx::htlc::{offered_htlc_script, received_htlc_script, success_sweep, timeout_sweep};
 use paychan::tx::penalty::{build_penalty, PenaltyError, MAX_PENALTY_TX_SIZE};
@@ -37,6 +39,12 @@ const STRANGER: u64 = 99;
 
 const FUNDING_SAT: u64 = 1_000_000;
 const DELAY: Delay = Delay::Blocks(144);
+/// The test channel's obscuring factor (D10): the last six bytes of
+/// SHA256(pubkey(1) || pubkey(3)), computed outside the crate
+/// (`hashlib.sha256(bytes.fromhex("0279be…1798" "02f930…36f9"))`).
+const OBSCURING: u64 = 0x5253_382d_acf5;
+/// The vectors' commitments are number 42.
+const NUMBER: CommitmentNumber = CommitmentNumber { number: 42, obscuring: OBSCURING };
 
 fn funding() -> (FundingOutput, TxOut) {
     funding_of(FUNDING_SAT)
@@ -91,6 +99,7 @@ fn build_a(f: &FundingOutput, htlcs: &[HtlcSpec], delay: Delay, rate: u32) -> Co
         fee_rate_per_kb: rate,
         revocation_hash: rev_preimage(0).hash(),
         delay,
+        number: NUMBER,
     })
     .unwrap()
 }
@@ -301,6 +310,7 @@ fn commitment_spends_the_anchor_only_with_both_signatures() {
         fee_rate_per_kb: 10_000,
         revocation_hash: rev_preimage(0).hash(),
         delay: DELAY,
+        number: NUMBER,
     })
     .unwrap();
     let other_sig = other.sign(&f, &signer_b()).unwrap();
@@ -336,10 +346,10 @@ fn commitment_layout() {
     let outs: Amount = c.tx().output.iter().map(|o| o.value).sum();
     assert_eq!(outs + Amount::from_sat(4020) + Amount::from_sat(400), Amount::from_sat(FUNDING_SAT));
     assert_eq!(c.absolute_fee(&f), Amount::from_sat(4420));
-    // Version 2, lock time 0, nSequence final.
+    // Version 2; the lock fields carry commitment 42, obscured (D10).
     assert_eq!(c.tx().version, bitcoin::transaction::Version::TWO);
-    assert_eq!(c.tx().lock_time, absolute::LockTime::ZERO);
-    assert_eq!(c.tx().input[0].sequence, Sequence::MAX);
+    assert_eq!(c.tx().lock_time, absolute::LockTime::from_consensus(0x202d_acdf));
+    assert_eq!(c.tx().input[0].sequence, Sequence(0x8052_5338));
 }
 
 // ---------------------------------------------------------------------------
@@ -742,6 +752,7 @@ proptest! {
             fee_rate_per_kb: rate,
             revocation_hash: rev_preimage(0).hash(),
             delay: Delay::Blocks(delay),
+            number: NUMBER,
         };
         let Ok(c) = commitment::build(&spec) else {
             // Only possible when every output is dust, impossible here.
@@ -855,6 +866,7 @@ fn commitments_stay_within_the_standard_weight() {
         fee_rate_per_kb: 1000,
         revocation_hash: rev_preimage(0).hash(),
         delay: DELAY,
+        number: NUMBER,
     };
     assert!(matches!(commitment::build(&spec), Err(CommitmentError::TooHeavy(w)) if w > 400_000));
 }
@@ -917,6 +929,7 @@ fn commitment_rejects_inconsistent_specs() {
         fee_rate_per_kb: 1000,
         revocation_hash: rev_preimage(0).hash(),
         delay: DELAY,
+        number: NUMBER,
     };
     assert!(matches!(commitment::build(&spec), Err(commitment::CommitmentError::ValueMismatch { .. })));
     let dup = [
@@ -960,5 +973,54 @@ fn the_specification_shows_the_vectors() {
         let bytes = common::read_hex_vector(&format!("{}/tests/vectors/{name}.hex", env!("CARGO_MANIFEST_DIR")));
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         assert!(doc_hex.contains(&hex), "docs/transactions.md does not show {name}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The commitment number on chain (ruling D10).
+// ---------------------------------------------------------------------------
+
+#[test]
+fn commitments_carry_their_obscured_number_in_the_lock_fields() {
+    // D10: the obscuring factor is the lower 48 bits of SHA256(funder
+    // commit_key || fundee commit_key); OBSCURING was computed outside the
+    // crate.
+    assert_eq!(commitment::obscuring_factor(&pubkey(1), &pubkey(3)), OBSCURING);
+    assert_ne!(commitment::obscuring_factor(&pubkey(3), &pubkey(1)), OBSCURING, "the order is funder, fundee");
+    let (f, spent) = funding();
+    let c = build_a(&f, &standard_htlcs(), DELAY, 10_000);
+    // 42 XOR 0x5253382dacf5 = 0x5253382dacdf: nLockTime 0x20 | 2dacdf,
+    // nSequence 0x80 | 525338 (computed by hand).
+    assert_eq!(c.tx().lock_time.to_consensus_u32(), 0x202d_acdf);
+    assert_eq!(c.tx().input[0].sequence.0, 0x8052_5338);
+    // Read back in O(1).
+    assert_eq!(commitment::commitment_number(c.tx(), OBSCURING), Some(42));
+    // The lock time is a timestamp in 1987, below any block's median time
+    // past, and bit 31 of nSequence disables relative locks (BIP 68): the
+    // signed commitment is valid at once (the interpreter checks the whole
+    // spend, lock fields included).
+    assert!(c.tx().lock_time.is_block_time());
+    assert!(!c.tx().input[0].sequence.is_relative_lock_time());
+    broadcast_a(&f, &spent, &c);
+    // A close carries no number.
+    let close = build_close(&close_spec(&f, pubkey(2), pubkey(4), 700_000_500, 3000)).unwrap();
+    assert_eq!(commitment::commitment_number(close.tx(), OBSCURING), None);
+}
+
+proptest! {
+    /// D10: every number below 2^48 survives the lock fields, whatever the
+    /// factor.
+    #[test]
+    fn any_commitment_number_reads_back(number in 0u64..(1 << 48), obscuring in 0u64..(1 << 48)) {
+        let (lock, sequence) = CommitmentNumber { number, obscuring }.lock_fields();
+        let tx = Transaction {
+            version: bitcoin::transaction::Version::TWO,
+            lock_time: lock,
+            input: vec![bitcoin::TxIn { sequence, ..Default::default() }],
+            output: vec![],
+        };
+        prop_assert_eq!(commitment::commitment_number(&tx, obscuring), Some(number));
+        prop_assert_eq!(lock.to_consensus_u32() >> 24, 0x20);
+        prop_assert_eq!(sequence.0 >> 24, 0x80);
     }
 }

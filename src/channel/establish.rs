@@ -15,7 +15,7 @@ impl Channel {
         let ours = self.signer.public_key(KeyRole::Commit);
         let funding =
             validate_funding(&tx, vout, &ours, &remote.commit_key, self.capacity).map_err(ChannelError::BadAnchor)?;
-        let Some(theirs) = self.build_theirs_with(&funding, &self.their_view, self.their_hash) else {
+        let Some(theirs) = self.build_theirs_with(&funding, &self.their_view, self.their_hash, 0) else {
             // Its fees were checked on open_channel: only a damaged state
             // gets here.
             let problem = "the peer's initial commitment cannot be built";
@@ -196,7 +196,7 @@ impl Channel {
             return Err(violation(Rule::R2_2_d, "open_anchor.commit_sig does not sign our initial commitment"));
         }
         let theirs = self
-            .build_theirs_with(&funding, &self.their_view, self.their_hash)
+            .build_theirs_with(&funding, &self.their_view, self.their_hash, 0)
             .ok_or_else(|| violation(Rule::R2_2_b, "the peer's initial commitment cannot be built"))?;
         let sig = theirs.sign(&funding, &*self.signer).map_err(|e| Violation { rule: None, problem: e.to_string() })?;
         self.our_sig = Some(a.commit_sig);

@@ -40,7 +40,7 @@ use crate::fees::{commitment_fee, fee_for_bytecount, DUST_LIMIT};
 use crate::rules::Rule;
 use crate::shachain::{RevocationSecrets, ShachainStore};
 use crate::tx::closing::{build_close, CloseSpec, CloseTx};
-use crate::tx::commitment::{self, Commitment, CommitmentSpec, HtlcSpec};
+use crate::tx::commitment::{self, Commitment, CommitmentNumber, CommitmentSpec, HtlcSpec};
 use crate::tx::funding::{validate_funding, FundingError, FundingOutput, MAX_ANCHOR};
 use crate::tx::{KeyRole, Signer, SignerError};
 use crate::types::{Delay, HtlcMsat, MilliSats, Preimage};
@@ -245,6 +245,8 @@ pub struct RevokedCommitment {
     pub owner_final: CompressedPublicKey,
     /// Our `final_key`.
     pub other_final: CompressedPublicKey,
+    /// The channel's obscuring factor of commitment numbers (ruling D10).
+    pub obscuring: u64,
 }
 
 impl RevokedCommitment {
@@ -261,6 +263,7 @@ impl RevokedCommitment {
             fee_rate_per_kb: self.fee_rate,
             revocation_hash: self.preimage.hash(),
             delay: self.delay,
+            number: CommitmentNumber { number: self.number, obscuring: self.obscuring },
         })
     }
 }
@@ -981,7 +984,7 @@ impl Channel {
 
     /// The peer's latest commitment transaction as we signed it.
     pub fn their_commitment_tx(&self) -> Option<Commitment> {
-        self.build_theirs(&self.their_view, self.their_hash)
+        self.build_theirs(&self.their_view, self.their_hash, self.their_num)
     }
 
     /// The redemption deadline of the HTLC `id` we offered (R3.1-a), while
@@ -1232,12 +1235,23 @@ impl Channel {
             revocation_hash: self.our_hash(num),
             // Our outputs wait for the delay the peer asked for.
             delay: remote.delay,
+            number: CommitmentNumber { number: num, obscuring: self.obscuring()? },
         })
         .ok()
     }
 
-    fn build_theirs(&self, view: &View, revocation_hash: sha256::Hash) -> Option<Commitment> {
-        self.build_theirs_with(self.funding.as_ref()?, view, revocation_hash)
+    fn build_theirs(&self, view: &View, revocation_hash: sha256::Hash, num: u64) -> Option<Commitment> {
+        self.build_theirs_with(self.funding.as_ref()?, view, revocation_hash, num)
+    }
+
+    /// The channel's obscuring factor of commitment numbers (ruling D10),
+    /// once the peer's key is known.
+    fn obscuring(&self) -> Option<u64> {
+        let (ours, theirs) = (self.signer.public_key(KeyRole::Commit), self.remote?.commit_key);
+        Some(match self.role {
+            Role::Funder => commitment::obscuring_factor(&ours, &theirs),
+            Role::Fundee => commitment::obscuring_factor(&theirs, &ours),
+        })
     }
 
     fn build_theirs_with(
@@ -1245,6 +1259,7 @@ impl Channel {
         funding: &FundingOutput,
         view: &View,
         revocation_hash: sha256::Hash,
+        num: u64,
     ) -> Option<Commitment> {
         let remote = self.remote?;
         let (to_owner, to_other) = view.owner_balances();
@@ -1259,6 +1274,7 @@ impl Channel {
             revocation_hash,
             // The peer's outputs wait for the delay we asked for.
             delay: self.config.delay,
+            number: CommitmentNumber { number: num, obscuring: self.obscuring()? },
         })
         .ok()
     }

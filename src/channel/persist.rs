@@ -204,6 +204,7 @@ impl W {
                 self.delay(r.delay);
                 self.key(&r.owner_final);
                 self.key(&r.other_final);
+                self.u64(r.obscuring);
             }
             Output::Event(e) => {
                 self.u8(5);
@@ -414,6 +415,7 @@ impl<'a> R<'a> {
                     delay: self.delay()?,
                     owner_final: self.key()?,
                     other_final: self.key()?,
+                    obscuring: self.u64()?,
                 })))
             }
             5 => Output::Event(self.event()?),
@@ -921,7 +923,7 @@ impl Channel {
         }
         if let (Phase::AwaitCommitSig, Some(funding)) = (self.phase, &self.funding) {
             self.build_ours_with(funding, &self.our_view, 0).ok_or("our initial commitment does not build")?;
-            self.build_theirs_with(funding, &self.their_view, self.their_hash)
+            self.build_theirs_with(funding, &self.their_view, self.their_hash, 0)
                 .ok_or("the peer's initial commitment does not build")?;
         }
         if let (Some(f), Some(remote)) = (&self.funding, &self.remote) {
@@ -995,9 +997,10 @@ impl Channel {
             built
                 .verify(funding, &remote.commit_key, sig)
                 .map_err(|_| "the peer's signature does not sign our commitment")?;
-            self.build_theirs(&self.their_view, self.their_hash).ok_or("the peer's commitment does not build")?;
+            self.build_theirs(&self.their_view, self.their_hash, self.their_num)
+                .ok_or("the peer's commitment does not build")?;
             if let Some((v, h)) = &self.their_prev {
-                self.build_theirs(v, *h).ok_or("the peer's previous commitment does not build")?;
+                self.build_theirs(v, *h, self.their_num - 1).ok_or("the peer's previous commitment does not build")?;
             }
         }
         Ok(())

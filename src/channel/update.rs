@@ -161,7 +161,7 @@ impl Channel {
         }
         let next_hash = self.their_next_hash.expect("known while no revocation is awaited");
         let view = self.staged_theirs.clone();
-        let Some(built) = self.build_theirs(&view, next_hash) else {
+        let Some(built) = self.build_theirs(&view, next_hash, self.their_num + 1) else {
             // Only a channel so small that fees leave every output dust gets
             // here (R3.6-d leaves a transaction with no output): it cannot go
             // on, so it fails like any broken channel.
@@ -359,7 +359,7 @@ impl Channel {
         let htlcs = view.htlc_specs();
         let txid = match self.their_prev_txid {
             Some(txid) => txid,
-            None => self.build_theirs(view, preimage.hash())?.txid(),
+            None => self.build_theirs(view, preimage.hash(), number)?.txid(),
         };
         Some(RevokedCommitment {
             number,
@@ -373,6 +373,7 @@ impl Channel {
             delay: self.config.delay,
             owner_final: remote.final_key,
             other_final: self.signer.public_key(KeyRole::Final),
+            obscuring: self.obscuring()?,
         })
     }
 

@@ -20,7 +20,7 @@ use bitcoin::opcodes::all::{OP_CHECKSIG, OP_CSV, OP_DROP, OP_ELSE, OP_ENDIF, OP_
 use bitcoin::script::Builder;
 use bitcoin::secp256k1::ecdsa::Signature;
 use bitcoin::{
-    absolute, transaction, Amount, CompressedPublicKey, OutPoint, Script, ScriptBuf, Transaction, TxOut, Txid,
+    absolute, transaction, Amount, CompressedPublicKey, OutPoint, Script, ScriptBuf, Sequence, Transaction, TxOut, Txid,
 };
 
 use super::funding::FundingOutput;
@@ -124,6 +124,67 @@ pub struct CommitmentSpec<'a> {
     /// The `delay` the other side asked for in its `open_channel`: how long
     /// the owner's payments to itself stay locked.
     pub delay: Delay,
+    /// Its commitment number (0 is the first) and the channel's obscuring
+    /// factor ([`obscuring_factor`]): ruling D10 writes the number, obscured,
+    /// in the lock fields.
+    pub number: CommitmentNumber,
+}
+
+/// A commitment number and the channel's obscuring factor, which ruling D10
+/// writes into every commitment's lock fields.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct CommitmentNumber {
+    /// The commitment number: 0 for the first, below 2^48.
+    pub number: u64,
+    /// The channel's [`obscuring_factor`].
+    pub obscuring: u64,
+}
+
+/// The highest bit of a commitment's nLockTime and the upper byte D10 sets:
+/// 0x20 makes the lock time a timestamp in 1987, always final.
+const LOCK_TIME_TAG: u32 = 0x20 << 24;
+/// The upper byte of the anchor input's nSequence: bit 31 set disables
+/// relative lock times (BIP 68).
+const SEQUENCE_TAG: u32 = 0x80 << 24;
+const LOW_24: u64 = 0xFF_FFFF;
+
+/// The channel's obscuring factor (ruling D10): the lower 48 bits of
+/// SHA256(funder's `commit_key` || fundee's `commit_key`), the last six bytes
+/// of the hash read big-endian.
+pub fn obscuring_factor(funder_commit_key: &CompressedPublicKey, fundee_commit_key: &CompressedPublicKey) -> u64 {
+    let mut engine = sha256::Hash::engine();
+    bitcoin::hashes::HashEngine::input(&mut engine, &funder_commit_key.to_bytes());
+    bitcoin::hashes::HashEngine::input(&mut engine, &fundee_commit_key.to_bytes());
+    let hash = sha256::Hash::from_engine(engine).to_byte_array();
+    let mut low = [0u8; 8];
+    low[2..].copy_from_slice(&hash[26..]);
+    u64::from_be_bytes(low)
+}
+
+impl CommitmentNumber {
+    /// The nLockTime and anchor-input nSequence of this commitment (D10):
+    /// `obscured = number XOR obscuring`; nLockTime = `0x20 << 24 | lower
+    /// 24 bits`, nSequence = `0x80 << 24 | upper 24 bits` (of 48).
+    pub fn lock_fields(&self) -> (absolute::LockTime, Sequence) {
+        let obscured = (self.number ^ self.obscuring) & ((1 << 48) - 1);
+        let lock = LOCK_TIME_TAG | (obscured & LOW_24) as u32;
+        let sequence = SEQUENCE_TAG | ((obscured >> 24) & LOW_24) as u32;
+        (absolute::LockTime::from_consensus(lock), Sequence(sequence))
+    }
+}
+
+/// The commitment number a transaction spending the anchor carries (D10),
+/// with the channel's obscuring factor; `None` if its lock fields are not
+/// those of a commitment (a close, or anything else). O(1): whoever sees a
+/// commitment on chain knows which one it is without a table of txids.
+pub fn commitment_number(tx: &Transaction, obscuring: u64) -> Option<u64> {
+    let lock = tx.lock_time.to_consensus_u32();
+    let sequence = tx.input.first()?.sequence.0;
+    if lock & 0xFF00_0000 != LOCK_TIME_TAG || sequence & 0xFF00_0000 != SEQUENCE_TAG {
+        return None;
+    }
+    let obscured = ((u64::from(sequence) & LOW_24) << 24) | (u64::from(lock) & LOW_24);
+    Some(obscured ^ (obscuring & ((1 << 48) - 1)))
 }
 
 /// What one output of a commitment is.
@@ -261,12 +322,10 @@ pub fn build(spec: &CommitmentSpec<'_>) -> Result<Commitment, CommitmentError> {
         map.push(CommitmentOutput { vout: vout as u32, value: txout.value, kind, witness_script });
         txouts.push(txout);
     }
-    let tx = Transaction {
-        version: transaction::Version::TWO,
-        lock_time: absolute::LockTime::ZERO,
-        input: vec![spec.funding.txin()],
-        output: txouts,
-    };
+    let (lock_time, sequence) = spec.number.lock_fields();
+    let mut input = spec.funding.txin();
+    input.sequence = sequence;
+    let tx = Transaction { version: transaction::Version::TWO, lock_time, input: vec![input], output: txouts };
     let weight = tx.weight().to_wu() + ANCHOR_WITNESS_WEIGHT;
     if weight > MAX_STANDARD_WEIGHT {
         return Err(CommitmentError::TooHeavy(weight));
