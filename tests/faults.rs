@@ -5,7 +5,8 @@
 //! fail, and every invariant of the harness must hold after every step.
 //!
 //! `PAYCHAN_FAULT_SCHEDULES` sets the number of schedules per test (each of
-//! the four tests runs its own range of seeds).
+//! the four tests runs its own range of seeds, shifted by
+//! `PAYCHAN_FAULT_BASE`).
 
 use paychan::sim::faults::{Harness, Report, Rng};
 
@@ -18,11 +19,14 @@ fn schedules() -> u64 {
 fn run_range(first: u64) {
     let n = schedules();
     let mut total = Report::default();
-    let mut seeds = first * 1_000_000..first * 1_000_000 + n;
+    // PAYCHAN_FAULT_BASE shifts every range, to explore other schedules.
+    let base = std::env::var("PAYCHAN_FAULT_BASE").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let start = base + first * 1_000_000;
+    let mut seeds = start..start + n;
     // To replay one schedule: PAYCHAN_FAULT_SEED=<seed> (with
     // PAYCHAN_FAULT_TRACE=1 to print its operations).
     if let Some(seed) = std::env::var("PAYCHAN_FAULT_SEED").ok().and_then(|v| v.parse::<u64>().ok()) {
-        if seed / 1_000_000 != first {
+        if (seed - base.min(seed)) / 1_000_000 != first {
             return;
         }
         seeds = seed..seed + 1;
@@ -46,7 +50,7 @@ fn run_range(first: u64) {
     // The schedules really exercise what they claim to.
     assert!(total.opened && total.closed, "{total:?}");
     assert!(total.fulfilled > 0 && total.failed > 0 && total.crashes > 0 && total.drops > 0, "{total:?}");
-    eprintln!("seeds {first}*10^6 + 0..{n}: {total:?}");
+    eprintln!("seeds {start}..{}: {total:?}", start + n);
 }
 
 #[test]
