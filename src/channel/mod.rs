@@ -758,10 +758,6 @@ pub struct Channel {
     persist: VecDeque<Output>,
     gated: VecDeque<(u64, Output)>,
     pending: Vec<Output>,
-    /// The outputs other than messages that had not been released when the
-    /// latest state was written: kept in it and emitted again after a
-    /// restore (at least once, ADR 0003).
-    unreleased: Vec<Output>,
 }
 
 /// The transport, as the channel sees it.
@@ -880,7 +876,6 @@ impl Channel {
             persist: VecDeque::new(),
             gated: VecDeque::new(),
             pending: Vec::new(),
-            unreleased: Vec::new(),
             secrets,
             config,
         };
@@ -1065,17 +1060,6 @@ impl Channel {
         self.dirty = false;
         self.version += 1;
         self.processed_at.push_back((self.version, self.processed));
-        // What must reach the application at least once: everything not yet
-        // released, from this change and from earlier ones whose writes are
-        // still in flight, since a crash may keep this state and lose those.
-        self.unreleased = self
-            .gated
-            .iter()
-            .map(|(_, o)| o)
-            .chain(&self.pending)
-            .filter(|o| !matches!(o, Output::Send { .. }))
-            .cloned()
-            .collect();
         let state = self.to_bytes();
         self.state_len_hint = state.len();
         self.persist.push_back(Output::Persist { version: self.version, state });

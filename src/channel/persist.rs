@@ -645,8 +645,14 @@ impl Channel {
         w.u32(self.height);
         w.u32(self.time);
         w.opt(self.fee_estimate, W::u32);
-        w.u32(self.unreleased.len() as u32);
-        for o in &self.unreleased {
+        // What must reach the application at least once (ADR 0003): every
+        // output but messages not yet released, from this change (still
+        // pending) and from earlier ones whose writes may still be in flight
+        // (gated), since a crash may keep this state and lose those.
+        let unreleased =
+            || self.gated.iter().map(|(_, o)| o).chain(&self.pending).filter(|o| !matches!(o, Output::Send { .. }));
+        w.u32(unreleased().count() as u32);
+        for o in unreleased() {
             w.output(o);
         }
         w.u64(self.version);
@@ -869,8 +875,7 @@ impl Channel {
             persist: VecDeque::new(),
             // At least once: what the last state change emitted may not have
             // been handled before the restart, so it comes out again.
-            gated: unreleased.iter().cloned().map(|o| (version, o)).collect(),
-            unreleased,
+            gated: unreleased.into_iter().map(|o| (version, o)).collect(),
             link: super::Link::Down,
             in_no: processed,
             pending: Vec::new(),
