@@ -17,6 +17,7 @@
 //! | [`fees`] | commitment fee, dust, and the split of a fee between the two sides | section 3.6 |
 //! | [`tx`] | funding, commitment, HTLC, sweep, close and penalty transactions; signing | sections 2.2, 3, 4.2, 6 |
 //! | [`channel`] | the sans-IO state machine: establishment, updates, close, failure, persistence | sections 1.2, 2, 3, 4, 6.3 |
+//! | [`chain`] | the on-chain monitor: classifying the anchor's spend, sweeps, HTLC claims, penalties, reorgs | section 6 |
 //! | [`sim`] | two channels in memory, for tests, examples and experiments | |
 //! | [`types`] | millisatoshi amounts, preimages, the relative `delay` | |
 //!
@@ -32,26 +33,46 @@
 //! use std::sync::Arc;
 //! use bitcoin::absolute::LockTime;
 //! use bitcoin::Amount;
+//! use bitcoin::hashes::Hash as _;
+//! use paychan::chain::{Monitor, MonitorConfig, MonitorEvent, MonitorOutput, SpendKind};
 //! use paychan::channel::{Channel, ChannelConfig, Event, Output, Watch};
 //! use paychan::sim::{funding_tx, secret};
 //! use paychan::tx::InMemorySigner;
 //! use paychan::wire::{self, Message};
 //! use paychan::{MilliSats, Preimage};
 //!
-//! /// Everything one node's surroundings do with its outputs.
+//! /// Everything one node's surroundings do with its outputs, and the
+//! /// channel's on-chain monitor (which could live in another process).
 //! #[derive(Default)]
-//! struct World { outbox: VecDeque<(u64, Vec<u8>)>, db: Vec<u8>, chain: Vec<bitcoin::Transaction>, events: Vec<Event> }
+//! struct World {
+//!     outbox: VecDeque<(u64, Vec<u8>)>, db: Vec<u8>, chain: Vec<bitcoin::Transaction>, events: Vec<Event>,
+//!     monitor: Option<Monitor>, monitor_db: Vec<Vec<u8>>, monitor_events: Vec<MonitorEvent>,
+//! }
+//!
+//! fn drain_monitor(w: &mut World) {
+//!     let Some(m) = w.monitor.as_mut() else { return };
+//!     while let Some(out) = m.poll_output() {
+//!         match out {
+//!             MonitorOutput::Persist(p) => { w.monitor_db.push(p.bytes().to_vec()); m.handle_persisted(p.seq()); }
+//!             MonitorOutput::Broadcast(tx) => w.chain.push(tx),
+//!             MonitorOutput::Event(e) => w.monitor_events.push(e),
+//!             _ => {} // watches: a node with a full chain needs none
+//!         }
+//!     }
+//! }
 //!
 //! fn drain(ch: &mut Channel, w: &mut World) {
 //!     while let Some(out) = ch.poll_output() {
 //!         match out {
-//!             // Store first; only then is anything that depends on it released.
+//!             // The monitor's updates come first and are stored first (C1-i)...
+//!             Output::Monitor(u) => { if let Some(m) = w.monitor.as_mut() { m.update(u).unwrap(); } drain_monitor(w); }
+//!             // ...then the state; only then is anything that depends on it released.
 //!             Output::Persist { version, state } => { w.db = state; ch.handle_persisted(version); }
 //!             Output::Send { message, acknowledge } => w.outbox.push_back((acknowledge, wire::encode(&message).unwrap())),
 //!             // The funder's wallet builds the anchor; it is broadcast later, when the channel says so.
 //!             Output::FundAnchor { amount, script_pubkey } => ch.provide_anchor(funding_tx(script_pubkey, amount), 0).unwrap(),
 //!             Output::Broadcast(tx) => w.chain.push(tx),
-//!             Output::Watch(Watch::AnchorDepth { .. } | Watch::AnchorSpend(_) | Watch::RevokedCommitment(_)) => {}
+//!             Output::Watch(Watch::AnchorDepth { .. } | Watch::AnchorSpend(_)) => {}
 //!             Output::Event(e) => w.events.push(e),
 //!             _ => {}
 //!         }
@@ -79,9 +100,12 @@
 //! let signer_a = Arc::new(InMemorySigner::new(secret(1), secret(2)));
 //! let signer_b = Arc::new(InMemorySigner::new(secret(3), secret(4)));
 //! // Seeds and keys come from the caller: the core draws no randomness.
-//! let mut a = Channel::new_funder(config.clone(), signer_a, [0x11; 32], Amount::from_sat(500_000)).unwrap();
+//! let mut a = Channel::new_funder(config.clone(), signer_a.clone(), [0x11; 32], Amount::from_sat(500_000)).unwrap();
 //! let mut b = Channel::new_fundee(config, signer_b, [0x22; 32]).unwrap();
 //! let (mut wa, mut wb) = (World::default(), World::default());
+//! // A's monitor sweeps to A's wallet.
+//! let sweep_to = bitcoin::ScriptBuf::new_p2wpkh(&paychan::tx::Signer::public_key(&*signer_a, paychan::tx::KeyRole::Final).wpubkey_hash());
+//! wa.monitor = Some(Monitor::new(MonitorConfig::new(sweep_to), signer_a));
 //!
 //! // Establishment: open_channel both ways, open_anchor, open_commit_sig...
 //! run(&mut a, &mut wa, &mut b, &mut wb);
@@ -135,6 +159,11 @@
 //! // The channel's state can be restored from what it last persisted.
 //! let restored = Channel::restore(&wb.db, Arc::new(InMemorySigner::new(secret(3), secret(4)))).unwrap();
 //! assert!(restored.is_terminal());
+//! // The close confirms: A's monitor classifies the anchor's spend (C1-b).
+//! let close = wa.chain.last().unwrap().clone();
+//! wa.monitor.as_mut().unwrap().block_connected(800_001, bitcoin::BlockHash::from_byte_array([1; 32]), 1_700_000_600, &[close]).unwrap();
+//! drain_monitor(&mut wa);
+//! assert!(wa.monitor_events.iter().any(|e| matches!(e, MonitorEvent::AnchorSpent { kind: SpendKind::MutualClose, .. })));
 //! ```
 //!
 //! [`sim::Pair`] packages this loop for tests and experiments.
@@ -186,6 +215,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod chain;
 pub mod channel;
 pub mod fees;
 pub mod rules;

@@ -4,6 +4,8 @@
 
 mod common;
 
+use paychan::chain::SpendKind;
+
 use bitcoin::hashes::{sha256, Hash};
 use bitcoin::{absolute, Amount};
 use common::pair::{Dir, Node, Pair};
@@ -235,6 +237,7 @@ fn revocation_follows_section_3_5() {
     offer(&mut p.a, 5_000_000, 1);
     p.a.ch.commit().unwrap();
     p.pump();
+    let b0 = p.b.ch.our_commitment_tx().unwrap().tx().clone();
     p.deliver(Dir::AToB);
     p.deliver(Dir::AToB);
     // R3.5-c: B answers with the preimage of its old commitment (0) and the
@@ -244,11 +247,10 @@ fn revocation_follows_section_3_5() {
     assert_eq!(rev.revocation_preimage, b_secrets.preimage(0));
     assert_eq!(rev.next_revocation_hash, b_secrets.hash(2));
     p.deliver(Dir::BToA);
-    // R3-a: A keeps what it needs to punish B's revoked commitment 0.
-    let record = p.a.revoked.last().expect("a revoked commitment record").clone();
-    assert_eq!(record.number, 0);
-    assert_eq!(record.rebuild().unwrap().txid(), record.txid);
-    assert_eq!(record.preimage, b_secrets.preimage(0));
+    // R3-a: A's monitor keeps what it needs to punish B's revoked
+    // commitment 0, and recognises it on chain (C1-b).
+    assert!(p.a.monitor.can_punish(0) && !p.a.monitor.can_punish(1));
+    assert_eq!(common::classify(&p.a, &b0), Some(SpendKind::RevokedCommitment { number: 0 }));
     p.settle();
     // R3.5-f: our own commitment stays unsigned by us until we broadcast it.
     assert!(p.a.ch.our_commitment_tx().unwrap().tx().input[0].witness.is_empty());
@@ -505,7 +507,7 @@ fn acknowledge_and_versions_follow_durability() {
 }
 
 #[test]
-fn a_restore_emits_the_last_outputs_again() {
+fn a_crash_after_a_revocation_loses_no_penalty() {
     let mut p = Pair::open();
     offer(&mut p.a, 1_000_000, 1);
     p.a.ch.commit().unwrap();
@@ -513,15 +515,15 @@ fn a_restore_emits_the_last_outputs_again() {
     p.deliver(Dir::AToB);
     p.deliver(Dir::AToB);
     p.deliver(Dir::BToA);
-    // A just received B's revocation: it emitted the revoked-commitment
-    // record. A crash now, before A's watcher stored it, loses nothing: the
-    // restored channel emits it again.
-    let record = p.a.revoked.last().cloned().expect("a record");
-    let mut restored = Channel::restore(&p.a.persisted, p.a.signer.clone()).unwrap();
-    let again: Vec<Output> = std::iter::from_fn(|| restored.poll_output()).collect();
-    assert!(again
-        .iter()
-        .any(|o| matches!(o, Output::Watch(paychan::channel::Watch::RevokedCommitment(r)) if **r == record)));
+    // A just received B's revocation. A crash of both the channel and the
+    // monitor now loses nothing: the restored channel is at the same state,
+    // and the monitor restored from its own store can punish.
+    let restored = Channel::restore(&p.a.persisted, p.a.signer.clone()).unwrap();
+    assert_eq!(restored.their_commitment_tx().unwrap().txid(), p.a.ch.their_commitment_tx().unwrap().txid());
+    // C1-i: the monitor had the revocation before the channel's state was
+    // written, and its own store holds it.
+    assert!(common::classify(&p.a, &p.b.ch.our_commitment_tx().unwrap().tx().clone()).is_some());
+    assert!(p.a.monitor_store.restore(p.a.monitor.config().clone(), p.a.signer.clone()).unwrap().can_punish(0));
 }
 
 #[test]
@@ -603,6 +605,7 @@ fn every_commitment_carries_its_number_for_either_side() {
     let mut p = Pair::open();
     // D10: the factor comes from the funder's then the fundee's commit key.
     let factor = obscuring_factor(&common::pubkey(1), &common::pubkey(3));
+    let mut b_held = vec![p.b.ch.our_commitment_tx().unwrap().tx().clone()];
     for i in 0..5u8 {
         offer(&mut p.a, 1_000_000, 10 + i);
         p.settle();
@@ -613,12 +616,19 @@ fn every_commitment_carries_its_number_for_either_side() {
         // What A holds as B's commitment is what B holds as its own.
         let theirs = p.a.ch.their_commitment_tx().unwrap();
         assert_eq!(commitment_number(theirs.tx(), factor), Some(p.b.ch.our_commitment_number()));
+        b_held.push(p.b.ch.our_commitment_tx().unwrap().tx().clone());
     }
-    // The records of B's revoked commitments say which one they are, and
-    // rebuild to transactions that carry that number.
-    for record in &p.a.revoked {
-        let c = record.rebuild().unwrap();
-        assert_eq!(commitment_number(c.tx(), factor), Some(record.number));
+    // A's monitor reads the number of each of B's commitments on chain: the
+    // revoked ones as revoked, the current one as B's current (C1-b).
+    let current = p.b.ch.our_commitment_number();
+    assert!(current >= 5);
+    for tx in &b_held {
+        let number = commitment_number(tx, factor).unwrap();
+        let expected = if number == current {
+            SpendKind::TheirCommitment { number }
+        } else {
+            SpendKind::RevokedCommitment { number }
+        };
+        assert_eq!(common::classify(&p.a, tx), Some(expected));
     }
-    assert!(p.a.revoked.len() >= 5);
 }

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use bitcoin::{absolute, Amount};
 use common::pair::{Dir, Pair};
-use paychan::channel::{Channel, ChannelConfig, ChannelError, Event, Output, RestoreError, Side, Watch};
+use paychan::chain::MonitorUpdate;
+use paychan::channel::{Channel, ChannelConfig, ChannelError, Event, Output, RestoreError, Side};
 use paychan::wire::{self, Message, UpdateFee, UpdateFulfillHtlc, MAX_ERROR_TEXT};
 use paychan::{MilliSats, Preimage};
 
@@ -200,31 +201,26 @@ fn outputs_of_unconfirmed_writes_come_back_after_a_crash() {
 }
 
 #[test]
-fn revocation_records_of_unconfirmed_writes_come_back_after_a_crash() {
+fn the_monitor_has_a_revocation_before_the_state_that_holds_it_is_written() {
     let mut p = Pair::open();
     offer(&mut p, true, 5_000_000, 9);
     p.a.ch.commit().unwrap();
     p.pump();
     p.deliver(Dir::AToB);
     p.deliver(Dir::AToB);
-    // B's revocation reaches A, whose writes are not confirmed; then two
-    // more changes are written behind it.
+    // B's revocation reaches A, whose writes are not confirmed.
     p.a.auto_persist = false;
-    p.deliver(Dir::BToA);
-    p.a.ch.handle_block(200, 1_700_000_000);
-    p.a.ch.handle_block(201, 1_700_000_600);
-    p.pump();
-    assert!(p.a.revoked.is_empty());
-    let mut restored = Channel::restore(&p.a.persisted, p.a.signer.clone()).unwrap();
-    let out = drain(&mut restored);
-    // R3-a: the data to punish B's revoked commitment 0 survives the crash.
-    let record = out.iter().find_map(|o| match o {
-        Output::Watch(Watch::RevokedCommitment(r)) => Some(r.clone()),
-        _ => None,
-    });
-    let record = record.expect("the revoked-commitment record is emitted again");
-    assert_eq!(record.number, 0);
-    assert_eq!(record.rebuild().unwrap().txid(), record.txid);
+    let (ack, message) = p.b_to_a.pop_front().unwrap();
+    p.a.ch.handle_message(message, ack);
+    let out: Vec<Output> = std::iter::from_fn(|| p.a.ch.poll_output()).collect();
+    // C1-i, R3-a: the monitor's update comes out before the state that
+    // holds the revocation, so the caller stores it first; a crash after
+    // the channel's write can never leave the monitor without it.
+    let update = out.iter().position(|o| matches!(o, Output::Monitor(MonitorUpdate::Revoked { number: 0, .. })));
+    let state = out.iter().position(|o| matches!(o, Output::Persist { .. }));
+    assert!(update.unwrap() < state.unwrap(), "{out:?}");
+    // Nothing else is released while the state is not durable.
+    assert!(!out.iter().any(|o| matches!(o, Output::Send { .. } | Output::Event(_))));
 }
 
 // ---------------------------------------------------------------------------

@@ -200,6 +200,7 @@ impl Channel {
             .ok_or_else(|| violation(Rule::R2_2_b, "the peer's initial commitment cannot be built"))?;
         let sig = theirs.sign(&funding, &*self.signer).map_err(|e| Violation { rule: None, problem: e.to_string() })?;
         self.our_sig = Some(a.commit_sig);
+        self.monitor_setup(&funding, ours.txid(), theirs.txid());
         self.send(Message::OpenCommitSig(OpenCommitSig { sig }));
         self.watch_anchor(&funding);
         self.funding = Some(funding);
@@ -220,6 +221,10 @@ impl Channel {
             return Err(violation(Rule::R2_3_a, "open_commit_sig.sig does not sign our initial commitment"));
         }
         self.our_sig = Some(s.sig);
+        let theirs = self
+            .build_theirs_with(&funding, &self.their_view, self.their_hash, 0)
+            .ok_or_else(|| violation(Rule::R2_2_b, "the peer's initial commitment cannot be built"))?;
+        self.monitor_setup(&funding, ours.txid(), theirs.txid());
         // R2.3-b: broadcast the anchor now, and watch it (R6.1-a).
         let anchor = self.anchor_tx.take().expect("kept until open_commit_sig");
         self.emit(Output::Broadcast(anchor));

@@ -19,7 +19,7 @@
 mod close;
 mod establish;
 mod failure;
-mod persist;
+pub(crate) mod persist;
 mod transport;
 mod update;
 mod view;
@@ -36,11 +36,12 @@ pub use persist::RestoreError;
 use view::{Entry, Refusal, Update};
 pub use view::{Htlc, Side, View, MAX_HTLC_OUTPUTS_PER_SIDE};
 
+use crate::chain::{ChannelParams, MonitorUpdate};
 use crate::fees::{commitment_fee, fee_for_bytecount, DUST_LIMIT};
 use crate::rules::Rule;
 use crate::shachain::{RevocationSecrets, ShachainStore};
 use crate::tx::closing::{build_close, CloseSpec, CloseTx};
-use crate::tx::commitment::{self, Commitment, CommitmentNumber, CommitmentSpec, HtlcSpec};
+use crate::tx::commitment::{self, Commitment, CommitmentNumber, CommitmentSpec};
 use crate::tx::funding::{validate_funding, FundingError, FundingOutput, MAX_ANCHOR};
 use crate::tx::{KeyRole, Signer, SignerError};
 use crate::types::{Delay, HtlcMsat, MilliSats, Preimage};
@@ -197,6 +198,11 @@ pub enum Output {
     },
     /// Something the application should know.
     Event(Event),
+    /// Hand this to the channel's on-chain monitor
+    /// ([`crate::chain::Monitor::update`]) and make the monitor's resulting
+    /// state durable before writing the [`Output::Persist`] that follows it
+    /// (C1-i). Released at once, like `Persist`, and before it.
+    Monitor(MonitorUpdate),
 }
 
 /// What to watch on chain.
@@ -213,59 +219,6 @@ pub enum Watch {
     /// Report any spend of the anchor with [`Channel::handle_anchor_spent`]
     /// (R6.1-a).
     AnchorSpend(OutPoint),
-    /// The peer revoked this commitment: keep the record durably and, should
-    /// its txid ever appear on chain, build the penalty from it (R3-a,
-    /// R6.1-b). The channel itself keeps only current state.
-    RevokedCommitment(Box<RevokedCommitment>),
-}
-
-/// Everything needed to rebuild a revoked commitment of the peer and take
-/// all its outputs (R3-a).
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub struct RevokedCommitment {
-    /// Its commitment number.
-    pub number: u64,
-    /// Its txid.
-    pub txid: Txid,
-    /// The revocation preimage the peer revealed.
-    pub preimage: Preimage,
-    /// The anchor it spends.
-    pub funding: FundingOutput,
-    /// The peer's balance in it.
-    pub to_owner: MilliSats,
-    /// Our balance in it.
-    pub to_other: MilliSats,
-    /// Its HTLCs, directions seen from the peer.
-    pub htlcs: Vec<HtlcSpec>,
-    /// Its fee rate.
-    pub fee_rate: u32,
-    /// The delay on the peer's outputs (ours).
-    pub delay: Delay,
-    /// The peer's `final_key`.
-    pub owner_final: CompressedPublicKey,
-    /// Our `final_key`.
-    pub other_final: CompressedPublicKey,
-    /// The channel's obscuring factor of commitment numbers (ruling D10).
-    pub obscuring: u64,
-}
-
-impl RevokedCommitment {
-    /// The commitment transaction, rebuilt exactly; an error only for a
-    /// record that no channel produced.
-    pub fn rebuild(&self) -> Result<Commitment, commitment::CommitmentError> {
-        commitment::build(&CommitmentSpec {
-            funding: &self.funding,
-            owner_final: self.owner_final,
-            other_final: self.other_final,
-            to_owner: self.to_owner,
-            to_other: self.to_other,
-            htlcs: &self.htlcs,
-            fee_rate_per_kb: self.fee_rate,
-            revocation_hash: self.preimage.hash(),
-            delay: self.delay,
-            number: CommitmentNumber { number: self.number, obscuring: self.obscuring },
-        })
-    }
 }
 
 /// An HTLC's direction from this node's point of view.
@@ -758,6 +711,8 @@ pub struct Channel {
     persist: VecDeque<Output>,
     gated: VecDeque<(u64, Output)>,
     pending: Vec<Output>,
+    /// Updates for the monitor, released with the next state.
+    monitor_pending: Vec<MonitorUpdate>,
 }
 
 /// The transport, as the channel sees it.
@@ -876,6 +831,7 @@ impl Channel {
             persist: VecDeque::new(),
             gated: VecDeque::new(),
             pending: Vec::new(),
+            monitor_pending: Vec::new(),
             secrets,
             config,
         };
@@ -1047,6 +1003,42 @@ impl Channel {
         self.dirty = true;
     }
 
+    fn monitor(&mut self, update: MonitorUpdate) {
+        self.monitor_pending.push(update);
+        self.dirty = true;
+    }
+
+    /// The monitor's setup and both initial commitments, once both are
+    /// signed.
+    fn monitor_setup(&mut self, funding: &FundingOutput, ours: Txid, theirs: Txid) {
+        let (Some(remote), Some(obscuring)) = (self.remote, self.obscuring()) else { return };
+        self.monitor(MonitorUpdate::Setup(Box::new(ChannelParams {
+            funding: funding.clone(),
+            role: self.role,
+            our_final: self.signer.public_key(KeyRole::Final),
+            their_final: remote.final_key,
+            our_delay: remote.delay,
+            their_delay: self.config.delay,
+            obscuring,
+        })));
+        let (our_hash, their_hash) = (self.our_hash(0), self.their_hash);
+        let (ours_local, theirs_local) = (self.our_view.to_local, self.their_view.to_local);
+        self.monitor(MonitorUpdate::Commitment {
+            side: Side::Local,
+            number: 0,
+            txid: ours,
+            revocation_hash: our_hash,
+            to_local: ours_local,
+        });
+        self.monitor(MonitorUpdate::Commitment {
+            side: Side::Remote,
+            number: 0,
+            txid: theirs,
+            revocation_hash: their_hash,
+            to_local: theirs_local,
+        });
+    }
+
     fn event(&mut self, event: Event) {
         self.emit(Output::Event(event));
     }
@@ -1060,6 +1052,9 @@ impl Channel {
         self.dirty = false;
         self.version += 1;
         self.processed_at.push_back((self.version, self.processed));
+        for u in self.monitor_pending.drain(..) {
+            self.persist.push_back(Output::Monitor(u));
+        }
         let state = self.to_bytes();
         self.state_len_hint = state.len();
         self.persist.push_back(Output::Persist { version: self.version, state });

@@ -19,18 +19,17 @@ use bitcoin::{absolute, Amount, CompressedPublicKey, OutPoint, ScriptBuf, Transa
 use super::view::{Entry, Htlc, Side, Update, View};
 use super::{
     Channel, ChannelConfig, CloseState, Direction, Event, FailBroadcast, FailOrigin, FailReason, Output, Phase,
-    RemoteParams, RevokedCommitment, Role, Watch,
+    RemoteParams, Role, Watch,
 };
 use crate::rules::Rule;
 use crate::shachain::{RevocationSecrets, ShachainStore};
-use crate::tx::commitment::{HtlcDirection, HtlcSpec};
 use crate::tx::funding::{FundingOutput, MAX_ANCHOR};
 use crate::tx::Signer;
 use crate::types::{Delay, HtlcMsat, MilliSats, Preimage};
 use crate::wire;
 
 const MAGIC: &[u8; 4] = b"PCHN";
-const FORMAT: u8 = 2;
+const FORMAT: u8 = 3;
 /// The state ends with the first bytes of the SHA-256 of everything before
 /// them: a flipped bit anywhere is refused rather than trusted.
 const CHECKSUM_LEN: usize = 8;
@@ -42,7 +41,7 @@ const CHECKSUM_LEN: usize = 8;
 /// other damage goes unnoticed with probability 2^-64. It runs at several
 /// bytes per cycle: the state is checksummed at every change, and SHA-256
 /// there cost more than everything else in a batch of payments.
-fn checksum(body: &[u8]) -> [u8; CHECKSUM_LEN] {
+pub(crate) fn checksum(body: &[u8]) -> [u8; CHECKSUM_LEN] {
     // A bijection of u64: an xorshift, then a multiplication by an odd
     // constant (the 64-bit golden ratio).
     fn mix(x: u64) -> u64 {
@@ -84,44 +83,44 @@ pub enum RestoreError {
     Inconsistent(&'static str),
 }
 
-struct W(Vec<u8>);
+pub(crate) struct W(pub(crate) Vec<u8>);
 
 impl W {
-    fn u8(&mut self, v: u8) {
+    pub(crate) fn u8(&mut self, v: u8) {
         self.0.push(v);
     }
-    fn bool(&mut self, v: bool) {
+    pub(crate) fn bool(&mut self, v: bool) {
         self.u8(u8::from(v));
     }
-    fn u32(&mut self, v: u32) {
+    pub(crate) fn u32(&mut self, v: u32) {
         self.0.extend_from_slice(&v.to_be_bytes());
     }
-    fn u64(&mut self, v: u64) {
+    pub(crate) fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_be_bytes());
     }
-    fn raw(&mut self, v: &[u8]) {
+    pub(crate) fn raw(&mut self, v: &[u8]) {
         self.0.extend_from_slice(v);
     }
-    fn bytes(&mut self, v: &[u8]) {
+    pub(crate) fn bytes(&mut self, v: &[u8]) {
         self.u32(u32::try_from(v.len()).expect("state pieces are far below 4 GiB"));
         self.raw(v);
     }
-    fn opt<T>(&mut self, v: Option<T>, f: impl FnOnce(&mut Self, T)) {
+    pub(crate) fn opt<T>(&mut self, v: Option<T>, f: impl FnOnce(&mut Self, T)) {
         self.bool(v.is_some());
         if let Some(v) = v {
             f(self, v);
         }
     }
-    fn key(&mut self, k: &CompressedPublicKey) {
+    pub(crate) fn key(&mut self, k: &CompressedPublicKey) {
         self.raw(&k.to_bytes());
     }
-    fn sig(&mut self, s: &Signature) {
+    pub(crate) fn sig(&mut self, s: &Signature) {
         self.raw(&s.serialize_compact());
     }
-    fn hash(&mut self, h: &sha256::Hash) {
+    pub(crate) fn hash(&mut self, h: &sha256::Hash) {
         self.raw(h.as_byte_array());
     }
-    fn delay(&mut self, d: Delay) {
+    pub(crate) fn delay(&mut self, d: Delay) {
         match d {
             Delay::Blocks(b) => {
                 self.u8(0);
@@ -133,34 +132,27 @@ impl W {
             }
         }
     }
-    fn htlc(&mut self, h: &Htlc) {
+    pub(crate) fn htlc(&mut self, h: &Htlc) {
         self.u8(h.offerer as u8);
         self.u64(h.id);
         self.u32(h.amount.to_u32());
         self.hash(&h.r_hash);
         self.u32(h.expiry.to_consensus_u32());
     }
-    fn tx(&mut self, tx: &Transaction) {
+    pub(crate) fn tx(&mut self, tx: &Transaction) {
         self.bytes(&serialize(tx));
     }
-    fn outpoint(&mut self, o: &OutPoint) {
+    pub(crate) fn outpoint(&mut self, o: &OutPoint) {
         self.raw(o.txid.as_byte_array());
         self.u32(o.vout);
     }
-    fn funding(&mut self, f: &FundingOutput) {
+    pub(crate) fn funding(&mut self, f: &FundingOutput) {
         self.outpoint(&f.outpoint());
         self.u64(f.value().to_sat());
         self.key(&f.keys()[0]);
         self.key(&f.keys()[1]);
     }
-    fn spec(&mut self, h: &HtlcSpec) {
-        self.u8(h.direction as u8);
-        self.u64(h.id);
-        self.u64(h.amount.to_msat());
-        self.hash(&h.r_hash);
-        self.u32(h.expiry.to_consensus_u32());
-    }
-    fn direction(&mut self, d: Direction) {
+    pub(crate) fn direction(&mut self, d: Direction) {
         self.u8(match d {
             Direction::Incoming => 0,
             Direction::Outgoing => 1,
@@ -168,7 +160,7 @@ impl W {
     }
     /// An output the application must see again after a restart (never a
     /// Send or Persist: messages are resent from `unacked`).
-    fn output(&mut self, o: &Output) {
+    pub(crate) fn output(&mut self, o: &Output) {
         match o {
             Output::FundAnchor { amount, script_pubkey } => {
                 self.u8(0);
@@ -188,32 +180,16 @@ impl W {
                 self.u8(3);
                 self.outpoint(o);
             }
-            Output::Watch(Watch::RevokedCommitment(r)) => {
-                self.u8(4);
-                self.u64(r.number);
-                self.raw(r.txid.as_byte_array());
-                self.raw(&r.preimage.0);
-                self.funding(&r.funding);
-                self.u64(r.to_owner.to_msat());
-                self.u64(r.to_other.to_msat());
-                self.u32(r.htlcs.len() as u32);
-                for h in &r.htlcs {
-                    self.spec(h);
-                }
-                self.u32(r.fee_rate);
-                self.delay(r.delay);
-                self.key(&r.owner_final);
-                self.key(&r.other_final);
-                self.u64(r.obscuring);
-            }
             Output::Event(e) => {
                 self.u8(5);
                 self.event(e);
             }
-            Output::Send { .. } | Output::Persist { .. } => unreachable!("messages and states are not kept"),
+            Output::Send { .. } | Output::Persist { .. } | Output::Monitor(_) => {
+                unreachable!("messages, states and monitor updates are not kept")
+            }
         }
     }
-    fn event(&mut self, e: &Event) {
+    pub(crate) fn event(&mut self, e: &Event) {
         match e {
             Event::ChannelOpen { funding, capacity } => {
                 self.u8(0);
@@ -262,7 +238,7 @@ impl W {
             }
         }
     }
-    fn view(&mut self, v: &View) {
+    pub(crate) fn view(&mut self, v: &View) {
         self.u8(v.owner as u8);
         self.u64(v.to_local.to_msat());
         self.u64(v.to_remote.to_msat());
@@ -274,10 +250,10 @@ impl W {
     }
 }
 
-struct R<'a>(&'a [u8]);
+pub(crate) struct R<'a>(pub(crate) &'a [u8]);
 
 impl<'a> R<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], RestoreError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], RestoreError> {
         if self.0.len() < n {
             return Err(RestoreError::Truncated);
         }
@@ -285,60 +261,63 @@ impl<'a> R<'a> {
         self.0 = tail;
         Ok(head)
     }
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], RestoreError> {
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], RestoreError> {
         Ok(self.take(N)?.try_into().expect("took N bytes"))
     }
-    fn u8(&mut self) -> Result<u8, RestoreError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, RestoreError> {
         Ok(self.take(1)?[0])
     }
-    fn bool(&mut self) -> Result<bool, RestoreError> {
+    pub(crate) fn bool(&mut self) -> Result<bool, RestoreError> {
         match self.u8()? {
             0 => Ok(false),
             1 => Ok(true),
             _ => Err(RestoreError::Invalid("bool")),
         }
     }
-    fn u32(&mut self) -> Result<u32, RestoreError> {
+    pub(crate) fn u32(&mut self) -> Result<u32, RestoreError> {
         Ok(u32::from_be_bytes(self.array()?))
     }
-    fn u64(&mut self) -> Result<u64, RestoreError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, RestoreError> {
         Ok(u64::from_be_bytes(self.array()?))
     }
-    fn bytes(&mut self) -> Result<Vec<u8>, RestoreError> {
+    pub(crate) fn bytes(&mut self) -> Result<Vec<u8>, RestoreError> {
         let n = self.u32()? as usize;
         Ok(self.take(n)?.to_vec())
     }
-    fn opt<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, RestoreError>) -> Result<Option<T>, RestoreError> {
+    pub(crate) fn opt<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, RestoreError>,
+    ) -> Result<Option<T>, RestoreError> {
         if self.bool()? {
             f(self).map(Some)
         } else {
             Ok(None)
         }
     }
-    fn key(&mut self) -> Result<CompressedPublicKey, RestoreError> {
+    pub(crate) fn key(&mut self) -> Result<CompressedPublicKey, RestoreError> {
         CompressedPublicKey::from_slice(&self.array::<33>()?).map_err(|_| RestoreError::Invalid("public key"))
     }
-    fn sig(&mut self) -> Result<Signature, RestoreError> {
+    pub(crate) fn sig(&mut self) -> Result<Signature, RestoreError> {
         Signature::from_compact(&self.array::<64>()?).map_err(|_| RestoreError::Invalid("signature"))
     }
-    fn hash(&mut self) -> Result<sha256::Hash, RestoreError> {
+    pub(crate) fn hash(&mut self) -> Result<sha256::Hash, RestoreError> {
         Ok(sha256::Hash::from_byte_array(self.array()?))
     }
-    fn side(&mut self) -> Result<Side, RestoreError> {
+    pub(crate) fn side(&mut self) -> Result<Side, RestoreError> {
         match self.u8()? {
             0 => Ok(Side::Local),
             1 => Ok(Side::Remote),
             _ => Err(RestoreError::Invalid("side")),
         }
     }
-    fn delay(&mut self) -> Result<Delay, RestoreError> {
+    pub(crate) fn delay(&mut self) -> Result<Delay, RestoreError> {
         match (self.u8()?, self.u32()?) {
             (0, b) => u16::try_from(b).map(Delay::Blocks).map_err(|_| RestoreError::Invalid("delay")),
             (1, s) => Delay::from_seconds(s).ok_or(RestoreError::Invalid("delay")),
             _ => Err(RestoreError::Invalid("delay")),
         }
     }
-    fn htlc(&mut self) -> Result<Htlc, RestoreError> {
+    pub(crate) fn htlc(&mut self) -> Result<Htlc, RestoreError> {
         Ok(Htlc {
             offerer: self.side()?,
             id: self.u64()?,
@@ -347,40 +326,26 @@ impl<'a> R<'a> {
             expiry: absolute::LockTime::from_consensus(self.u32()?),
         })
     }
-    fn tx(&mut self) -> Result<Transaction, RestoreError> {
+    pub(crate) fn tx(&mut self) -> Result<Transaction, RestoreError> {
         deserialize(&self.bytes()?).map_err(|_| RestoreError::Invalid("transaction"))
     }
-    fn outpoint(&mut self) -> Result<OutPoint, RestoreError> {
+    pub(crate) fn outpoint(&mut self) -> Result<OutPoint, RestoreError> {
         Ok(OutPoint { txid: Txid::from_byte_array(self.array()?), vout: self.u32()? })
     }
-    fn funding(&mut self) -> Result<FundingOutput, RestoreError> {
+    pub(crate) fn funding(&mut self) -> Result<FundingOutput, RestoreError> {
         let outpoint = self.outpoint()?;
         let value = Amount::from_sat(self.u64()?);
         let (a, b) = (self.key()?, self.key()?);
         Ok(FundingOutput::new(outpoint, value, &a, &b))
     }
-    fn spec(&mut self) -> Result<HtlcSpec, RestoreError> {
-        let direction = match self.u8()? {
-            0 => HtlcDirection::Offered,
-            1 => HtlcDirection::Received,
-            _ => return Err(RestoreError::Invalid("HTLC direction")),
-        };
-        Ok(HtlcSpec {
-            direction,
-            id: self.u64()?,
-            amount: MilliSats::from_msat(self.u64()?),
-            r_hash: self.hash()?,
-            expiry: absolute::LockTime::from_consensus(self.u32()?),
-        })
-    }
-    fn direction(&mut self) -> Result<Direction, RestoreError> {
+    pub(crate) fn direction(&mut self) -> Result<Direction, RestoreError> {
         match self.u8()? {
             0 => Ok(Direction::Incoming),
             1 => Ok(Direction::Outgoing),
             _ => Err(RestoreError::Invalid("direction")),
         }
     }
-    fn output(&mut self) -> Result<Output, RestoreError> {
+    pub(crate) fn output(&mut self) -> Result<Output, RestoreError> {
         Ok(match self.u8()? {
             0 => Output::FundAnchor {
                 amount: Amount::from_sat(self.u64()?),
@@ -392,37 +357,11 @@ impl<'a> R<'a> {
                 script_pubkey: ScriptBuf::from_bytes(self.bytes()?),
             }),
             3 => Output::Watch(Watch::AnchorSpend(self.outpoint()?)),
-            4 => {
-                let number = self.u64()?;
-                let txid = Txid::from_byte_array(self.array()?);
-                let preimage = Preimage(self.array()?);
-                let funding = self.funding()?;
-                let to_owner = MilliSats::from_msat(self.u64()?);
-                let to_other = MilliSats::from_msat(self.u64()?);
-                let mut htlcs = Vec::new();
-                for _ in 0..self.u32()? {
-                    htlcs.push(self.spec()?);
-                }
-                Output::Watch(Watch::RevokedCommitment(Box::new(RevokedCommitment {
-                    number,
-                    txid,
-                    preimage,
-                    funding,
-                    to_owner,
-                    to_other,
-                    htlcs,
-                    fee_rate: self.u32()?,
-                    delay: self.delay()?,
-                    owner_final: self.key()?,
-                    other_final: self.key()?,
-                    obscuring: self.u64()?,
-                })))
-            }
             5 => Output::Event(self.event()?),
             _ => return Err(RestoreError::Invalid("output")),
         })
     }
-    fn event(&mut self) -> Result<Event, RestoreError> {
+    pub(crate) fn event(&mut self) -> Result<Event, RestoreError> {
         Ok(match self.u8()? {
             0 => Event::ChannelOpen { funding: self.outpoint()?, capacity: Amount::from_sat(self.u64()?) },
             1 => Event::HtlcAdded {
@@ -474,7 +413,7 @@ impl<'a> R<'a> {
             _ => return Err(RestoreError::Invalid("event")),
         })
     }
-    fn view(&mut self) -> Result<View, RestoreError> {
+    pub(crate) fn view(&mut self) -> Result<View, RestoreError> {
         let owner = self.side()?;
         let to_local = MilliSats::from_msat(self.u64()?);
         let to_remote = MilliSats::from_msat(self.u64()?);
@@ -879,6 +818,7 @@ impl Channel {
             link: super::Link::Down,
             in_no: processed,
             pending: Vec::new(),
+            monitor_pending: Vec::new(),
         };
         ch.check_invariants().map_err(RestoreError::Inconsistent)?;
         Ok(ch)

@@ -95,6 +95,11 @@ impl Channel {
             Update::Fail { id } => Message::UpdateFailHtlc(UpdateFailHtlc { id: *id, reason: reason.clone() }),
             _ => unreachable!("removals only"),
         };
+        if let Update::Fulfill { r, .. } = &update {
+            // The monitor must be able to claim the HTLC on chain with R
+            // before R leaves (R6.2-c).
+            self.monitor(MonitorUpdate::Preimage(*r));
+        }
         self.send(message);
         self.log_update(Side::Local, update, reason, removed);
         self.flush();
@@ -171,6 +176,17 @@ impl Channel {
             return Err(ChannelError::Failed(problem));
         };
         let sig = built.sign(self.funding.as_ref().expect("normal operation has an anchor"), &*self.signer)?;
+        // C1-i: the monitor learns the commitment before the peer can hold
+        // it.
+        let number = self.their_num + 1;
+        self.monitor_deltas(Side::Remote, number, |e| !e.in_theirs);
+        self.monitor(MonitorUpdate::Commitment {
+            side: Side::Remote,
+            number,
+            txid: built.txid(),
+            revocation_hash: next_hash,
+            to_local: view.to_local,
+        });
         self.send(Message::UpdateCommit(UpdateCommit { sig }));
         let prev = std::mem::replace(&mut self.their_view, view);
         self.their_prev = Some((prev, self.their_hash));
@@ -302,6 +318,14 @@ impl Channel {
         if built.verify(funding, &self.remote.expect("open").commit_key, &sig).is_err() {
             return Err(violation(Rule::R3_5_b, format!("update_commit signature does not sign our commitment {num}")));
         }
+        self.monitor_deltas(Side::Local, num, included);
+        self.monitor(MonitorUpdate::Commitment {
+            side: Side::Local,
+            number: num,
+            txid: built.txid(),
+            revocation_hash: self.our_hash(num),
+            to_local: view.to_local,
+        });
         for e in self.log.iter_mut().filter(|e| included(e)) {
             e.in_ours = true;
         }
@@ -337,12 +361,8 @@ impl Channel {
         }
         self.their_next_hash = Some(m.next_revocation_hash);
         // R3-a: what is needed to punish this commitment if it is ever
-        // broadcast leaves the channel as a durable watch record.
-        let Some(record) = self.revoked_record(&prev_view, prev_num, m.revocation_preimage) else {
-            self.their_prev = Some((prev_view, prev_hash));
-            return Err(Violation { rule: None, problem: "the revoked commitment cannot be rebuilt".into() });
-        };
-        self.emit(Output::Watch(Watch::RevokedCommitment(Box::new(record))));
+        // broadcast goes to the monitor: the preimage (D11).
+        self.monitor(MonitorUpdate::Revoked { number: prev_num, preimage: m.revocation_preimage });
         for e in self.log.iter_mut().filter(|e| e.in_theirs) {
             e.theirs_locked = true;
         }
@@ -350,31 +370,24 @@ impl Channel {
         Ok(())
     }
 
-    /// The punishment record of the peer's commitment `view`; `None` only if
-    /// it cannot be rebuilt, which `restore` rules out for every stored one.
-    pub(super) fn revoked_record(&self, view: &View, number: u64, preimage: Preimage) -> Option<RevokedCommitment> {
-        let funding = self.funding.clone()?;
-        let remote = self.remote?;
-        let (to_owner, to_other) = view.owner_balances();
-        let htlcs = view.htlc_specs();
-        let txid = match self.their_prev_txid {
-            Some(txid) => txid,
-            None => self.build_theirs(view, preimage.hash(), number)?.txid(),
-        };
-        Some(RevokedCommitment {
-            number,
-            txid,
-            preimage,
-            funding,
-            to_owner,
-            to_other,
-            htlcs,
-            fee_rate: view.fee_rate,
-            delay: self.config.delay,
-            owner_final: remote.final_key,
-            other_final: self.signer.public_key(KeyRole::Final),
-            obscuring: self.obscuring()?,
-        })
+    /// The HTLC changes of the log entries selected by `include`, as they
+    /// enter `side`'s commitment `number` (ruling D11).
+    pub(super) fn monitor_deltas(&mut self, side: Side, number: u64, include: impl Fn(&Entry) -> bool) {
+        let deltas: Vec<MonitorUpdate> = self
+            .log
+            .iter()
+            .filter(|e| include(e))
+            .filter_map(|e| match &e.update {
+                Update::Add(htlc) => Some(MonitorUpdate::HtlcAdded { side, number, htlc: *htlc }),
+                Update::Fulfill { id, .. } | Update::Fail { id } => {
+                    Some(MonitorUpdate::HtlcRemoved { side, number, offerer: e.from.other(), id: *id })
+                }
+                Update::Fee(_) => None,
+            })
+            .collect();
+        for d in deltas {
+            self.monitor(d);
+        }
     }
 
     /// R3.2-a, R3.6-e: an update must be valid in both staged commitments

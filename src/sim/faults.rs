@@ -28,10 +28,11 @@ use std::fmt;
 use std::sync::Arc;
 
 use bitcoin::hashes::{sha256, Hash as _};
-use bitcoin::{absolute, Transaction, Txid};
+use bitcoin::{absolute, Transaction};
 
 use super::{funding_tx, secret};
-use crate::channel::{Channel, ChannelConfig, Direction, Event, Output, RevokedCommitment, Side, Watch};
+use crate::chain::{Monitor, MonitorConfig, SpendKind};
+use crate::channel::{Channel, ChannelConfig, Direction, Event, Output, Side};
 use crate::tx::{InMemorySigner, KeyRole, Signer as _};
 use crate::types::{MilliSats, Preimage};
 use crate::wire::{self, Authenticate, Message};
@@ -248,7 +249,13 @@ struct Node {
     stored: Option<Vec<u8>>,
     // The application's own records, which survive crashes.
     events: Vec<Event>,
-    revoked: BTreeMap<u64, RevokedCommitment>,
+    /// The on-chain monitor, in a process of its own: it survives the
+    /// channel's crashes, and stores each update before the channel's
+    /// write is issued (C1-i).
+    monitor: Monitor,
+    monitor_error: Option<String>,
+    /// The newest revoked commitment of the peer checked against it.
+    checked_revoked: Option<u64>,
     /// Incoming HTLCs announced by `HtlcAdded`, not yet removed by us.
     incoming: BTreeSet<u64>,
     /// Preimages learned for outgoing HTLCs.
@@ -259,19 +266,21 @@ struct Node {
     broadcasts: Vec<Transaction>,
     closed: Option<Transaction>,
     failure: Option<String>,
-    /// Commitment numbers and txids this node ever held as its own.
-    held: BTreeMap<u64, Txid>,
+    /// Commitment numbers and transactions this node ever held as its own.
+    held: BTreeMap<u64, Transaction>,
 }
 
 impl Node {
     fn new(ch: Channel, signer: Arc<InMemorySigner>) -> Self {
         Node {
             ch,
+            monitor: Monitor::new(MonitorConfig::new(super::destination(&signer)), signer.clone()),
             signer,
             in_flight: VecDeque::new(),
             stored: None,
             events: Vec::new(),
-            revoked: BTreeMap::new(),
+            monitor_error: None,
+            checked_revoked: None,
             incoming: BTreeSet::new(),
             learned: BTreeMap::new(),
             fulfilled_in: BTreeSet::new(),
@@ -282,6 +291,15 @@ impl Node {
             held: BTreeMap::new(),
         }
     }
+}
+
+/// How a copy of `node`'s monitor classifies `tx` confirmed on chain.
+fn punishes(node: &Node, tx: Transaction) -> Option<SpendKind> {
+    let m = &node.monitor;
+    let mut copy = Monitor::restore(m.config().clone(), node.signer.clone(), Some(&m.snapshot()), []).ok()?;
+    let height = copy.best_block().map_or(1, |(h, _)| h + 1);
+    copy.block_connected(height, bitcoin::BlockHash::all_zeros(), 1_600_000_000, &[tx]).ok()?;
+    copy.spend().map(|(_, kind)| kind)
 }
 
 /// Two channels, their stores and applications, a lossy link and a chain.
@@ -515,7 +533,7 @@ impl Harness {
         let num = node.ch.our_commitment_number();
         if !node.held.contains_key(&num) {
             if let Some(tx) = node.ch.our_commitment_tx() {
-                node.held.insert(num, tx.txid());
+                node.held.insert(num, tx.tx().clone());
             }
         }
     }
@@ -623,8 +641,11 @@ impl Harness {
                     }
                     node.broadcasts.push(tx);
                 }
-                Output::Watch(Watch::RevokedCommitment(r)) => {
-                    node.revoked.insert(r.number, *r);
+                Output::Monitor(u) => {
+                    if let Err(e) = node.monitor.update(u) {
+                        node.monitor_error = Some(e.to_string());
+                    }
+                    while node.monitor.poll_output().is_some() {}
                 }
                 Output::Watch(_) => {}
                 Output::Event(e) => {
@@ -695,20 +716,30 @@ impl Harness {
             }
         }
         for n in 0..2 {
+            if let Some(e) = &self.nodes[n].monitor_error {
+                return Err(self.violation(format!("node {n}'s monitor refused an update: {e}")));
+            }
+            // C1-i: every revoked state of the peer can be punished by the
+            // monitor once the state that revoked it is durable; the newest
+            // is checked against the very transaction the peer held.
             let node = &self.nodes[n];
-            // Every revoked state of the peer has its punishment data with
-            // the application once the state that revoked it is durable,
-            // and the data rebuilds the very transaction the peer held.
             if node.in_flight.is_empty() && node.ch.phase_name() == "open" {
                 let revoked = node.ch.their_num - u64::from(node.ch.their_prev.is_some());
-                for number in 0..revoked {
-                    let Some(record) = node.revoked.get(&number) else {
-                        return Err(self.violation(format!("node {n} has no record of revoked commitment {number}")));
+                if let Some(number) = (0..revoked).find(|&k| !node.monitor.can_punish(k)) {
+                    return Err(self.violation(format!("node {n}'s monitor cannot punish commitment {number}")));
+                }
+                let newest = revoked.checked_sub(1);
+                if let Some(number) = newest.filter(|n| Some(*n) != node.checked_revoked) {
+                    let Some(tx) = self.nodes[1 - n].held.get(&number).cloned() else {
+                        return Err(self.violation(format!("node {} never held commitment {number}", 1 - n)));
                     };
-                    let txid = record.rebuild().map(|c| c.txid()).ok();
-                    if txid != Some(record.txid) || self.nodes[1 - n].held.get(&number) != Some(&record.txid) {
-                        return Err(self.violation(format!("node {n}'s record of commitment {number} is wrong")));
+                    let kind = punishes(&self.nodes[n], tx);
+                    if kind != Some(SpendKind::RevokedCommitment { number }) {
+                        return Err(self.violation(format!(
+                            "node {n}'s monitor sees commitment {number} as {kind:?}, not as revoked"
+                        )));
                     }
+                    self.nodes[n].checked_revoked = Some(number);
                 }
             }
         }

@@ -31,7 +31,8 @@ use bitcoin::hashes::Hash as _;
 use bitcoin::secp256k1::SecretKey;
 use bitcoin::{absolute, transaction, Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
 
-use crate::channel::{Channel, ChannelConfig, Event, Output, RevokedCommitment, Watch};
+use crate::chain::{Monitor, MonitorConfig, MonitorEvent, MonitorOutput, MonitorPersist};
+use crate::channel::{Channel, ChannelConfig, Event, Output, Watch};
 use crate::tx::InMemorySigner;
 use crate::wire::{self, Message};
 
@@ -59,6 +60,57 @@ pub fn funding_tx(script_pubkey: ScriptBuf, value: Amount) -> Transaction {
     }
 }
 
+/// Where a simulated node's monitor sends what it sweeps: a P2WPKH of the
+/// node's `final_key` tweaked apart (the scalar of its commit key plus 100).
+pub fn destination(signer: &InMemorySigner) -> ScriptBuf {
+    use crate::tx::Signer as _;
+    let secp = bitcoin::secp256k1::Secp256k1::signing_only();
+    let tweak = u64::from(signer.public_key(crate::tx::KeyRole::Final).to_bytes()[32]);
+    let key = bitcoin::secp256k1::PublicKey::from_secret_key(&secp, &secret(100 + tweak));
+    ScriptBuf::new_p2wpkh(&bitcoin::CompressedPublicKey(key).wpubkey_hash())
+}
+
+/// A monitor's store: its last snapshot and the journal entries after it.
+#[derive(Clone, Default, Debug)]
+pub struct MonitorStore {
+    /// The last snapshot.
+    pub snapshot: Option<Vec<u8>>,
+    /// The entries after it, with their sequence numbers.
+    pub entries: Vec<(u64, Vec<u8>)>,
+}
+
+impl MonitorStore {
+    /// Stores one persist output.
+    pub fn apply(&mut self, p: &MonitorPersist) {
+        match p {
+            MonitorPersist::Append { seq, entry } => self.entries.push((*seq, entry.clone())),
+            MonitorPersist::Snapshot { seq, state } => {
+                self.snapshot = Some(state.clone());
+                self.entries.retain(|(s, _)| s > seq);
+            }
+        }
+    }
+
+    /// Bytes kept.
+    pub fn len(&self) -> usize {
+        self.snapshot.as_ref().map_or(0, Vec::len) + self.entries.iter().map(|(_, e)| e.len()).sum::<usize>()
+    }
+
+    /// Whether nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.snapshot.is_none() && self.entries.is_empty()
+    }
+
+    /// The monitor as stored.
+    pub fn restore(
+        &self,
+        config: MonitorConfig,
+        signer: Arc<dyn crate::tx::Signer + Send + Sync>,
+    ) -> Result<Monitor, crate::chain::MonitorRestoreError> {
+        Monitor::restore(config, signer, self.snapshot.as_deref(), self.entries.iter().map(|(_, e)| e.as_slice()))
+    }
+}
+
 /// One node and everything it emitted.
 pub struct Node {
     /// "A" or "B".
@@ -77,10 +129,16 @@ pub struct Node {
     pub events: Vec<Event>,
     /// Transactions broadcast, in order.
     pub broadcasts: Vec<Transaction>,
-    /// Watch requests, in order (revoked commitments apart).
+    /// Watch requests, in order.
     pub watches: Vec<Watch>,
-    /// Revoked commitments of the peer, kept for penalties.
-    pub revoked: Vec<RevokedCommitment>,
+    /// The channel's on-chain monitor, fed every update as it comes.
+    pub monitor: Monitor,
+    /// What the monitor stored.
+    pub monitor_store: MonitorStore,
+    /// What the monitor reported.
+    pub monitor_events: Vec<MonitorEvent>,
+    /// What the monitor broadcast, in order.
+    pub monitor_broadcasts: Vec<Transaction>,
     /// Messages sent, in order, with their acknowledge.
     pub sent: Vec<(u64, Message)>,
     /// The anchor transaction the wallet made, if this node funds.
@@ -95,6 +153,7 @@ impl Node {
         Node {
             name,
             ch,
+            monitor: Monitor::new(MonitorConfig::new(destination(&signer)), signer.clone()),
             signer,
             persisted: Vec::new(),
             persisted_version: 0,
@@ -102,7 +161,9 @@ impl Node {
             events: Vec::new(),
             broadcasts: Vec::new(),
             watches: Vec::new(),
-            revoked: Vec::new(),
+            monitor_store: MonitorStore::default(),
+            monitor_events: Vec::new(),
+            monitor_broadcasts: Vec::new(),
             sent: Vec::new(),
             anchor: None,
             record: true,
@@ -134,13 +195,32 @@ impl Node {
                     let _ = self.ch.provide_anchor(tx, 0);
                 }
                 Output::Broadcast(tx) => self.broadcasts.push(tx),
+                Output::Monitor(u) => {
+                    self.monitor.update(u).expect("the channel's updates apply to its monitor");
+                    self.drain_monitor();
+                }
                 _ if !self.record => {}
-                Output::Watch(Watch::RevokedCommitment(r)) => self.revoked.push(*r),
                 Output::Watch(w) => self.watches.push(w),
                 Output::Event(e) => self.events.push(e),
             }
         }
         out
+    }
+
+    /// Drains the monitor's outputs: stores what it persists, keeps its
+    /// broadcasts and events.
+    pub fn drain_monitor(&mut self) {
+        while let Some(o) = self.monitor.poll_output() {
+            match o {
+                MonitorOutput::Persist(p) => {
+                    self.monitor_store.apply(&p);
+                    self.monitor.handle_persisted(p.seq());
+                }
+                MonitorOutput::Broadcast(tx) => self.monitor_broadcasts.push(tx),
+                MonitorOutput::Event(e) if self.record => self.monitor_events.push(e),
+                _ => {}
+            }
+        }
     }
 
     /// The channel's failure event, if it failed.

@@ -451,3 +451,83 @@ impl Commitment {
         self.outputs.iter().find(|o| o.witness_script.as_deref() == Some(script))
     }
 }
+
+/// What an on-chain observer knows of a commitment before seeing it: the
+/// owner's keys, the delay and revocation hash of its revocable outputs, and
+/// every HTLC it may hold (ruling D11). Amounts come from the transaction.
+#[derive(Clone, Copy, Debug)]
+pub struct CommitmentTemplate<'a> {
+    /// The owner's `final_key`.
+    pub owner_final: CompressedPublicKey,
+    /// The other side's `final_key`.
+    pub other_final: CompressedPublicKey,
+    /// The CSV delay on the owner's outputs.
+    pub delay: Delay,
+    /// The commitment's revocation hash.
+    pub revocation_hash: sha256::Hash,
+    /// Every HTLC the commitment may hold, directions seen from the owner
+    /// (a superset is fine: candidates that match no output are ignored).
+    pub htlcs: &'a [HtlcSpec],
+}
+
+/// A commitment seen on chain, its outputs recognised by their scripts.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct RecognisedOutputs {
+    /// Every output recognised, in transaction order, with the value the
+    /// transaction gives it.
+    pub outputs: Vec<CommitmentOutput>,
+    /// Outputs that match nothing the template allows.
+    pub unknown: Vec<u32>,
+}
+
+/// Recognises the outputs of `tx`, a commitment described by `template`:
+/// the to-owner output by its revocable script, the to-other output by its
+/// P2WPKH, each HTLC output by its script (an HTLC whose value and script
+/// equal another's is matched to the first candidate with that value).
+/// Cost: one script and one SHA-256 per candidate HTLC, one lookup per
+/// output.
+pub fn recognise(tx: &Transaction, template: &CommitmentTemplate<'_>) -> RecognisedOutputs {
+    use std::collections::HashMap;
+    let to_owner =
+        to_self_script(&template.revocation_hash, &template.other_final, template.delay, &template.owner_final);
+    let to_owner_spk = ScriptBuf::new_p2wsh(&to_owner.wscript_hash());
+    let to_other_spk = ScriptBuf::new_p2wpkh(&template.other_final.wpubkey_hash());
+    let revocation_ripemd = ripemd_of(&template.revocation_hash);
+    let mut candidates: HashMap<ScriptBuf, Vec<(HtlcSpec, ScriptBuf, bool)>> = HashMap::new();
+    for h in template.htlcs.iter().filter(|h| !htlc_is_dust(h.amount)) {
+        let script = super::htlc::script_for(
+            h,
+            &revocation_ripemd,
+            &template.owner_final,
+            &template.other_final,
+            template.delay,
+        );
+        candidates.entry(ScriptBuf::new_p2wsh(&script.wscript_hash())).or_default().push((*h, script, false));
+    }
+    let mut outputs = Vec::with_capacity(tx.output.len());
+    let mut unknown = Vec::new();
+    for (vout, txout) in tx.output.iter().enumerate() {
+        let vout = vout as u32;
+        let found = if txout.script_pubkey == to_owner_spk {
+            Some((OutputKind::ToOwner, Some(to_owner.clone())))
+        } else if txout.script_pubkey == to_other_spk {
+            Some((OutputKind::ToOther, None))
+        } else {
+            candidates.get_mut(&txout.script_pubkey).and_then(|list| {
+                let pick = list
+                    .iter()
+                    .position(|(h, _, used)| !used && h.amount.to_sat_floor() == txout.value)
+                    .or_else(|| list.iter().position(|(_, _, used)| !used))?;
+                list[pick].2 = true;
+                Some((OutputKind::Htlc(list[pick].0), Some(list[pick].1.clone())))
+            })
+        };
+        match found {
+            Some((kind, witness_script)) => {
+                outputs.push(CommitmentOutput { vout, value: txout.value, kind, witness_script })
+            }
+            None => unknown.push(vout),
+        }
+    }
+    RecognisedOutputs { outputs, unknown }
+}

@@ -45,7 +45,7 @@ use bitcoin::opcodes::all::{
 use bitcoin::script::Builder;
 use bitcoin::{absolute, CompressedPublicKey, FeeRate, ScriptBuf, Transaction};
 
-use super::commitment::{ripemd_of, Commitment, CommitmentSpec, HtlcSpec};
+use super::commitment::{ripemd_of, Commitment, CommitmentSpec, HtlcDirection, HtlcSpec};
 use super::sign::Signer;
 use super::sweep::{sweep_output, Claim, SweepError};
 use crate::types::{Delay, Preimage};
@@ -80,6 +80,21 @@ pub(crate) fn offered_script(h: &HtlcSpec, revocation_ripemd: &[u8; 20], spec: &
 
 pub(crate) fn received_script(h: &HtlcSpec, revocation_ripemd: &[u8; 20], spec: &CommitmentSpec<'_>) -> ScriptBuf {
     received(&ripemd_of(&h.r_hash), revocation_ripemd, &spec.owner_final, &spec.other_final, h.expiry, spec.delay)
+}
+
+/// The script of `h` in a commitment with these keys and delay.
+pub(crate) fn script_for(
+    h: &HtlcSpec,
+    revocation_ripemd: &[u8; 20],
+    owner_final: &CompressedPublicKey,
+    other_final: &CompressedPublicKey,
+    delay: Delay,
+) -> ScriptBuf {
+    let r = ripemd_of(&h.r_hash);
+    match h.direction {
+        HtlcDirection::Offered => offered(&r, revocation_ripemd, owner_final, other_final, h.expiry, delay),
+        HtlcDirection::Received => received(&r, revocation_ripemd, owner_final, other_final, h.expiry, delay),
+    }
 }
 
 /// `OP_SIZE 32 OP_EQUALVERIFY OP_HASH160 OP_DUP <RIPEMD160(r_hash)> OP_EQUAL`

@@ -14,12 +14,12 @@
 //! output worth less than the fee its input would add is not swept: it is
 //! reported in [`Penalty::uneconomical`], never silently dropped.
 
-use bitcoin::{Amount, FeeRate, OutPoint, ScriptBuf, Transaction};
+use bitcoin::{Amount, FeeRate, OutPoint, ScriptBuf, Transaction, Txid};
 
-use super::commitment::{Commitment, OutputKind};
+use super::commitment::{Commitment, CommitmentOutput, OutputKind};
 use super::sign::Signer;
 use super::sweep::{build_sweep, unsigned_sweep, varint_len, Claim, SweepError, SweepInput};
-use crate::types::Preimage;
+use crate::types::{Delay, Preimage};
 
 /// Every penalty transaction stays below this many bytes (R6.1-c).
 pub const MAX_PENALTY_TX_SIZE: usize = 100_000;
@@ -70,14 +70,32 @@ pub fn build_penalty(
     if preimage.hash() != revoked.revocation_hash() {
         return Err(PenaltyError::WrongPreimage(revoked.revocation_hash()));
     }
+    build_penalty_from(revoked.txid(), revoked.outputs(), revoked.delay(), preimage, destination, fee_rate, signer)
+}
+
+/// Builds the penalty transactions for the outputs of the revoked
+/// commitment `txid` (known from its outputs alone, as an on-chain monitor
+/// or a watchtower knows it: amounts read from the transaction, scripts
+/// recognised), whose owner's outputs wait `delay` and whose revocation
+/// preimage is `preimage`. Outputs given may be a subset (those still
+/// unspent).
+pub fn build_penalty_from(
+    txid: Txid,
+    outputs: &[CommitmentOutput],
+    delay: Delay,
+    preimage: Preimage,
+    destination: ScriptBuf,
+    fee_rate: FeeRate,
+    signer: &dyn Signer,
+) -> Result<Penalty, PenaltyError> {
     let mut penalty = Penalty { txs: Vec::new(), uneconomical: Vec::new(), already_ours: None, failed: Vec::new() };
     let mut worth: Vec<SweepInput> = Vec::new();
-    for out in revoked.outputs() {
+    for out in outputs {
         if out.kind == OutputKind::ToOther {
-            penalty.already_ours = Some((revoked.outpoint(out.vout), out.value));
+            penalty.already_ours = Some((OutPoint { txid, vout: out.vout }, out.value));
             continue;
         }
-        let input = SweepInput::from_commitment(revoked, out.vout, Claim::Revocation(preimage))?;
+        let input = SweepInput::from_output(txid, out, delay, preimage.hash(), Claim::Revocation(preimage))?;
         let cost = fee_rate.fee_wu(input.max_weight()).unwrap_or(Amount::MAX_MONEY);
         if cost >= input.value() {
             penalty.uneconomical.push((input.outpoint(), input.value(), cost));

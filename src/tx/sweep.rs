@@ -14,13 +14,14 @@
 use bitcoin::hashes::sha256;
 use bitcoin::sighash::{EcdsaSighashType, SighashCache};
 use bitcoin::{
-    absolute, transaction, Amount, FeeRate, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Weight, Witness,
+    absolute, transaction, Amount, FeeRate, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Weight,
+    Witness,
 };
 
-use super::commitment::{Commitment, HtlcDirection, OutputKind};
+use super::commitment::{Commitment, CommitmentOutput, HtlcDirection, OutputKind};
 use super::sign::{low_s, witness_sig, KeyRole, Signer, SignerError, SigningInput};
 use crate::fees::{is_dust, DUST_LIMIT};
-use crate::types::Preimage;
+use crate::types::{Delay, Preimage};
 
 /// The largest DER signature plus its sighash byte.
 const MAX_SIG_LEN: usize = 73;
@@ -114,6 +115,23 @@ impl SweepInput {
     /// wallet spends it like any other.
     pub fn from_commitment(commitment: &Commitment, vout: u32, claim: Claim) -> Result<Self, SweepError> {
         let out = commitment.output(vout).ok_or(SweepError::NoSuchOutput(vout))?;
+        Self::from_output(commitment.txid(), out, commitment.delay(), commitment.revocation_hash(), claim)
+    }
+
+    /// The input that claims `out`, an output of the commitment `txid` whose
+    /// owner's outputs wait `delay` and whose revocation hash is
+    /// `revocation_hash`: the same paths as
+    /// [`from_commitment`](Self::from_commitment), for a commitment known
+    /// only from its outputs (one seen on chain and recognised from its
+    /// scripts, with amounts read from the transaction).
+    pub fn from_output(
+        txid: Txid,
+        out: &CommitmentOutput,
+        delay: Delay,
+        revocation_hash: sha256::Hash,
+        claim: Claim,
+    ) -> Result<Self, SweepError> {
+        let vout = out.vout;
         let wrong = |kind| SweepError::WrongClaim { vout, kind, claim: claim_name(&claim) };
         let check = |p: &Preimage, expected: sha256::Hash| {
             if p.hash() == expected {
@@ -122,12 +140,12 @@ impl SweepInput {
                 Err(SweepError::WrongPreimage { vout, expected })
             }
         };
-        let delayed = commitment.delay().to_sequence();
+        let delayed = delay.to_sequence();
         let (secret, sequence, lock_time) = match (&out.kind, claim) {
             (OutputKind::ToOther, _) => return Err(wrong("to-other P2WPKH")),
             (OutputKind::ToOwner, Claim::DelayedToSelf) => (Vec::new(), delayed, None),
             (OutputKind::ToOwner | OutputKind::Htlc(_), Claim::Revocation(p)) => {
-                (check(&p, commitment.revocation_hash())?, Sequence::ENABLE_RBF_NO_LOCKTIME, None)
+                (check(&p, revocation_hash)?, Sequence::ENABLE_RBF_NO_LOCKTIME, None)
             }
             (OutputKind::ToOwner, _) => return Err(wrong("to-owner")),
             (OutputKind::Htlc(_), Claim::DelayedToSelf) => return Err(wrong("HTLC")),
@@ -146,10 +164,11 @@ impl SweepInput {
                 (vec![0; 32], sequence, Some(h.expiry))
             }
         };
+        let witness_script = out.witness_script.clone().ok_or_else(|| wrong("to-other P2WPKH"))?;
         Ok(SweepInput {
-            outpoint: commitment.outpoint(vout),
+            outpoint: OutPoint { txid, vout },
             value: out.value,
-            witness_script: out.witness_script.clone().expect("every output but to-other has a witness script"),
+            witness_script,
             secret,
             sequence,
             lock_time,

@@ -1,0 +1,465 @@
+//! The monitor's persistence: an append-only journal of what it was given
+//! (the channel's updates, the relevant transactions of each block, the
+//! disconnections), compacted now and then into a snapshot.
+//!
+//! Every piece ends with the crate's 64-bit checksum. An entry is
+//! `seq (u64) | kind (u8) | payload | checksum`; a snapshot is
+//! `PMON | format (u8) | seq (u64) | state | checksum`. The state is a
+//! deterministic function of the journal, so [`Monitor::restore`] replays
+//! the entries after the snapshot and ends exactly where the monitor was.
+//!
+//! Compaction rule (`docs/adr/0005-monitor-journal.md`): once the entries
+//! written since the last snapshot exceed twice its size (and 4 KiB), a new
+//! snapshot follows the entry that crossed the line. What is kept is then at
+//! most a snapshot, plus twice its size, plus 4 KiB: a channel with a million
+//! revoked states and no HTLCs keeps a few kilobytes (D11).
+
+use std::sync::Arc;
+
+use bitcoin::hashes::Hash as _;
+use bitcoin::{BlockHash, Transaction};
+
+use super::update::{ChannelParams, HtlcRecord, MonitorUpdate};
+use super::{Confirmed, Known, Monitor, MonitorConfig, State, Tip};
+use crate::channel::persist::{checksum, R, W};
+use crate::channel::{RestoreError, Role, Side};
+use crate::shachain::ShachainStore;
+use crate::tx::Signer;
+use crate::types::{MilliSats, Preimage};
+
+const MAGIC: &[u8; 4] = b"PMON";
+const FORMAT: u8 = 1;
+/// Snapshots are written once the journal since the last one exceeds
+/// twice its size, and at least this.
+const MIN_JOURNAL: usize = 4096;
+
+/// What the caller stores for the monitor.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum MonitorPersist {
+    /// Append this entry to the monitor's journal.
+    Append {
+        /// Its sequence number (one more than the previous entry's).
+        seq: u64,
+        /// The entry.
+        entry: Vec<u8>,
+    },
+    /// Store this snapshot, then drop the previous snapshot and every entry
+    /// up to `seq`: the snapshot holds them.
+    Snapshot {
+        /// The last entry it includes.
+        seq: u64,
+        /// The state.
+        state: Vec<u8>,
+    },
+}
+
+impl MonitorPersist {
+    /// Its sequence number, for [`Monitor::handle_persisted`].
+    pub fn seq(&self) -> u64 {
+        match self {
+            MonitorPersist::Append { seq, .. } | MonitorPersist::Snapshot { seq, .. } => *seq,
+        }
+    }
+
+    /// The bytes to store.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            MonitorPersist::Append { entry, .. } => entry,
+            MonitorPersist::Snapshot { state, .. } => state,
+        }
+    }
+}
+
+/// Why a monitor could not be restored.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MonitorRestoreError {
+    /// A piece is damaged, truncated or of an unknown format.
+    #[error("monitor store is damaged: {0}")]
+    Damaged(RestoreError),
+    /// An entry is missing between the snapshot and a later entry.
+    #[error("monitor journal has a gap: entry {expected} is missing, found {found}")]
+    Gap {
+        /// The sequence number expected.
+        expected: u64,
+        /// The one found.
+        found: u64,
+    },
+    /// An entry reads but cannot apply.
+    #[error("monitor journal entry {seq} does not apply: {why}")]
+    Inconsistent {
+        /// The entry.
+        seq: u64,
+        /// Why.
+        why: String,
+    },
+}
+
+impl From<RestoreError> for MonitorRestoreError {
+    fn from(e: RestoreError) -> Self {
+        MonitorRestoreError::Damaged(e)
+    }
+}
+
+/// One journal entry.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub(crate) enum Entry {
+    Update(MonitorUpdate),
+    Block { height: u32, hash: BlockHash, time: u32, txs: Vec<Transaction> },
+    Disconnect { height: u32 },
+}
+
+fn seal(mut w: W) -> Vec<u8> {
+    let sum = checksum(&w.0);
+    w.raw(&sum);
+    w.0
+}
+
+fn open(bytes: &[u8]) -> Result<R<'_>, RestoreError> {
+    if bytes.len() < 8 {
+        return Err(RestoreError::Truncated);
+    }
+    let (body, sum) = bytes.split_at(bytes.len() - 8);
+    if checksum(body) != sum {
+        return Err(RestoreError::Checksum);
+    }
+    Ok(R(body))
+}
+
+impl W {
+    fn side(&mut self, s: Side) {
+        self.u8(s as u8);
+    }
+    fn update(&mut self, u: &MonitorUpdate) {
+        match u {
+            MonitorUpdate::Setup(p) => {
+                self.u8(1);
+                self.funding(&p.funding);
+                self.u8(matches!(p.role, Role::Fundee) as u8);
+                self.key(&p.our_final);
+                self.key(&p.their_final);
+                self.delay(p.our_delay);
+                self.delay(p.their_delay);
+                self.u64(p.obscuring);
+            }
+            MonitorUpdate::Commitment { side, number, txid, revocation_hash, to_local } => {
+                self.u8(2);
+                self.side(*side);
+                self.known(&Known {
+                    number: *number,
+                    txid: *txid,
+                    revocation_hash: *revocation_hash,
+                    to_local: *to_local,
+                });
+            }
+            MonitorUpdate::HtlcAdded { side, number, htlc } => {
+                self.u8(3);
+                self.side(*side);
+                self.u64(*number);
+                self.htlc(htlc);
+            }
+            MonitorUpdate::HtlcRemoved { side, number, offerer, id } => {
+                self.u8(4);
+                self.side(*side);
+                self.u64(*number);
+                self.side(*offerer);
+                self.u64(*id);
+            }
+            MonitorUpdate::Revoked { number, preimage } => {
+                self.u8(5);
+                self.u64(*number);
+                self.raw(&preimage.0);
+            }
+            MonitorUpdate::Preimage(p) => {
+                self.u8(6);
+                self.raw(&p.0);
+            }
+        }
+    }
+    fn known(&mut self, k: &Known) {
+        self.u64(k.number);
+        self.raw(k.txid.as_byte_array());
+        self.hash(&k.revocation_hash);
+        self.u64(k.to_local.to_msat());
+    }
+    fn range(&mut self, r: Option<(u64, Option<u64>)>) {
+        self.opt(r, |w, (first, last)| {
+            w.u64(first);
+            w.opt(last, W::u64);
+        });
+    }
+}
+
+impl R<'_> {
+    fn update(&mut self) -> Result<MonitorUpdate, RestoreError> {
+        Ok(match self.u8()? {
+            1 => MonitorUpdate::Setup(Box::new(ChannelParams {
+                funding: self.funding()?,
+                role: if self.bool()? { Role::Fundee } else { Role::Funder },
+                our_final: self.key()?,
+                their_final: self.key()?,
+                our_delay: self.delay()?,
+                their_delay: self.delay()?,
+                obscuring: self.u64()?,
+            })),
+            2 => {
+                let side = self.side()?;
+                let k = self.known()?;
+                MonitorUpdate::Commitment {
+                    side,
+                    number: k.number,
+                    txid: k.txid,
+                    revocation_hash: k.revocation_hash,
+                    to_local: k.to_local,
+                }
+            }
+            3 => MonitorUpdate::HtlcAdded { side: self.side()?, number: self.u64()?, htlc: self.htlc()? },
+            4 => MonitorUpdate::HtlcRemoved {
+                side: self.side()?,
+                number: self.u64()?,
+                offerer: self.side()?,
+                id: self.u64()?,
+            },
+            5 => MonitorUpdate::Revoked { number: self.u64()?, preimage: Preimage(self.array()?) },
+            6 => MonitorUpdate::Preimage(Preimage(self.array()?)),
+            _ => return Err(RestoreError::Invalid("monitor update")),
+        })
+    }
+    fn known(&mut self) -> Result<Known, RestoreError> {
+        Ok(Known {
+            number: self.u64()?,
+            txid: bitcoin::Txid::from_byte_array(self.array()?),
+            revocation_hash: self.hash()?,
+            to_local: MilliSats::from_msat(self.u64()?),
+        })
+    }
+    fn range(&mut self) -> Result<Option<(u64, Option<u64>)>, RestoreError> {
+        self.opt(|r| Ok((r.u64()?, r.opt(R::u64)?)))
+    }
+    fn done(&self) -> Result<(), RestoreError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(RestoreError::Invalid("trailing bytes"))
+        }
+    }
+}
+
+pub(crate) fn encode_entry(seq: u64, entry: &Entry) -> Vec<u8> {
+    let mut w = W(Vec::with_capacity(64));
+    w.u64(seq);
+    match entry {
+        Entry::Update(u) => {
+            w.u8(0);
+            w.update(u);
+        }
+        Entry::Block { height, hash, time, txs } => {
+            w.u8(1);
+            w.u32(*height);
+            w.raw(hash.as_byte_array());
+            w.u32(*time);
+            w.u32(txs.len() as u32);
+            for tx in txs {
+                w.tx(tx);
+            }
+        }
+        Entry::Disconnect { height } => {
+            w.u8(2);
+            w.u32(*height);
+        }
+    }
+    seal(w)
+}
+
+fn decode_entry(bytes: &[u8]) -> Result<(u64, Entry), RestoreError> {
+    let mut r = open(bytes)?;
+    let seq = r.u64()?;
+    let entry = match r.u8()? {
+        0 => Entry::Update(r.update()?),
+        1 => {
+            let height = r.u32()?;
+            let hash = BlockHash::from_byte_array(r.array()?);
+            let time = r.u32()?;
+            let n = r.u32()? as usize;
+            let mut txs = Vec::with_capacity(n.min(r.0.len() / 60));
+            for _ in 0..n {
+                txs.push(r.tx()?);
+            }
+            Entry::Block { height, hash, time, txs }
+        }
+        2 => Entry::Disconnect { height: r.u32()? },
+        _ => return Err(RestoreError::Invalid("monitor entry kind")),
+    };
+    r.done()?;
+    Ok((seq, entry))
+}
+
+fn encode_state(seq: u64, s: &State) -> Vec<u8> {
+    let mut w = W(Vec::with_capacity(256 + s.records.len() * 80));
+    w.raw(MAGIC);
+    w.u8(FORMAT);
+    w.u64(seq);
+    w.opt(s.params.as_ref(), |w, p| w.update(&MonitorUpdate::Setup(Box::new(p.clone()))));
+    w.u32(s.records.len() as u32);
+    for r in &s.records {
+        w.htlc(&r.htlc);
+        w.range(r.held[0]);
+        w.range(r.held[1]);
+    }
+    for k in [&s.ours, &s.theirs, &s.theirs_prev] {
+        w.opt(k.as_ref(), W::known);
+    }
+    w.bytes(&s.secrets.to_bytes());
+    w.u32(s.preimages.len() as u32);
+    for p in s.preimages.values() {
+        w.raw(&p.0);
+    }
+    w.opt(s.tip.as_ref(), |w, t| {
+        w.u32(t.height);
+        w.raw(t.hash.as_byte_array());
+        w.u32(t.time);
+    });
+    w.u32(s.confirmed.len() as u32);
+    for c in &s.confirmed {
+        w.u32(c.height);
+        w.u32(c.time);
+        w.tx(&c.tx);
+    }
+    seal(w)
+}
+
+fn decode_state(bytes: &[u8]) -> Result<(u64, State), RestoreError> {
+    let mut r = open(bytes)?;
+    if r.take(4)? != MAGIC || r.u8()? != FORMAT {
+        return Err(RestoreError::Format);
+    }
+    let seq = r.u64()?;
+    let params = r.opt(|r| match r.update()? {
+        MonitorUpdate::Setup(p) => Ok(*p),
+        _ => Err(RestoreError::Invalid("monitor parameters")),
+    })?;
+    let n = r.u32()? as usize;
+    let mut records = Vec::with_capacity(n.min(r.0.len() / 50));
+    for _ in 0..n {
+        let htlc = r.htlc()?;
+        let held = [r.range()?, r.range()?];
+        records.push(HtlcRecord { htlc, held });
+    }
+    let ours = r.opt(R::known)?;
+    let theirs = r.opt(R::known)?;
+    let theirs_prev = r.opt(R::known)?;
+    let secrets = ShachainStore::from_bytes(&r.bytes()?).map_err(|_| RestoreError::Invalid("shachain store"))?;
+    let n = r.u32()? as usize;
+    let mut preimages = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let p = Preimage(r.array()?);
+        preimages.insert(p.hash(), p);
+    }
+    let tip = r.opt(|r| Ok(Tip { height: r.u32()?, hash: BlockHash::from_byte_array(r.array()?), time: r.u32()? }))?;
+    let n = r.u32()? as usize;
+    let mut confirmed = Vec::with_capacity(n.min(r.0.len() / 60));
+    for _ in 0..n {
+        let (height, time, tx) = (r.u32()?, r.u32()?, r.tx()?);
+        confirmed.push(Confirmed { height, time, txid: tx.compute_txid(), tx });
+    }
+    r.done()?;
+    for k in [&ours, &theirs, &theirs_prev].into_iter().flatten() {
+        if k.number >= 1 << 48 {
+            return Err(RestoreError::Inconsistent("commitment number out of range"));
+        }
+    }
+    if params.is_none() && (ours.is_some() || theirs.is_some() || !records.is_empty() || !confirmed.is_empty()) {
+        return Err(RestoreError::Inconsistent("monitor data without parameters"));
+    }
+    Ok((seq, State { params, records, ours, theirs, theirs_prev, secrets, preimages, tip, confirmed }))
+}
+
+impl Monitor {
+    /// Appends `entry` to the journal, and a snapshot when the compaction
+    /// rule says so.
+    pub(super) fn append(&mut self, entry: Entry) {
+        self.seq += 1;
+        let bytes = encode_entry(self.seq, &entry);
+        self.journal_bytes += bytes.len();
+        self.persist.push_back(MonitorPersist::Append { seq: self.seq, entry: bytes });
+        if self.journal_bytes > MIN_JOURNAL.max(2 * self.snapshot_len) {
+            self.compact();
+        }
+    }
+
+    fn compact(&mut self) {
+        let state = encode_state(self.seq, &self.state);
+        self.snapshot_len = state.len();
+        self.journal_bytes = 0;
+        self.persist.push_back(MonitorPersist::Snapshot { seq: self.seq, state });
+    }
+
+    /// The monitor's whole state as one snapshot (for a copy to another
+    /// place, a tower or a backup); it restores like any other.
+    pub fn snapshot(&self) -> Vec<u8> {
+        encode_state(self.seq, &self.state)
+    }
+
+    /// Rebuilds a monitor from its last snapshot (if any) and the journal
+    /// entries stored after it, in order; entries the snapshot already holds
+    /// are skipped. The restored monitor re-emits its watches, its claims
+    /// and its events (at least once), and continues from
+    /// [`best_block`](Self::best_block).
+    pub fn restore<'a>(
+        config: MonitorConfig,
+        signer: Arc<dyn Signer + Send + Sync>,
+        snapshot: Option<&[u8]>,
+        entries: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<Monitor, MonitorRestoreError> {
+        let mut m = Monitor::new(config, signer);
+        if let Some(bytes) = snapshot {
+            let (seq, state) = decode_state(bytes)?;
+            m.seq = seq;
+            m.state = state;
+            m.snapshot_len = bytes.len();
+            if let Some(t) = m.state.tip {
+                m.recent.push_back(t);
+            }
+        }
+        for bytes in entries {
+            let (seq, entry) = decode_entry(bytes)?;
+            if seq <= m.seq {
+                continue;
+            }
+            if seq != m.seq + 1 {
+                return Err(MonitorRestoreError::Gap { expected: m.seq + 1, found: seq });
+            }
+            let inconsistent = |why: String| MonitorRestoreError::Inconsistent { seq, why };
+            match entry {
+                Entry::Update(u) => m.apply_update(&u).map_err(|e| inconsistent(e.to_string()))?,
+                Entry::Block { height, hash, time, txs } => {
+                    if m.state.tip.is_some_and(|t| height <= t.height) {
+                        return Err(inconsistent(format!("block {height} does not follow the tip")));
+                    }
+                    m.connect(height, hash, time, &txs);
+                }
+                Entry::Disconnect { height } => {
+                    if m.state.tip.is_none_or(|t| t.height != height) {
+                        return Err(inconsistent(format!("disconnection of {height} is not of the tip")));
+                    }
+                    m.disconnect(height);
+                }
+            }
+            m.seq = seq;
+            m.journal_bytes += bytes.len();
+        }
+        m.durable = m.seq;
+        m.watched.clear();
+        m.watches.clear();
+        if let Some(f) = m.state.params.as_ref().map(|p| p.funding.clone()) {
+            m.watch(f.outpoint(), f.script_pubkey());
+        }
+        m.evaluate();
+        Ok(m)
+    }
+
+    /// Bytes the monitor would keep if compacted now: its snapshot's size.
+    pub fn kept_bytes(&self) -> usize {
+        encode_state(self.seq, &self.state).len()
+    }
+}
