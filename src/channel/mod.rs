@@ -933,6 +933,17 @@ impl Channel {
         self.build_ours(&self.our_view, self.our_num)
     }
 
+    /// Our current commitment, fully signed, ready to broadcast: for an
+    /// application that must close at once without the channel (its process
+    /// lost, its peer gone). Broadcasting it once it is revoked, after a
+    /// later [`Output::Persist`], hands the peer everything (R3.5-e):
+    /// prefer [`fail`](Self::fail), which broadcasts it for you.
+    pub fn signed_commitment(&self) -> Option<Transaction> {
+        let (sig, funding, remote) = (self.our_sig?, self.funding.as_ref()?, self.remote?);
+        let ours = self.build_ours(&self.our_view, self.our_num)?;
+        ours.finalize(funding, &*self.signer, &remote.commit_key, &sig).ok()
+    }
+
     /// The peer's latest commitment transaction as we signed it.
     pub fn their_commitment_tx(&self) -> Option<Commitment> {
         self.build_theirs(&self.their_view, self.their_hash, self.their_num)

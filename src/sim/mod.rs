@@ -31,7 +31,7 @@ use bitcoin::hashes::Hash as _;
 use bitcoin::secp256k1::SecretKey;
 use bitcoin::{absolute, transaction, Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
 
-use crate::chain::{Monitor, MonitorConfig, MonitorEvent, MonitorOutput, MonitorPersist};
+use crate::chain::{Monitor, MonitorConfig, MonitorEvent, MonitorOutput, MonitorPersist, MonitorUpdate};
 use crate::channel::{Channel, ChannelConfig, Event, Output, Watch};
 use crate::tx::InMemorySigner;
 use crate::wire::{self, Message};
@@ -139,6 +139,11 @@ pub struct Node {
     pub monitor_events: Vec<MonitorEvent>,
     /// What the monitor broadcast, in order.
     pub monitor_broadcasts: Vec<Transaction>,
+    /// Every update the channel handed the monitor, in order.
+    pub monitor_updates: Vec<MonitorUpdate>,
+    /// Everything the monitor asked to store, in order: replaying a prefix
+    /// gives the store as it was at any moment.
+    pub monitor_history: Vec<MonitorPersist>,
     /// Messages sent, in order, with their acknowledge.
     pub sent: Vec<(u64, Message)>,
     /// The anchor transaction the wallet made, if this node funds.
@@ -164,6 +169,8 @@ impl Node {
             monitor_store: MonitorStore::default(),
             monitor_events: Vec::new(),
             monitor_broadcasts: Vec::new(),
+            monitor_updates: Vec::new(),
+            monitor_history: Vec::new(),
             sent: Vec::new(),
             anchor: None,
             record: true,
@@ -196,6 +203,9 @@ impl Node {
                 }
                 Output::Broadcast(tx) => self.broadcasts.push(tx),
                 Output::Monitor(u) => {
+                    if self.record {
+                        self.monitor_updates.push(u.clone());
+                    }
                     self.monitor.update(u).expect("the channel's updates apply to its monitor");
                     self.drain_monitor();
                 }
@@ -215,6 +225,9 @@ impl Node {
                 MonitorOutput::Persist(p) => {
                     self.monitor_store.apply(&p);
                     self.monitor.handle_persisted(p.seq());
+                    if self.record {
+                        self.monitor_history.push(p);
+                    }
                 }
                 MonitorOutput::Broadcast(tx) => self.monitor_broadcasts.push(tx),
                 MonitorOutput::Event(e) if self.record => self.monitor_events.push(e),

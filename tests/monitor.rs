@@ -1,0 +1,415 @@
+//! The on-chain monitor on a simulated chain whose every input passes
+//! Bitcoin Core's script interpreter and whose lock-time and maturity rules
+//! are enforced: each class of anchor spend (C1-b), the sweeps and claims of
+//! each side (C1-c, C1-d, R6.2-a..d), penalties (C1-e, R6.1-b, R6.1-c),
+//! reorganisations (C1-f, R6.1-d), balances (C1-g), restores (C1-i) and
+//! fees (D13).
+
+mod common;
+
+use bitcoin::hashes::Hash as _;
+use bitcoin::{Amount, FeeRate, OutPoint, Transaction};
+use common::net::{fee_rate, Net};
+use paychan::chain::{Balance, Monitor, MonitorEvent, Resolution, SpendKind};
+use paychan::channel::Side;
+use paychan::sim::chain::Reject;
+use paychan::sim::MonitorStore;
+use paychan::tx::penalty::MAX_PENALTY_TX_SIZE;
+use paychan::Preimage;
+
+fn value_of(tx: &Transaction) -> Amount {
+    tx.output.iter().map(|o| o.value).sum()
+}
+
+/// The spends of `tx`'s outputs confirmed on the chain.
+fn spenders(net: &Net, tx: &Transaction) -> Vec<Transaction> {
+    let txid = tx.compute_txid();
+    let mut out: Vec<Transaction> = Vec::new();
+    for vout in 0..tx.output.len() as u32 {
+        if let Some(s) = net.chain.spender(&OutPoint { txid, vout }) {
+            if !out.iter().any(|t| t.compute_txid() == s.compute_txid()) {
+                out.push(s.clone());
+            }
+        }
+    }
+    out
+}
+
+/// A channel with HTLCs in flight both ways: A offers 3 (one with R = [1;
+/// 32] that B will know), B offers 2 (one with R = [4; 32] that A will
+/// know).
+fn with_htlcs_both_ways() -> Net {
+    let mut net = Net::open();
+    // B needs a balance to offer from.
+    net.offer('A', 300_000_000, 9, 400);
+    net.p.settle();
+    net.p.b.ch.fulfill_htlc(0, Preimage([9; 32])).unwrap();
+    net.p.settle();
+    net.offer('A', 20_000_000, 1, 400);
+    net.offer('A', 15_000_000, 2, 420);
+    net.offer('A', 5_000_000, 3, 440);
+    net.offer('B', 12_000_000, 4, 400);
+    net.offer('B', 7_000_000, 5, 430);
+    net.p.settle();
+    net
+}
+
+#[test]
+fn a_revoked_commitment_is_punished_in_the_block_it_is_seen() {
+    let mut net = with_htlcs_both_ways();
+    // B keeps its commitment with five HTLCs in flight, then the channel
+    // moves on and B revokes it.
+    let old = net.p.b.ch.signed_commitment().unwrap();
+    let old_number = net.p.b.ch.our_commitment_number();
+    net.p.b.ch.fulfill_htlc(1, Preimage([1; 32])).unwrap();
+    net.p.settle();
+    assert!(net.p.b.ch.our_commitment_number() > old_number);
+    // B cheats.
+    net.chain.submit(old.clone()).unwrap();
+    let seen = net.mine();
+    let seen_height = seen.height;
+    // C1-b: A's monitor reads the number from the lock fields (D10) and
+    // knows the commitment revoked; B's own monitor does not know it.
+    assert_eq!(net.spend_kind('A'), Some(SpendKind::RevokedCommitment { number: old_number }));
+    assert_eq!(net.spend_kind('B'), Some(SpendKind::Unknown));
+    // C1-e, R6.1-b: the penalty went out in the block the cheat was seen,
+    // and confirms in the next.
+    net.mine();
+    let penalties = spenders(&net, &old);
+    assert!(!penalties.is_empty());
+    assert!(net.refused.is_empty(), "{:?}", net.refused);
+    let a_dest = paychan::sim::destination(&net.p.a.signer);
+    for tx in &penalties {
+        // R6.1-c: each under 100,000 bytes; every input passed the
+        // interpreter on the way in (the chain's verifier).
+        assert!(tx.total_size() < MAX_PENALTY_TX_SIZE);
+        assert!(tx.output.iter().all(|o| o.script_pubkey == a_dest));
+        assert_eq!(net.chain.confirmations(&tx.compute_txid()), 1);
+    }
+    // Every output of the revoked commitment is A's: swept, or paying A's
+    // final key directly.
+    let resolved = net.resolutions('A');
+    for vout in 0..old.output.len() as u32 {
+        let outpoint = OutPoint { txid: old.compute_txid(), vout };
+        match resolved.get(&outpoint) {
+            Some(Resolution::Claimed { .. }) => assert!(net.chain.spender(&outpoint).is_some()),
+            Some(Resolution::Wallet) => {}
+            other => panic!("output {vout} of the revoked commitment: {other:?}"),
+        }
+    }
+    // What A gets: everything but the to-other output, minus the penalty's
+    // fee, at no less than the 1 sat/vB asked for.
+    let swept: Amount = penalties.iter().map(value_of).sum();
+    let claimed: Amount = penalties
+        .iter()
+        .flat_map(|t| t.input.iter())
+        .map(|i| old.output[i.previous_output.vout as usize].value)
+        .sum();
+    assert!(swept < claimed && claimed - swept < Amount::from_sat(10_000));
+    for tx in &penalties {
+        let spent: Amount = tx.input.iter().map(|i| old.output[i.previous_output.vout as usize].value).sum();
+        assert!(fee_rate(tx, spent) >= FeeRate::from_sat_per_vb_u32(1));
+    }
+    // The penalty confirmed well before B's delay ran out.
+    assert!(net.height() < seen_height + 144);
+}
+
+#[test]
+fn the_peers_current_commitment_and_our_own_resolve_every_htlc() {
+    let mut net = with_htlcs_both_ways();
+    // B learns R of A's HTLC 1 (it fulfills, but the fulfill never
+    // commits); A learns R of B's HTLC 0 likewise.
+    net.p.b.ch.fulfill_htlc(1, Preimage([1; 32])).unwrap();
+    net.p.a.ch.fulfill_htlc(0, Preimage([4; 32])).unwrap();
+    net.p.pump();
+    net.p.a_to_b.clear();
+    net.p.b_to_a.clear();
+    let b_commitment = net.p.a.ch.their_commitment_tx().unwrap();
+    // B closes unilaterally: its current commitment.
+    net.p.b.ch.fail("gone");
+    net.p.pump();
+    net.submit();
+    let confirmed_at = net.mine().height;
+    let tx = net.chain.block(confirmed_at).unwrap().txs[0].clone();
+    assert_eq!(tx.compute_txid(), b_commitment.txid());
+    // C1-b: B sees its own commitment, A the peer's.
+    let number = net.p.b.ch.our_commitment_number();
+    assert_eq!(net.spend_kind('B'), Some(SpendKind::OurCommitment { number }));
+    assert_eq!(net.spend_kind('A'), Some(SpendKind::TheirCommitment { number }));
+
+    // C1-d, R6.2-c: A claims B's HTLC 0 at once with R.
+    net.mine();
+    let htlc_b0 = b_commitment.htlc_output(paychan::tx::commitment::HtlcDirection::Offered, 0).unwrap().vout;
+    let claim = net.chain.spender(&OutPoint { txid: tx.compute_txid(), vout: htlc_b0 }).cloned();
+    assert!(claim.is_some(), "A claims the HTLC whose R it knows at once");
+    // C1-d: A's to-other output is reported as A's wallet's.
+    let resolved = net.resolutions('A');
+    assert!(resolved.values().any(|r| *r == Resolution::Wallet));
+
+    // R6.2-b: A's timeout of its HTLC 2 (B never learned R) is refused
+    // before its expiry, whoever builds it.
+    let htlc_a2 = b_commitment.htlc_output(paychan::tx::commitment::HtlcDirection::Received, 2).unwrap().vout;
+    let dest = paychan::sim::destination(&net.p.a.signer);
+    let early = paychan::tx::htlc::timeout_sweep(
+        &b_commitment,
+        htlc_a2,
+        dest.clone(),
+        FeeRate::from_sat_per_vb_u32(2),
+        &*net.p.a.signer,
+    )
+    .unwrap();
+    assert!(matches!(net.chain.submit(early.clone()), Err(Reject::NonFinal { .. })));
+
+    // B's own claims: its to-self output after the delay (C1-c), refused
+    // before; its claim of A's HTLC 1 with R after the delay (R6.2-c).
+    let b_dest = paychan::sim::destination(&net.p.b.signer);
+    let to_self = b_commitment.outputs().iter().find(|o| o.kind == paychan::tx::commitment::OutputKind::ToOwner);
+    let to_self = to_self.unwrap().vout;
+    let early_self = paychan::tx::sweep::to_self_sweep(
+        &b_commitment,
+        to_self,
+        b_dest,
+        FeeRate::from_sat_per_vb_u32(2),
+        &*net.p.b.signer,
+    )
+    .unwrap();
+    assert!(matches!(net.chain.submit(early_self), Err(Reject::RelativeLock { .. })));
+
+    // Time passes: every lock opens, every claim goes out and confirms.
+    net.mine_to(confirmed_at + 144 + 2);
+    let b_claim = net.chain.spender(&OutPoint { txid: tx.compute_txid(), vout: to_self });
+    assert!(b_claim.is_some(), "B swept its to-self output after the delay");
+    // R6.2-a: B claimed A's HTLC 1 with R; A's monitor read R from the
+    // witness and reported it.
+    assert!(net.events('A').iter().any(|e| matches!(e,
+        MonitorEvent::PreimageLearned { offerer: Side::Local, id: 1, preimage } if *preimage == Preimage([1; 32]))));
+    let expiry_a2 = b_commitment.output(htlc_a2).map(|o| match o.kind {
+        paychan::tx::commitment::OutputKind::Htlc(h) => h.expiry.to_consensus_u32(),
+        _ => unreachable!(),
+    });
+    net.mine_to(expiry_a2.unwrap() + 150);
+    // R6.2-b: after the expiry A's monitor took back HTLCs 2 and 3; B took
+    // back its HTLC 1 after expiry and delay (C1-c).
+    let resolved = net.resolutions('A');
+    let claimed = resolved.values().filter(|r| matches!(r, Resolution::Claimed { .. })).count();
+    let peer = resolved.values().filter(|r| matches!(r, Resolution::Peer { .. })).count();
+    // A: HTLC B0 by R, A2 and A3 by timeout; B: A1 by R, B1 by timeout.
+    assert_eq!((claimed, peer), (3, 2), "{resolved:?}");
+    // R6.2-d: B never knew R of A's HTLCs 2 and 3 and claimed neither.
+    assert!(net.refused.iter().all(|(n, _, _)| *n != 'B'), "{:?}", net.refused);
+    // C1-g: once everything is final, nothing is left to claim.
+    net.mine_n(100);
+    assert!(net.events('A').contains(&MonitorEvent::Final));
+    assert!(net.events('B').contains(&MonitorEvent::Final));
+    assert!(net.p.a.monitor.balances().is_empty());
+}
+
+#[test]
+fn a_mutual_close_and_an_unknown_spend_are_told_apart() {
+    let mut net = Net::open();
+    net.offer('A', 50_000_000, 1, 400);
+    net.p.settle();
+    net.p.b.ch.fulfill_htlc(0, Preimage([1; 32])).unwrap();
+    net.p.settle();
+    net.p.a.ch.close().unwrap();
+    net.p.settle();
+    net.submit();
+    net.mine();
+    // C1-b: our close, its output ours in the wallet.
+    assert_eq!(net.spend_kind('A'), Some(SpendKind::MutualClose));
+    assert_eq!(net.spend_kind('B'), Some(SpendKind::MutualClose));
+    assert!(net.resolutions('B').values().all(|r| *r == Resolution::Wallet));
+    // C1-g: B's balance is its close output, until final.
+    let close = net.chain.tip().txs[0].clone();
+    let b_final = paychan::tx::Signer::public_key(&*net.p.b.signer, paychan::tx::KeyRole::Final);
+    let b_out = close.output.iter().find(|o| o.script_pubkey == bitcoin::ScriptBuf::new_p2wpkh(&b_final.wpubkey_hash()));
+    assert_eq!(net.balance_sum('B'), b_out.unwrap().value);
+    assert!(matches!(net.p.b.monitor.balances()[..], [Balance::AwaitingConfirmations { .. }]));
+
+    // C1-b: a spend the monitor cannot place is reported as unknown.
+    let mut odd = close.clone();
+    odd.output[0].script_pubkey = bitcoin::ScriptBuf::new_op_return([1; 4]);
+    let mut fresh = Monitor::new(net.p.a.monitor.config().clone(), net.p.a.signer.clone());
+    for u in &net.p.a.monitor_updates {
+        fresh.update(u.clone()).unwrap();
+    }
+    fresh.block_connected(net.height(), bitcoin::BlockHash::all_zeros(), 1_700_000_000, &[odd]).unwrap();
+    assert_eq!(fresh.spend().map(|(_, k)| k), Some(SpendKind::Unknown));
+    let events: Vec<_> = std::iter::from_fn(|| fresh.poll_output()).collect();
+    assert!(events.iter().any(|o| matches!(o,
+        paychan::chain::MonitorOutput::Event(MonitorEvent::AnchorSpent { kind: SpendKind::Unknown, .. }))));
+}
+
+#[test]
+fn reorganisations_end_where_the_final_chain_would() {
+    let mut net = with_htlcs_both_ways();
+    let old = net.p.b.ch.signed_commitment().unwrap();
+    let old_number = net.p.b.ch.our_commitment_number();
+    net.p.b.ch.fulfill_htlc(1, Preimage([1; 32])).unwrap();
+    net.p.settle();
+    let current = net.p.b.ch.signed_commitment().unwrap();
+    // B's current commitment confirms first...
+    net.chain.submit(current.clone()).unwrap();
+    net.mine();
+    net.mine();
+    assert_eq!(net.spend_kind('A'), Some(SpendKind::TheirCommitment { number: old_number + 1 }));
+    // ...then a reorganisation replaces it with the revoked one (C1-f):
+    // the monitor handles the new one as if the first had never been.
+    net.reorg(2);
+    assert!(net.events('A').iter().any(|e| matches!(e, MonitorEvent::AnchorSpendReorged { .. })));
+    assert!(net.p.a.monitor.spend().is_none());
+    net.chain.evict(&current.compute_txid());
+    net.chain.submit(old.clone()).unwrap();
+    net.mine();
+    assert_eq!(net.spend_kind('A'), Some(SpendKind::RevokedCommitment { number: old_number }));
+    net.mine();
+    let penalties = spenders(&net, &old);
+    assert!(!penalties.is_empty());
+    // A penalty that leaves the chain is broadcast again and confirms again
+    // (C1-f); the monitor keeps reacting until it is buried (R6.1-d).
+    net.reorg(1);
+    assert!(penalties.iter().all(|t| net.chain.confirmations(&t.compute_txid()) == 0));
+    net.mine();
+    assert!(spenders(&net, &old).iter().all(|t| net.chain.confirmations(&t.compute_txid()) == 1));
+    assert!(!net.events('A').contains(&MonitorEvent::Final));
+    // The monitor is where one that only ever saw the final chain would be.
+    let mut twin = Monitor::new(net.p.a.monitor.config().clone(), net.p.a.signer.clone());
+    for u in &net.p.a.monitor_updates {
+        twin.update(u.clone()).unwrap();
+    }
+    for h in 1..=net.height() {
+        let b = net.chain.block(h).unwrap();
+        twin.block_connected(h, b.hash, b.time, &b.txs).unwrap();
+    }
+    assert_eq!(twin.spend(), net.p.a.monitor.spend());
+    assert_eq!(twin.balances(), net.p.a.monitor.balances());
+    assert_eq!(twin.best_block(), net.p.a.monitor.best_block());
+    // D12: final after final_depth blocks, and only then.
+    net.mine_n(99);
+    assert!(net.events('A').contains(&MonitorEvent::Final));
+}
+
+#[test]
+fn the_monitor_restored_from_any_stored_version_still_punishes() {
+    let mut net = with_htlcs_both_ways();
+    let old = net.p.b.ch.signed_commitment().unwrap();
+    net.p.b.ch.fulfill_htlc(1, Preimage([1; 32])).unwrap();
+    net.p.settle();
+    net.offer('A', 1_000_000, 7, 400);
+    net.p.settle();
+    net.chain.submit(old.clone()).unwrap();
+    net.submit_monitor[0] = false;
+    let seen = net.mine().height;
+    net.mine_n(3);
+    // C1-i: whatever version of A's monitor survives (every prefix of what
+    // it asked to store), restoring it and replaying the chain from its best
+    // block punishes every revoked output.
+    let history = net.p.a.monitor_history.clone();
+    let updates_end = history.len();
+    let mut checked = 0;
+    for k in 0..=updates_end {
+        let mut store = MonitorStore::default();
+        for p in &history[..k] {
+            store.apply(p);
+        }
+        let Ok(mut m) = store.restore(net.p.a.monitor.config().clone(), net.p.a.signer.clone()) else {
+            panic!("a stored prefix must restore");
+        };
+        // The channel's updates after the prefix reach it again (the
+        // channel releases nothing before the monitor stored them, so a
+        // prefix that lacks the revocation comes from before B could cheat).
+        if !m.can_punish(net.p.b.ch.our_commitment_number() - 2) {
+            continue;
+        }
+        let from = m.best_block().map_or(1, |(h, _)| h + 1);
+        let mut broadcasts = Vec::new();
+        for h in from..=net.height() {
+            let b = net.chain.block(h).unwrap();
+            m.block_connected(h, b.hash, b.time, &b.txs).unwrap();
+            while let Some(o) = m.poll_output() {
+                if let paychan::chain::MonitorOutput::Broadcast(tx) = o {
+                    broadcasts.push(tx);
+                }
+            }
+        }
+        assert_eq!(m.spend().map(|(_, k)| k), Some(SpendKind::RevokedCommitment { number: net.p.b.ch.our_commitment_number() - 2 }));
+        let swept: std::collections::BTreeSet<OutPoint> =
+            broadcasts.iter().flat_map(|t| t.input.iter().map(|i| i.previous_output)).collect();
+        let a_final = bitcoin::ScriptBuf::new_p2wpkh(
+            &paychan::tx::Signer::public_key(&*net.p.a.signer, paychan::tx::KeyRole::Final).wpubkey_hash(),
+        );
+        for (vout, o) in old.output.iter().enumerate() {
+            let outpoint = OutPoint { txid: old.compute_txid(), vout: vout as u32 };
+            assert!(o.script_pubkey == a_final || swept.contains(&outpoint), "prefix {k}: output {vout} not punished");
+        }
+        checked += 1;
+    }
+    assert!(checked > 0);
+    assert!(net.height() < seen + 144);
+}
+
+#[test]
+fn penalty_fees_rise_towards_the_deadline_and_never_pass_the_cap() {
+    let mut net = with_htlcs_both_ways();
+    let old = net.p.b.ch.signed_commitment().unwrap();
+    net.p.b.ch.fulfill_htlc(1, Preimage([1; 32])).unwrap();
+    net.p.settle();
+    net.p.a.monitor.handle_fee_estimate(FeeRate::from_sat_per_vb_u32(5));
+    net.p.a.drain_monitor();
+    net.chain.submit(old.clone()).unwrap();
+    // A miner that ignores the penalty for most of B's delay.
+    let seen = net.mine().height;
+    let before = net.p.a.monitor_broadcasts.len();
+    for _ in 0..140 {
+        let block = net.chain.mine_only(|t| t.input.iter().all(|i| i.previous_output.txid != old.compute_txid()));
+        net.connect(&block);
+    }
+    // D13: re-signed at rising rates as the deadline (seen + 144) nears,
+    // never above the cap.
+    let cap = net.p.a.monitor.config().max_fee_rate;
+    let mut rates = Vec::new();
+    for tx in &net.p.a.monitor_broadcasts[before..] {
+        if tx.input.iter().any(|i| i.previous_output.txid == old.compute_txid()) {
+            let spent: Amount = tx.input.iter().map(|i| old.output[i.previous_output.vout as usize].value).sum();
+            rates.push(fee_rate(tx, spent));
+        }
+    }
+    assert!(rates.windows(2).all(|w| w[0] <= w[1]), "{rates:?}");
+    assert!(rates.first().unwrap() >= &FeeRate::from_sat_per_vb_u32(5));
+    assert!(rates.last().unwrap() > &FeeRate::from_sat_per_vb_u32(5));
+    assert!(rates.iter().all(|r| *r <= cap));
+    // The miner relents: the latest penalty confirms before the deadline.
+    net.mine();
+    assert!(net.height() < seen + 144);
+    assert!(!spenders(&net, &old).is_empty());
+}
+
+#[test]
+fn balances_sum_to_what_we_own_minus_fees() {
+    let mut net = with_htlcs_both_ways();
+    // C1-g: before any spend, A's balance in its commitment and its HTLCs.
+    let to_local = net.p.a.ch.our_commitment().balance(Side::Local).to_sat_floor();
+    let balances = net.p.a.monitor.balances();
+    assert!(balances.contains(&Balance::ClaimableOnChannelClose { amount: to_local }));
+    let old = net.p.b.ch.signed_commitment().unwrap();
+    net.p.b.ch.fulfill_htlc(1, Preimage([1; 32])).unwrap();
+    net.p.settle();
+    net.chain.submit(old.clone()).unwrap();
+    net.submit_monitor[0] = false;
+    net.mine();
+    // Every output of the revoked commitment is A's: the sum of A's
+    // balances is the sum of the outputs.
+    assert_eq!(net.balance_sum('A'), value_of(&old));
+    net.submit_monitor[0] = true;
+    net.submit();
+    net.mine();
+    // After the penalty: what it pays plus the to-other output.
+    let penalties = spenders(&net, &old);
+    let to_other = value_of(&old)
+        - penalties
+            .iter()
+            .flat_map(|t| t.input.iter())
+            .map(|i| old.output[i.previous_output.vout as usize].value)
+            .sum::<Amount>();
+    assert_eq!(net.balance_sum('A'), penalties.iter().map(value_of).sum::<Amount>() + to_other);
+}
