@@ -18,7 +18,7 @@
 //! | [`tx`] | funding, commitment, HTLC, sweep, close and penalty transactions; signing | sections 2.2, 3, 4.2, 6 |
 //! | [`channel`] | the sans-IO state machine: establishment, updates, close, failure, persistence | sections 1.2, 2, 3, 4, 6.3 |
 //! | [`chain`] | the on-chain monitor: classifying the anchor's spend, sweeps, HTLC claims, penalties, reorgs | section 6 |
-//! | [`sim`] | two channels in memory, for tests, examples and experiments | |
+//! | [`sim`] | two channels in memory and a simulated chain, for tests, examples and experiments | |
 //! | [`types`] | millisatoshi amounts, preimages, the relative `delay` | |
 //!
 //! # The drive loop

@@ -8,6 +8,11 @@
 //! crosses the wire codec, so what one side sends is exactly what the other
 //! decodes.
 //!
+//! [`SimChain`] (module [`chain`]) is the chain side: blocks, a mempool and
+//! a miner that enforce the consensus rules of the channel's on-chain
+//! transactions (locks, relative locks, replacement, scripts through a
+//! pluggable verifier), with reorgs.
+//!
 //! ```
 //! use bitcoin::absolute::LockTime;
 //! use paychan::sim::Pair;
@@ -22,7 +27,10 @@
 //! assert_eq!(pair.b.ch.balance(paychan::channel::Side::Local), MilliSats::from_msat(5_000_000));
 //! ```
 
+pub mod chain;
 pub mod faults;
+
+pub use chain::{Block, Reject, SimChain, Verifier};
 
 use std::collections::VecDeque;
 use std::sync::Arc;
