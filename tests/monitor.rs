@@ -100,11 +100,8 @@ fn a_revoked_commitment_is_punished_in_the_block_it_is_seen() {
     // What A gets: everything but the to-other output, minus the penalty's
     // fee, at no less than the 1 sat/vB asked for.
     let swept: Amount = penalties.iter().map(value_of).sum();
-    let claimed: Amount = penalties
-        .iter()
-        .flat_map(|t| t.input.iter())
-        .map(|i| old.output[i.previous_output.vout as usize].value)
-        .sum();
+    let claimed: Amount =
+        penalties.iter().flat_map(|t| t.input.iter()).map(|i| old.output[i.previous_output.vout as usize].value).sum();
     assert!(swept < claimed && claimed - swept < Amount::from_sat(10_000));
     for tx in &penalties {
         let spent: Amount = tx.input.iter().map(|i| old.output[i.previous_output.vout as usize].value).sum();
@@ -187,14 +184,23 @@ fn the_peers_current_commitment_and_our_own_resolve_every_htlc() {
         paychan::tx::commitment::OutputKind::Htlc(h) => h.expiry.to_consensus_u32(),
         _ => unreachable!(),
     });
-    net.mine_to(expiry_a2.unwrap() + 150);
-    // R6.2-b: after the expiry A's monitor took back HTLCs 2 and 3; B took
-    // back its HTLC 1 after expiry and delay (C1-c).
-    let resolved = net.resolutions('A');
-    let claimed = resolved.values().filter(|r| matches!(r, Resolution::Claimed { .. })).count();
-    let peer = resolved.values().filter(|r| matches!(r, Resolution::Peer { .. })).count();
-    // A: HTLC B0 by R, A2 and A3 by timeout; B: A1 by R, B1 by timeout.
-    assert_eq!((claimed, peer), (3, 2), "{resolved:?}");
+    // B's HTLC 1 expires 30 blocks after A's HTLC 2; B's own timeout waits
+    // the delay on top.
+    net.mine_to(expiry_a2.unwrap() + 30 + 144 + 2);
+    let count = |net: &Net, who| {
+        let resolved = net.resolutions(who);
+        let claimed = resolved.values().filter(|r| matches!(r, Resolution::Claimed { .. })).count();
+        let peer = resolved.values().filter(|r| matches!(r, Resolution::Peer { .. })).count();
+        let wallet = resolved.values().filter(|r| matches!(r, Resolution::Wallet)).count();
+        (claimed, peer, wallet)
+    };
+    // R6.2-b, R6.2-c, C1-d: A took B's HTLC 0 with R and its HTLCs 2 and 3
+    // back after their expiry; B took A's HTLC 1 with R; A's balance is in
+    // its wallet.
+    assert_eq!(count(&net, 'A'), (3, 1, 1));
+    // C1-c: B swept its to-self output, claimed A's HTLC 1 with R and took
+    // its HTLC 1 back after expiry and delay; A took B's HTLC 0 with R.
+    assert_eq!(count(&net, 'B'), (3, 1, 0));
     // R6.2-d: B never knew R of A's HTLCs 2 and 3 and claimed neither.
     assert!(net.refused.iter().all(|(n, _, _)| *n != 'B'), "{:?}", net.refused);
     // C1-g: once everything is final, nothing is left to claim.
@@ -222,7 +228,8 @@ fn a_mutual_close_and_an_unknown_spend_are_told_apart() {
     // C1-g: B's balance is its close output, until final.
     let close = net.chain.tip().txs[0].clone();
     let b_final = paychan::tx::Signer::public_key(&*net.p.b.signer, paychan::tx::KeyRole::Final);
-    let b_out = close.output.iter().find(|o| o.script_pubkey == bitcoin::ScriptBuf::new_p2wpkh(&b_final.wpubkey_hash()));
+    let b_out =
+        close.output.iter().find(|o| o.script_pubkey == bitcoin::ScriptBuf::new_p2wpkh(&b_final.wpubkey_hash()));
     assert_eq!(net.balance_sum('B'), b_out.unwrap().value);
     assert!(matches!(net.p.b.monitor.balances()[..], [Balance::AwaitingConfirmations { .. }]));
 
@@ -235,9 +242,17 @@ fn a_mutual_close_and_an_unknown_spend_are_told_apart() {
     }
     fresh.block_connected(net.height(), bitcoin::BlockHash::all_zeros(), 1_700_000_000, &[odd]).unwrap();
     assert_eq!(fresh.spend().map(|(_, k)| k), Some(SpendKind::Unknown));
-    let events: Vec<_> = std::iter::from_fn(|| fresh.poll_output()).collect();
-    assert!(events.iter().any(|o| matches!(o,
-        paychan::chain::MonitorOutput::Event(MonitorEvent::AnchorSpent { kind: SpendKind::Unknown, .. }))));
+    let mut events = Vec::new();
+    while let Some(o) = fresh.poll_output() {
+        if let paychan::chain::MonitorOutput::Persist(p) = &o {
+            fresh.handle_persisted(p.seq());
+        }
+        events.push(o);
+    }
+    assert!(events.iter().any(|o| matches!(
+        o,
+        paychan::chain::MonitorOutput::Event(MonitorEvent::AnchorSpent { kind: SpendKind::Unknown, .. })
+    )));
 }
 
 #[test]
@@ -332,7 +347,10 @@ fn the_monitor_restored_from_any_stored_version_still_punishes() {
                 }
             }
         }
-        assert_eq!(m.spend().map(|(_, k)| k), Some(SpendKind::RevokedCommitment { number: net.p.b.ch.our_commitment_number() - 2 }));
+        assert_eq!(
+            m.spend().map(|(_, k)| k),
+            Some(SpendKind::RevokedCommitment { number: net.p.b.ch.our_commitment_number() - 2 })
+        );
         let swept: std::collections::BTreeSet<OutPoint> =
             broadcasts.iter().flat_map(|t| t.input.iter().map(|i| i.previous_output)).collect();
         let a_final = bitcoin::ScriptBuf::new_p2wpkh(

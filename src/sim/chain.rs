@@ -425,13 +425,27 @@ impl SimChain {
             }],
             output: vec![TxOut { value, script_pubkey }],
         };
+        self.adopt(tx.clone());
+        tx
+    }
+
+    /// Confirms `tx`, a transaction from outside the simulation (a wallet's
+    /// funding of a channel anchor), in a new block of its own, without
+    /// checking its inputs; the mempool is left waiting. Returns the block.
+    pub fn adopt(&mut self, tx: Transaction) -> Block {
         let txid = tx.compute_txid();
         self.external.insert(txid);
         let height = self.height() + 1;
         let mut undo = Vec::new();
         self.connect_tx(&tx, txid, height, 0, &mut undo);
-        self.push_block(vec![tx.clone()], undo);
-        tx
+        self.push_block(vec![tx], undo)
+    }
+
+    /// Drops `txid` and its descendants from the mempool, as a node that saw
+    /// a conflicting transaction first would; returns what was dropped.
+    pub fn evict(&mut self, txid: &Txid) -> Vec<Transaction> {
+        let gone = self.with_descendants(&[*txid]);
+        gone.iter().filter_map(|t| self.remove_from_mempool(t)).map(|e| e.tx).collect()
     }
 
     /// Submits `tx` (unless it is already in the mempool) and mines the next

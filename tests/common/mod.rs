@@ -142,6 +142,7 @@ pub mod chain {
         tx.input[index].witness = Witness::from_slice(&items);
     }
 }
+pub mod net;
 pub mod pair;
 
 /// How `node`'s monitor, restored from what it stored, classifies `tx`

@@ -48,7 +48,8 @@ impl Net {
         chain.mine_empty(100);
         let anchor = p.a.anchor.clone().expect("A funded");
         chain.adopt(anchor);
-        let mut net = Net { p, chain, refused: Vec::new(), seen: [1, 0], seen_monitor: [0, 0], submit_monitor: [true; 2] };
+        let mut net =
+            Net { p, chain, refused: Vec::new(), seen: [1, 0], seen_monitor: [0, 0], submit_monitor: [true; 2] };
         for h in 1..=net.chain.height() {
             let block = net.chain.block(h).expect("mined").clone();
             net.connect(&block);
@@ -145,8 +146,7 @@ impl Net {
     pub fn offer(&mut self, from: char, msat: u64, tag: u8, blocks: u32) -> u64 {
         let expiry = self.expiry(blocks);
         let node = self.p.node(from);
-        let id = node.ch.offer_htlc(MilliSats::from_msat(msat), Preimage([tag; 32]).hash(), expiry, vec![]).unwrap();
-        id
+        node.ch.offer_htlc(MilliSats::from_msat(msat), Preimage([tag; 32]).hash(), expiry, vec![]).unwrap()
     }
 
     /// Events of `which`'s monitor.
