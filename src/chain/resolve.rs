@@ -554,13 +554,17 @@ impl Monitor {
         // The outputs were recognised with this preimage's hash, so the
         // builder cannot refuse them.
         if let Ok(p) = build_penalty_from(a.txid, outputs, a.delay, preimage, destination, rate, &*self.signer) {
-            for (outpoint, value, fee) in p.uneconomical {
-                if report.uneconomical.insert(outpoint) && !self.reported.uneconomical.contains(&outpoint) {
-                    self.event(MonitorEvent::Uneconomical { outpoint, value, fee });
-                }
-            }
             self.broadcasts.extend(p.txs.iter().cloned());
             self.signed.insert(key, (rate, p.txs));
+            // An output not worth its input at this rate is claimed on its
+            // own at the most it can pay, or reported (D13).
+            for (outpoint, _, _) in p.uneconomical {
+                let out = outputs.iter().find(|o| o.vout == outpoint.vout).expect("one of the outputs given");
+                let claim = Claim::Revocation(preimage);
+                if let Ok(input) = SweepInput::from_output(a.txid, out, a.delay, a.revocation_hash, claim) {
+                    self.claim(vec![input], deadline, tip, report);
+                }
+            }
         }
     }
 

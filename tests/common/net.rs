@@ -43,7 +43,13 @@ impl Net {
     /// An open channel whose anchor is confirmed on the chain at height 101;
     /// channels and monitors have seen every block.
     pub fn open() -> Self {
-        let p = Pair::open();
+        Self::open_with(paychan::channel::ChannelConfig::default())
+    }
+
+    /// The same, both nodes with `config`.
+    pub fn open_with(config: paychan::channel::ChannelConfig) -> Self {
+        let mut p = Pair::new(config.clone(), config, paychan::sim::CAPACITY);
+        p.establish();
         let mut chain = verified_chain();
         chain.mine_empty(100);
         let anchor = p.a.anchor.clone().expect("A funded");
