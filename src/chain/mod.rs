@@ -260,8 +260,9 @@ pub struct Monitor {
     fee_estimate: FeeRate,
     /// What was last reported, to report changes only.
     reported: resolve::Report,
-    /// Signed claims by their inputs: re-used while their fee rate stands.
-    signed: HashMap<Vec<OutPoint>, (FeeRate, Vec<Transaction>)>,
+    /// Signed penalties (`true`) and claims by their inputs: re-used while
+    /// their fee rate stands.
+    signed: HashMap<(bool, Vec<OutPoint>), (FeeRate, Vec<Transaction>)>,
     watched: BTreeSet<OutPoint>,
     /// Recent tips, for the time after a disconnection.
     recent: VecDeque<Tip>,

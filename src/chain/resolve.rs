@@ -543,7 +543,7 @@ impl Monitor {
         report: &mut Report,
     ) {
         let rate = self.rate_for(deadline, tip.height);
-        let key: Vec<OutPoint> = outputs.iter().map(|o| OutPoint { txid: a.txid, vout: o.vout }).collect();
+        let key = (true, outputs.iter().map(|o| OutPoint { txid: a.txid, vout: o.vout }).collect());
         if let Some((r, txs)) = self.signed.get(&key) {
             if *r == rate {
                 self.broadcasts.extend(txs.iter().cloned());
@@ -571,7 +571,7 @@ impl Monitor {
     /// One claim, at the rate its deadline asks, never above what it claims.
     fn claim(&mut self, inputs: Vec<SweepInput>, deadline: Option<u32>, tip: Tip, report: &mut Report) {
         let mut rate = self.rate_for(deadline, tip.height);
-        let key: Vec<OutPoint> = inputs.iter().map(SweepInput::outpoint).collect();
+        let key = (false, inputs.iter().map(SweepInput::outpoint).collect::<Vec<_>>());
         if let Some((r, txs)) = self.signed.get(&key) {
             if *r == rate {
                 self.broadcasts.extend(txs.iter().cloned());
@@ -591,7 +591,7 @@ impl Monitor {
                 result = build_sweep(inputs.clone(), destination, rate, &*self.signer);
             }
             if result.is_err() {
-                let outpoint = key[0];
+                let outpoint = key.1[0];
                 if report.uneconomical.insert(outpoint) && !self.reported.uneconomical.contains(&outpoint) {
                     self.event(MonitorEvent::Uneconomical { outpoint, value: total, fee });
                 }
