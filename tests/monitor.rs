@@ -385,17 +385,40 @@ fn penalty_fees_rise_towards_the_deadline_and_never_pass_the_cap() {
     // D13: re-signed at rising rates as the deadline (seen + 144) nears,
     // never above the cap.
     let cap = net.p.a.monitor.config().max_fee_rate;
-    let mut rates = Vec::new();
+    // Rates of each claim, by the outputs it takes: the batch of every
+    // output, and outputs that a high rate priced out of the batch, claimed
+    // alone at the most they can pay.
+    let mut rates: std::collections::BTreeMap<Vec<u32>, Vec<FeeRate>> = Default::default();
     for tx in &net.p.a.monitor_broadcasts[before..] {
         if tx.input.iter().any(|i| i.previous_output.txid == old.compute_txid()) {
             let spent: Amount = tx.input.iter().map(|i| old.output[i.previous_output.vout as usize].value).sum();
-            rates.push(fee_rate(tx, spent));
+            let key = tx.input.iter().map(|i| i.previous_output.vout).collect();
+            rates.entry(key).or_default().push(fee_rate(tx, spent));
         }
     }
-    assert!(rates.windows(2).all(|w| w[0] <= w[1]), "{rates:?}");
-    assert!(rates.first().unwrap() >= &FeeRate::from_sat_per_vb_u32(5));
-    assert!(rates.last().unwrap() > &FeeRate::from_sat_per_vb_u32(5));
-    assert!(rates.iter().all(|r| *r <= cap));
+    // The claim of the largest output A must take (B's to-self, in the
+    // batch whatever the rate) rises, from the estimate to above 100 sat/vB.
+    let a_final = bitcoin::ScriptBuf::new_p2wpkh(
+        &paychan::tx::Signer::public_key(&*net.p.a.signer, paychan::tx::KeyRole::Final).wpubkey_hash(),
+    );
+    let big = (0..old.output.len() as u32)
+        .filter(|v| old.output[*v as usize].script_pubkey != a_final)
+        .max_by_key(|v| old.output[*v as usize].value)
+        .unwrap();
+    let mut big_rates = Vec::new();
+    for tx in &net.p.a.monitor_broadcasts[before..] {
+        if tx.input.iter().any(|i| i.previous_output == OutPoint { txid: old.compute_txid(), vout: big }) {
+            let spent: Amount = tx.input.iter().map(|i| old.output[i.previous_output.vout as usize].value).sum();
+            big_rates.push(fee_rate(tx, spent));
+        }
+    }
+    assert!(big_rates.windows(2).all(|w| w[0] <= w[1]), "{big_rates:?}");
+    assert!(big_rates.first().unwrap() >= &FeeRate::from_sat_per_vb_u32(5));
+    assert!(big_rates.last().unwrap() > &FeeRate::from_sat_per_vb_u32(100), "{big_rates:?}");
+    for r in rates.values() {
+        assert!(r.windows(2).all(|w| w[0] <= w[1]), "{r:?}");
+        assert!(r.iter().all(|r| *r <= cap));
+    }
     // The miner relents: the latest penalty confirms before the deadline.
     net.mine();
     assert!(net.height() < seen + 144);
