@@ -10,7 +10,7 @@ mod common;
 use bitcoin::hashes::Hash as _;
 use bitcoin::{Amount, FeeRate, OutPoint, Transaction};
 use common::net::{fee_rate, Net};
-use paychan::chain::{Balance, Monitor, MonitorEvent, Resolution, SpendKind};
+use paychan::chain::{Balance, Monitor, MonitorEvent, MonitorOutput, MonitorUpdate, Resolution, SpendKind};
 use paychan::channel::Side;
 use paychan::sim::chain::Reject;
 use paychan::sim::MonitorStore;
@@ -69,9 +69,10 @@ fn a_revoked_commitment_is_punished_in_the_block_it_is_seen() {
     let seen = net.mine();
     let seen_height = seen.height;
     // C1-b: A's monitor reads the number from the lock fields (D10) and
-    // knows the commitment revoked; B's own monitor does not know it.
+    // knows the commitment revoked; B's own monitor sees its previous
+    // commitment (which a crash could have left unrevoked).
     assert_eq!(net.spend_kind('A'), Some(SpendKind::RevokedCommitment { number: old_number }));
-    assert_eq!(net.spend_kind('B'), Some(SpendKind::Unknown));
+    assert_eq!(net.spend_kind('B'), Some(SpendKind::OurCommitment { number: old_number }));
     // C1-e, R6.1-b: the penalty went out in the block the cheat was seen,
     // and confirms in the next.
     net.mine();
@@ -453,4 +454,196 @@ fn balances_sum_to_what_we_own_minus_fees() {
             .map(|i| old.output[i.previous_output.vout as usize].value)
             .sum::<Amount>();
     assert_eq!(net.balance_sum('A'), penalties.iter().map(value_of).sum::<Amount>() + to_other);
+}
+
+/// A fresh monitor of A's given A's channel updates up to (not including)
+/// the `skip`-th and those after it that `keep` accepts.
+fn replayed(net: &Net, keep: impl Fn(usize, &MonitorUpdate) -> bool) -> Monitor {
+    let mut m = Monitor::new(net.p.a.monitor.config().clone(), net.p.a.signer.clone());
+    for (i, u) in net.p.a.monitor_updates.iter().enumerate() {
+        if keep(i, u) {
+            m.update(u.clone()).unwrap();
+        }
+    }
+    m
+}
+
+fn drain_events(m: &mut Monitor) -> Vec<MonitorEvent> {
+    let mut events = Vec::new();
+    while let Some(o) = m.poll_output() {
+        match o {
+            MonitorOutput::Persist(p) => m.handle_persisted(p.seq()),
+            MonitorOutput::Event(e) => events.push(e),
+            _ => {}
+        }
+    }
+    events
+}
+
+#[test]
+fn our_previous_commitment_is_still_ours() {
+    let mut net = with_htlcs_both_ways();
+    let ours = net.p.a.ch.signed_commitment().unwrap();
+    let number = net.p.a.ch.our_commitment_number();
+    net.p.b.ch.fulfill_htlc(1, Preimage([1; 32])).unwrap();
+    net.p.settle();
+    assert!(net.p.a.ch.our_commitment_number() > number);
+    // A crash between the monitor's write and the channel's can restore
+    // the channel to its previous commitment and have it broadcast: the
+    // monitor knows it as ours (C1-b), though the channel revoked it.
+    let mut m = replayed(&net, |_, _| true);
+    let before =
+        net.p.a.monitor_updates.iter().rposition(
+            |u| matches!(u, MonitorUpdate::Commitment { side: Side::Local, number: n, .. } if *n == number + 1),
+        );
+    let mut prev = replayed(&net, |i, _| i <= before.unwrap());
+    for m in [&mut m, &mut prev] {
+        m.block_connected(net.height() + 1, bitcoin::BlockHash::all_zeros(), 1_700_000_000, &[ours.clone()]).unwrap();
+        assert_eq!(m.spend().map(|(_, k)| k), Some(SpendKind::OurCommitment { number }));
+        // Its to-self output waits for A's delay (C1-c).
+        assert!(m.balances().iter().any(|b| matches!(b, Balance::ClaimableAt { .. })));
+    }
+}
+
+#[test]
+fn a_revoked_commitment_with_a_missing_record_is_punished_for_the_rest() {
+    let mut net = with_htlcs_both_ways();
+    let old = net.p.b.ch.signed_commitment().unwrap();
+    let number = net.p.b.ch.our_commitment_number();
+    net.p.b.ch.fulfill_htlc(1, Preimage([1; 32])).unwrap();
+    net.p.settle();
+    // A monitor that lost the record of B's HTLC 0 (offered by B).
+    let mut m = replayed(
+        &net,
+        |_, u| !matches!(u, MonitorUpdate::HtlcAdded { htlc, .. } if htlc.offerer == Side::Remote && htlc.id == 0),
+    );
+    drain_events(&mut m);
+    m.block_connected(net.height() + 1, bitcoin::BlockHash::all_zeros(), 1_700_000_000, &[old.clone()]).unwrap();
+    // C1-e: still punished (the number and the preimage say what it is);
+    // the output it cannot place is reported, not silently lost.
+    assert_eq!(m.spend().map(|(_, k)| k), Some(SpendKind::RevokedCommitment { number }));
+    let mut penalties = Vec::new();
+    let mut events = Vec::new();
+    while let Some(o) = m.poll_output() {
+        match o {
+            MonitorOutput::Broadcast(tx) => penalties.push(tx),
+            MonitorOutput::Persist(p) => m.handle_persisted(p.seq()),
+            MonitorOutput::Event(e) => events.push(e),
+            _ => {}
+        }
+    }
+    let unrecognised: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            MonitorEvent::OutputUnrecognised { outpoint, .. } => Some(*outpoint),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(unrecognised.len(), 1);
+    let swept: usize = penalties.iter().map(|t| t.input.len()).sum();
+    // Every output but the unknown one and A's own P2WPKH.
+    assert_eq!(swept, old.output.len() - 2);
+}
+
+#[test]
+fn a_preimage_learned_after_the_channel_failed_still_claims() {
+    let mut net = with_htlcs_both_ways();
+    let b_commitment = net.p.b.ch.signed_commitment().unwrap();
+    // B closes with its HTLC 1 to A in flight; A learns its R only later,
+    // from the next hop, once its channel has failed.
+    net.chain.submit(b_commitment.clone()).unwrap();
+    net.mine();
+    assert!(net.p.a.ch.is_terminal());
+    assert!(net.p.a.ch.fulfill_htlc(1, Preimage([5; 32])).is_err());
+    net.p.a.monitor.provide_preimage(Preimage([5; 32])).unwrap();
+    net.p.a.drain_monitor();
+    net.submit();
+    net.mine();
+    // R6.2-c: A's claim with R confirmed.
+    let htlc = (0..b_commitment.output.len() as u32)
+        .map(|vout| OutPoint { txid: b_commitment.compute_txid(), vout })
+        .filter_map(|o| net.chain.spender(&o).cloned())
+        .find(|t| t.input[0].witness.nth(1) == Some(&[5u8; 32][..]));
+    assert!(htlc.is_some());
+}
+
+#[test]
+fn a_revocation_after_the_commitment_confirmed_reclassifies_it() {
+    let mut net = with_htlcs_both_ways();
+    let old = net.p.b.ch.signed_commitment().unwrap();
+    let number = net.p.b.ch.our_commitment_number();
+    net.p.b.ch.fulfill_htlc(1, Preimage([1; 32])).unwrap();
+    net.p.settle();
+    // A monitor that has every update but B's revocation of `old`.
+    let revoked_at = net
+        .p
+        .a
+        .monitor_updates
+        .iter()
+        .position(|u| matches!(u, MonitorUpdate::Revoked { number: n, .. } if *n == number));
+    let mut m = replayed(&net, |i, _| i < revoked_at.unwrap());
+    m.block_connected(net.height() + 1, bitcoin::BlockHash::all_zeros(), 1_700_000_000, &[old.clone()]).unwrap();
+    assert_eq!(m.spend().map(|(_, k)| k), Some(SpendKind::TheirCommitment { number }));
+    drain_events(&mut m);
+    // The revocation arrives: the same transaction is now a cheat (C1-b),
+    // and no reorganisation is reported (C1-f).
+    m.update(net.p.a.monitor_updates[revoked_at.unwrap()].clone()).unwrap();
+    assert_eq!(m.spend().map(|(_, k)| k), Some(SpendKind::RevokedCommitment { number }));
+    let events = drain_events(&mut m);
+    assert!(!events.iter().any(|e| matches!(e, MonitorEvent::AnchorSpendReorged { .. })));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, MonitorEvent::AnchorSpent { kind: SpendKind::RevokedCommitment { .. }, .. })));
+}
+
+#[test]
+fn an_htlc_removed_where_it_was_added_is_held_by_no_commitment() {
+    let net = with_htlcs_both_ways();
+    let mut m = replayed(&net, |_, _| true);
+    let before = m.balances();
+    let (number, htlc) = net
+        .p
+        .a
+        .monitor_updates
+        .iter()
+        .rev()
+        .find_map(|u| match u {
+            MonitorUpdate::HtlcAdded { side: Side::Local, number, htlc } => Some((*number, *htlc)),
+            _ => None,
+        })
+        .unwrap();
+    // An HTLC added to and removed from our commitment in one step (the
+    // peer failed it before its update_commit): D11's range is empty.
+    let ghost = paychan::channel::Htlc { id: 99, ..htlc };
+    m.update(MonitorUpdate::HtlcAdded { side: Side::Local, number: number + 1, htlc: ghost }).unwrap();
+    m.update(MonitorUpdate::HtlcRemoved { side: Side::Local, number: number + 1, offerer: ghost.offerer, id: 99 })
+        .unwrap();
+    assert_eq!(m.balances(), before);
+}
+
+#[test]
+fn a_restore_after_a_reorganisation_below_a_snapshot_replays() {
+    let mut net = with_htlcs_both_ways();
+    let old = net.p.b.ch.signed_commitment().unwrap();
+    net.p.b.ch.fulfill_htlc(1, Preimage([1; 32])).unwrap();
+    net.p.settle();
+    net.mine_n(3);
+    // A snapshot holds the tip of its moment, a block never journaled...
+    let snapshot = net.p.a.monitor.snapshot();
+    let from = net.p.a.monitor_history.len();
+    // ...which a reorganisation then replaces with one holding the cheat.
+    net.reorg(2);
+    net.chain.submit(old.clone()).unwrap();
+    net.mine();
+    let entries: Vec<Vec<u8>> = net.p.a.monitor_history[from..].iter().map(|p| p.bytes().to_vec()).collect();
+    // C1-i: the store restores, and the monitor punishes.
+    let m = Monitor::restore(
+        net.p.a.monitor.config().clone(),
+        net.p.a.signer.clone(),
+        Some(&snapshot),
+        entries.iter().map(Vec::as_slice),
+    )
+    .unwrap();
+    assert_eq!(m.spend(), net.p.a.monitor.spend());
+    assert!(matches!(m.spend(), Some((_, SpendKind::RevokedCommitment { .. }))));
 }

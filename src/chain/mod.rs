@@ -129,6 +129,14 @@ pub enum MonitorEvent {
         /// How.
         resolution: Resolution,
     },
+    /// An output of the anchor spend matches nothing the monitor knows (an
+    /// HTLC record missing): reported, so that it is not silently lost.
+    OutputUnrecognised {
+        /// The output.
+        outpoint: OutPoint,
+        /// Its value.
+        value: Amount,
+    },
     /// An output of ours is not worth claiming at the current fee rate
     /// (D13): it is reported, not dropped; it is claimed if rates fall.
     Uneconomical {
@@ -201,6 +209,10 @@ pub(crate) struct State {
     pub(crate) params: Option<ChannelParams>,
     pub(crate) records: Vec<HtlcRecord>,
     pub(crate) ours: Option<Known>,
+    /// Our previous commitment: revoked by the channel in the step that
+    /// replaced it, but a crash before the channel's write can restore the
+    /// channel to it, and it may then be broadcast.
+    pub(crate) ours_prev: Option<Known>,
     pub(crate) theirs: Option<Known>,
     pub(crate) theirs_prev: Option<Known>,
     pub(crate) secrets: ShachainStore,
@@ -260,9 +272,9 @@ pub struct Monitor {
     fee_estimate: FeeRate,
     /// What was last reported, to report changes only.
     reported: resolve::Report,
-    /// Signed penalties (`true`) and claims by their inputs: re-used while
-    /// their fee rate stands.
-    signed: HashMap<(bool, Vec<OutPoint>), (FeeRate, Vec<Transaction>)>,
+    /// Signed penalties (tag 0) and claims (tagged by path) by their inputs:
+    /// re-used while their fee rate stands.
+    signed: HashMap<(u8, Vec<OutPoint>), (FeeRate, Vec<Transaction>)>,
     watched: BTreeSet<OutPoint>,
     /// Recent tips, for the time after a disconnection.
     recent: VecDeque<Tip>,
@@ -388,10 +400,19 @@ impl Monitor {
         Ok(())
     }
 
+    /// A payment preimage learned outside the channel (from the next hop,
+    /// after this channel failed, when the channel no longer takes a
+    /// fulfill): HTLCs paying to it are claimed on chain (R6.2-c).
+    pub fn provide_preimage(&mut self, preimage: Preimage) -> Result<(), MonitorError> {
+        self.update(MonitorUpdate::Preimage(preimage))
+    }
+
     /// A block connected at `height` on top of the tip, with median time
-    /// past `time`, and its transactions (those that do not concern the
-    /// channel are ignored). Heights may skip blocks that hold nothing of
-    /// interest.
+    /// past `time`, and its transactions: the whole block, or at least every
+    /// transaction that spends a watched output and every transaction of the
+    /// same block spending one of those (a claim can confirm with the
+    /// commitment it spends, before its outputs are watched). Others are
+    /// ignored. Heights may skip blocks that hold nothing of interest.
     pub fn block_connected(
         &mut self,
         height: u32,
@@ -466,11 +487,11 @@ impl Monitor {
                 let known =
                     Known { number: *number, txid: *txid, revocation_hash: *revocation_hash, to_local: *to_local };
                 match side {
-                    Side::Local => {
-                        if s.ours.is_none_or(|o| o.number <= *number) {
-                            s.ours = Some(known);
-                        }
-                    }
+                    Side::Local => match s.ours {
+                        Some(o) if o.number < *number => s.ours_prev = s.ours.replace(known),
+                        Some(o) if o.number > *number => {}
+                        _ => s.ours = Some(known),
+                    },
                     Side::Remote => match s.theirs {
                         Some(t) if t.number < *number => {
                             s.theirs_prev = s.theirs.replace(known);
@@ -500,9 +521,9 @@ impl Monitor {
                 let slot = *side as usize;
                 for r in s.records.iter_mut().filter(|r| r.htlc.offerer == *offerer && r.htlc.id == *id) {
                     if let Some((first, None)) = r.held[slot] {
-                        if first < *number {
-                            r.held[slot] = Some((first, Some(number - 1)));
-                        }
+                        // Removed in the very commitment that added it: no
+                        // commitment of that side ever held it.
+                        r.held[slot] = if first < *number { Some((first, Some(number - 1))) } else { None };
                     }
                 }
             }

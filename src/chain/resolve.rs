@@ -13,6 +13,7 @@ use crate::channel::Side;
 use crate::shachain::RevocationSecrets;
 use crate::tx::commitment::{
     commitment_number, recognise, CommitmentOutput, CommitmentTemplate, HtlcDirection, HtlcSpec, OutputKind,
+    RecognisedOutputs,
 };
 use crate::tx::penalty::build_penalty_from;
 use crate::tx::sweep::{build_sweep, Claim, SweepError, SweepInput};
@@ -150,7 +151,7 @@ impl Lock {
     /// counted from the block's time, which the simulated chain also uses).
     fn csv(delay: Delay, height: u32, time: u32) -> Lock {
         match delay {
-            Delay::Blocks(b) => Lock { height: (height + u32::from(b)).saturating_sub(1), time: 0 },
+            Delay::Blocks(b) => Lock { height: height.saturating_add(u32::from(b)).saturating_sub(1), time: 0 },
             Delay::Seconds(_) => {
                 let units = u32::from(delay.to_sequence().0 as u16);
                 Lock { height: 0, time: time.saturating_add(units * 512) }
@@ -211,11 +212,13 @@ struct Analysis {
     delay: Delay,
     revocation_hash: sha256::Hash,
     outs: Vec<Out>,
+    /// Outputs that match nothing the monitor knows.
+    unknown: Vec<u32>,
 }
 
 /// A recognised anchor spend: the owner, the delay and revocation hash of
 /// its revocable outputs, and the outputs.
-type Recognised = (Side, Delay, sha256::Hash, Vec<CommitmentOutput>);
+type Recognised = (Side, Delay, sha256::Hash, RecognisedOutputs);
 
 /// What was reported, to report changes only.
 #[derive(Clone, Debug, Default)]
@@ -224,6 +227,7 @@ pub(crate) struct Report {
     resolved: BTreeMap<OutPoint, Resolution>,
     learned: BTreeSet<sha256::Hash>,
     uneconomical: BTreeSet<OutPoint>,
+    unknown: BTreeSet<OutPoint>,
     final_: bool,
 }
 
@@ -285,24 +289,31 @@ impl State {
                     witness_script: None,
                 })
                 .collect();
-            return (SpendKind::MutualClose, Some((Side::Remote, p.their_delay, sha256::Hash::all_zeros(), outputs)));
+            return (
+                SpendKind::MutualClose,
+                Some((
+                    Side::Remote,
+                    p.their_delay,
+                    sha256::Hash::all_zeros(),
+                    RecognisedOutputs { outputs, unknown: Vec::new() },
+                )),
+            );
         };
-        if let Some(k) = self.ours.filter(|k| k.txid == spend.txid) {
+        if let Some(k) = [self.ours, self.ours_prev].into_iter().flatten().find(|k| k.txid == spend.txid) {
             let (r, delay) = template(Side::Local, k.revocation_hash, &self.candidates(Side::Local, number));
-            return (SpendKind::OurCommitment { number }, Some((Side::Local, delay, k.revocation_hash, r.outputs)));
+            return (SpendKind::OurCommitment { number }, Some((Side::Local, delay, k.revocation_hash, r)));
         }
         if let Some(k) = [self.theirs, self.theirs_prev].into_iter().flatten().find(|k| k.txid == spend.txid) {
             let (r, delay) = template(Side::Remote, k.revocation_hash, &self.candidates(Side::Remote, number));
-            return (SpendKind::TheirCommitment { number }, Some((Side::Remote, delay, k.revocation_hash, r.outputs)));
+            return (SpendKind::TheirCommitment { number }, Some((Side::Remote, delay, k.revocation_hash, r)));
         }
         if number < 1 << 48 {
             if let Some(preimage) = self.secrets.preimage(RevocationSecrets::index(number)) {
                 let (r, delay) = template(Side::Remote, preimage.hash(), &self.candidates(Side::Remote, number));
-                if r.unknown.is_empty() && !r.outputs.is_empty() {
-                    return (
-                        SpendKind::RevokedCommitment { number },
-                        Some((Side::Remote, delay, preimage.hash(), r.outputs)),
-                    );
+                // The number and the preimage authenticate it; an output
+                // whose record is missing is reported, the rest punished.
+                if r.outputs.iter().any(|o| o.kind != OutputKind::ToOther) {
+                    return (SpendKind::RevokedCommitment { number }, Some((Side::Remote, delay, preimage.hash(), r)));
                 }
             }
         }
@@ -318,8 +329,8 @@ impl State {
 /// owner use its delayed paths.
 fn delay_deadline(delay: Delay, height: u32) -> u32 {
     match delay {
-        Delay::Blocks(b) => height + u32::from(b),
-        Delay::Seconds(s) => height + s / 600,
+        Delay::Blocks(b) => height.saturating_add(u32::from(b)),
+        Delay::Seconds(s) => height.saturating_add(s / 600),
     }
 }
 
@@ -333,7 +344,7 @@ impl Monitor {
         let tip = s.tip?;
         let spend = s.anchor_spend()?;
         let (kind, recognised) = s.classify(spend);
-        let Some((owner, delay, revocation_hash, outputs)) = recognised else {
+        let Some((owner, delay, revocation_hash, RecognisedOutputs { outputs, unknown })) = recognised else {
             return Some(Analysis {
                 txid: spend.txid,
                 height: spend.height,
@@ -341,6 +352,7 @@ impl Monitor {
                 delay: Delay::Blocks(0),
                 revocation_hash: sha256::Hash::all_zeros(),
                 outs: Vec::new(),
+                unknown: Vec::new(),
             });
         };
         let csv = Lock::csv(delay, spend.height, spend.time);
@@ -416,7 +428,12 @@ impl Monitor {
             });
             outs.push(Out { out, fate, spent });
         }
-        Some(Analysis { txid: spend.txid, height: spend.height, kind, delay, revocation_hash, outs })
+        Some(Analysis { txid: spend.txid, height: spend.height, kind, delay, revocation_hash, outs, unknown })
+    }
+
+    /// Whether a transaction confirmed at `height` is `final_depth` deep.
+    fn buried(&self, height: u32, tip: &Tip) -> bool {
+        u64::from(tip.height) + 1 >= u64::from(height) + u64::from(self.config.final_depth.max(1))
     }
 
     /// The fee rate for a claim with `deadline` at the current tip (D13): the
@@ -444,7 +461,8 @@ impl Monitor {
         let mut learned = Vec::new();
         if let Some(a) = &analysis {
             report.spend = Some((a.txid, a.kind));
-            let mut all_final = tip.height + 1 >= a.height + self.config.final_depth;
+            report.unknown = a.unknown.iter().map(|v| OutPoint { txid: a.txid, vout: *v }).collect();
+            let mut all_final = self.buried(a.height, &tip);
             for o in &a.outs {
                 let outpoint = OutPoint { txid: a.txid, vout: o.out.vout };
                 if !matches!(o.fate, Fate::NotOurs) || matches!(o.out.kind, OutputKind::Htlc(_)) {
@@ -474,7 +492,7 @@ impl Monitor {
                             (false, false) => Resolution::Peer { txid },
                         };
                         report.resolved.insert(outpoint, resolution);
-                        all_final &= tip.height + 1 >= height + self.config.final_depth;
+                        all_final &= self.buried(height, &tip);
                     }
                     (Fate::Claim { claim, lock, deadline, penalty: is_penalty, .. }, None) => {
                         all_final = false;
@@ -497,7 +515,12 @@ impl Monitor {
             report.final_ = all_final;
         }
         for (offerer, id, r) in learned {
-            self.state.preimages.entry(r.hash()).or_insert(r);
+            // Kept, and journaled: R stays known if its transaction leaves
+            // the chain.
+            if !self.state.preimages.contains_key(&r.hash()) {
+                self.state.preimages.insert(r.hash(), r);
+                self.append(super::persist::Entry::Update(super::MonitorUpdate::Preimage(r)));
+            }
             if report.learned.insert(r.hash()) {
                 self.event(MonitorEvent::PreimageLearned { offerer, id, preimage: r });
             }
@@ -543,7 +566,7 @@ impl Monitor {
         report: &mut Report,
     ) {
         let rate = self.rate_for(deadline, tip.height);
-        let key = (true, outputs.iter().map(|o| OutPoint { txid: a.txid, vout: o.vout }).collect());
+        let key = (0, outputs.iter().map(|o| OutPoint { txid: a.txid, vout: o.vout }).collect());
         if let Some((r, txs)) = self.signed.get(&key) {
             if *r == rate {
                 self.broadcasts.extend(txs.iter().cloned());
@@ -555,7 +578,10 @@ impl Monitor {
         // builder cannot refuse them.
         if let Ok(p) = build_penalty_from(a.txid, outputs, a.delay, preimage, destination, rate, &*self.signer) {
             self.broadcasts.extend(p.txs.iter().cloned());
-            self.signed.insert(key, (rate, p.txs));
+            // A batch the signer failed is tried again at the next input.
+            if p.failed.is_empty() {
+                self.signed.insert(key, (rate, p.txs));
+            }
             // An output not worth its input at this rate is claimed on its
             // own at the most it can pay, or reported (D13).
             for (outpoint, _, _) in p.uneconomical {
@@ -571,7 +597,7 @@ impl Monitor {
     /// One claim, at the rate its deadline asks, never above what it claims.
     fn claim(&mut self, inputs: Vec<SweepInput>, deadline: Option<u32>, tip: Tip, report: &mut Report) {
         let mut rate = self.rate_for(deadline, tip.height);
-        let key = (false, inputs.iter().map(SweepInput::outpoint).collect::<Vec<_>>());
+        let key = (claim_tag(&inputs), inputs.iter().map(SweepInput::outpoint).collect::<Vec<_>>());
         if let Some((r, txs)) = self.signed.get(&key) {
             if *r == rate {
                 self.broadcasts.extend(txs.iter().cloned());
@@ -607,7 +633,9 @@ impl Monitor {
     fn report(&mut self, new: Report) {
         let old = std::mem::take(&mut self.reported);
         if old.spend != new.spend {
-            if let Some((txid, _)) = old.spend {
+            // The same transaction may be classified anew (a revocation
+            // arriving after it confirmed): that is no reorganisation.
+            if let Some((txid, _)) = old.spend.filter(|(t, _)| new.spend.is_none_or(|(n, _)| n != *t)) {
                 self.event(MonitorEvent::AnchorSpendReorged { txid });
             }
             if let (Some((txid, kind)), Some(c)) = (new.spend, self.state.anchor_spend()) {
@@ -620,6 +648,10 @@ impl Monitor {
                 let value = self.output_value(*outpoint).unwrap_or(Amount::ZERO);
                 self.event(MonitorEvent::OutputResolved { outpoint: *outpoint, value, resolution: *resolution });
             }
+        }
+        for outpoint in new.unknown.difference(&old.unknown) {
+            let value = self.output_value(*outpoint).unwrap_or(Amount::ZERO);
+            self.event(MonitorEvent::OutputUnrecognised { outpoint: *outpoint, value });
         }
         if new.final_ && !old.final_ {
             self.event(MonitorEvent::Final);
@@ -646,7 +678,7 @@ impl Monitor {
         let Some(tip) = s.tip.or(Some(Tip { height: 0, hash: bitcoin::BlockHash::all_zeros(), time: 0 })) else {
             return Vec::new();
         };
-        let final_depth = self.config.final_depth;
+        let final_depth = self.config.final_depth.max(1);
         let mut out = Vec::new();
         let Some(a) = self.analyse() else {
             let Some(ours) = s.ours else { return out };
@@ -670,13 +702,13 @@ impl Monitor {
             match (&o.fate, o.spent) {
                 (Fate::NotOurs, _) => {}
                 (Fate::Wallet, _) => {
-                    let final_height = a.height + final_depth - 1;
+                    let final_height = a.height.saturating_add(final_depth - 1);
                     if tip.height < final_height {
                         out.push(Balance::AwaitingConfirmations { outpoint, amount, final_height });
                     }
                 }
                 (Fate::Claim { .. }, Some((txid, height, true))) => {
-                    let final_height = height + final_depth - 1;
+                    let final_height = height.saturating_add(final_depth - 1);
                     if tip.height < final_height && claims_seen.insert(txid) {
                         let c = s.confirmed.iter().find(|c| c.txid == txid).expect("spender is confirmed");
                         for (vout, o) in c.tx.output.iter().enumerate() {
@@ -696,6 +728,17 @@ impl Monitor {
             }
         }
         out
+    }
+}
+
+/// Tells claims of one output by different paths apart in the cache.
+fn claim_tag(inputs: &[SweepInput]) -> u8 {
+    match inputs.first().map(SweepInput::claim) {
+        Some(Claim::DelayedToSelf) => 1,
+        Some(Claim::Success(_)) => 2,
+        Some(Claim::Timeout) => 3,
+        Some(Claim::Revocation(_)) => 4,
+        None => 5,
     }
 }
 

@@ -95,6 +95,7 @@ pub struct SweepInput {
     secret: Vec<u8>,
     sequence: Sequence,
     lock_time: Option<absolute::LockTime>,
+    claim: Claim,
 }
 
 impl SweepInput {
@@ -172,6 +173,7 @@ impl SweepInput {
             secret,
             sequence,
             lock_time,
+            claim,
         })
     }
 
@@ -183,6 +185,11 @@ impl SweepInput {
     /// Its value.
     pub fn value(&self) -> Amount {
         self.value
+    }
+
+    /// The path it takes.
+    pub fn claim(&self) -> Claim {
+        self.claim
     }
 
     /// The most this input adds to a transaction's serialized size: the
