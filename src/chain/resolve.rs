@@ -517,8 +517,8 @@ impl Monitor {
         for (offerer, id, r) in learned {
             // Kept, and journaled: R stays known if its transaction leaves
             // the chain.
-            if !self.state.preimages.contains_key(&r.hash()) {
-                self.state.preimages.insert(r.hash(), r);
+            if let std::collections::btree_map::Entry::Vacant(e) = self.state.preimages.entry(r.hash()) {
+                e.insert(r);
                 self.append(super::persist::Entry::Update(super::MonitorUpdate::Preimage(r)));
             }
             if report.learned.insert(r.hash()) {
