@@ -498,7 +498,13 @@ fn our_previous_commitment_is_still_ours() {
         );
     let mut prev = replayed(&net, |i, _| i <= before.unwrap());
     for m in [&mut m, &mut prev] {
-        m.block_connected(net.height() + 1, bitcoin::BlockHash::all_zeros(), 1_700_000_000, &[ours.clone()]).unwrap();
+        m.block_connected(
+            net.height() + 1,
+            bitcoin::BlockHash::all_zeros(),
+            1_700_000_000,
+            std::slice::from_ref(&ours),
+        )
+        .unwrap();
         assert_eq!(m.spend().map(|(_, k)| k), Some(SpendKind::OurCommitment { number }));
         // Its to-self output waits for A's delay (C1-c).
         assert!(m.balances().iter().any(|b| matches!(b, Balance::ClaimableAt { .. })));
@@ -518,7 +524,8 @@ fn a_revoked_commitment_with_a_missing_record_is_punished_for_the_rest() {
         |_, u| !matches!(u, MonitorUpdate::HtlcAdded { htlc, .. } if htlc.offerer == Side::Remote && htlc.id == 0),
     );
     drain_events(&mut m);
-    m.block_connected(net.height() + 1, bitcoin::BlockHash::all_zeros(), 1_700_000_000, &[old.clone()]).unwrap();
+    m.block_connected(net.height() + 1, bitcoin::BlockHash::all_zeros(), 1_700_000_000, std::slice::from_ref(&old))
+        .unwrap();
     // C1-e: still punished (the number and the preimage say what it is);
     // the output it cannot place is reported, not silently lost.
     assert_eq!(m.spend().map(|(_, k)| k), Some(SpendKind::RevokedCommitment { number }));
@@ -582,7 +589,8 @@ fn a_revocation_after_the_commitment_confirmed_reclassifies_it() {
         .iter()
         .position(|u| matches!(u, MonitorUpdate::Revoked { number: n, .. } if *n == number));
     let mut m = replayed(&net, |i, _| i < revoked_at.unwrap());
-    m.block_connected(net.height() + 1, bitcoin::BlockHash::all_zeros(), 1_700_000_000, &[old.clone()]).unwrap();
+    m.block_connected(net.height() + 1, bitcoin::BlockHash::all_zeros(), 1_700_000_000, std::slice::from_ref(&old))
+        .unwrap();
     assert_eq!(m.spend().map(|(_, k)| k), Some(SpendKind::TheirCommitment { number }));
     drain_events(&mut m);
     // The revocation arrives: the same transaction is now a cheat (C1-b),
