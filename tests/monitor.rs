@@ -655,3 +655,130 @@ fn a_restore_after_a_reorganisation_below_a_snapshot_replays() {
     assert_eq!(m.spend(), net.p.a.monitor.spend());
     assert!(matches!(m.spend(), Some((_, SpendKind::RevokedCommitment { .. }))));
 }
+
+/// The peer's revocation preimages of commitments `0..n` (n at most 2^20),
+/// derived here from the seed independently of the crate (section 5 with
+/// ruling D1: bit 63 first; commitment c has index 2^64-1-c), sharing the
+/// work of the 44 high bits every such index has set.
+fn peer_preimages(seed: [u8; 32], n: u64) -> impl Iterator<Item = Preimage> {
+    use sha2::{Digest, Sha256};
+    assert!(n <= 1 << 20);
+    let apply = |mut value: [u8; 32], index: u64, high: u32, low: u32| {
+        for bit in (low..high).rev() {
+            if index >> bit & 1 == 1 {
+                value[(bit / 8) as usize] ^= 1 << (bit % 8);
+                value = Sha256::digest(value).into();
+            }
+        }
+        value
+    };
+    let prefix = apply(seed, u64::MAX, 64, 20);
+    (0..n).map(move |c| Preimage(apply(prefix, u64::MAX - c, 20, 0)))
+}
+
+#[test]
+fn what_the_monitor_keeps_does_not_grow_with_states() {
+    use paychan::shachain::RevocationSecrets;
+    let net = Net::open();
+    // A's monitor after establishment, fed B's revocations directly (what
+    // the channel would hand it, without the signatures).
+    let mut m = replayed(&net, |_, _| true);
+    let mut store = MonitorStore::default();
+    let mut drain = |m: &mut Monitor, store: &mut MonitorStore| {
+        while let Some(o) = m.poll_output() {
+            if let MonitorOutput::Persist(p) = o {
+                store.apply(&p);
+                m.handle_persisted(p.seq());
+            }
+        }
+    };
+    drain(&mut m, &mut store);
+    let secrets = RevocationSecrets::new([0xb2; 32]);
+    let states = 1_000_000;
+    for (c, preimage) in peer_preimages([0xb2; 32], states).enumerate() {
+        if c < 3 || c as u64 == states - 1 {
+            assert_eq!(preimage, secrets.preimage(c as u64), "the test's derivation agrees");
+        }
+        m.update(MonitorUpdate::Revoked { number: c as u64, preimage }).unwrap();
+        drain(&mut m, &mut store);
+    }
+    // C1-h, D11: a million revoked states and no HTLCs: a few kilobytes
+    // kept, and every state punishable from them.
+    assert!(store.len() < 16 * 1024, "{} bytes kept", store.len());
+    let restored = store.restore(m.config().clone(), net.p.a.signer.clone()).unwrap();
+    for c in [0, 1, 12_345, 999_998, 999_999] {
+        assert!(restored.can_punish(c));
+    }
+    assert!(!restored.can_punish(states));
+
+    // 10,000 states with 20 HTLCs live in each: one record per HTLC ever
+    // committed (D11), not one copy per state.
+    let mut m = replayed(&net, |_, _| true);
+    let mut store = MonitorStore::default();
+    drain(&mut m, &mut store);
+    let htlc = |id: u64| paychan::channel::Htlc {
+        offerer: if id % 2 == 0 { Side::Local } else { Side::Remote },
+        id,
+        amount: paychan::types::HtlcMsat::from_msat(1_000_000 + id as u32),
+        r_hash: Preimage([id as u8; 32]).hash(),
+        expiry: bitcoin::absolute::LockTime::from_height(500_000 + id as u32).unwrap(),
+    };
+    for (c, preimage) in peer_preimages([0xb2; 32], 10_000).enumerate() {
+        let c = c as u64;
+        // Commitment c + 1 adds one HTLC and, past 20, removes the oldest.
+        m.update(MonitorUpdate::HtlcAdded { side: Side::Remote, number: c + 1, htlc: htlc(c) }).unwrap();
+        if c >= 20 {
+            let old = htlc(c - 20);
+            let removed =
+                MonitorUpdate::HtlcRemoved { side: Side::Remote, number: c + 1, offerer: old.offerer, id: old.id };
+            m.update(removed).unwrap();
+        }
+        m.update(MonitorUpdate::Revoked { number: c, preimage }).unwrap();
+        drain(&mut m, &mut store);
+    }
+    assert_eq!(m.htlc_records(), 10_000);
+    // Per-state copies would hold 10,000 x 20 HTLCs of 53 bytes each
+    // (direction, id, amount, hash, expiry): 10.6 MB. D11 keeps one record
+    // of at most 80 bytes each, and the store at most three snapshots.
+    assert!(m.kept_bytes() < 10_000 * 80, "{} bytes in a snapshot", m.kept_bytes());
+    assert!(store.len() <= 3 * m.kept_bytes() + 4096, "{} bytes kept", store.len());
+}
+
+#[test]
+fn outputs_come_in_the_documented_order_and_events_wait_for_the_store() {
+    let mut net = with_htlcs_both_ways();
+    let old = net.p.b.ch.signed_commitment().unwrap();
+    net.p.b.ch.fulfill_htlc(1, Preimage([1; 32])).unwrap();
+    net.p.settle();
+    let mut m = replayed(&net, |_, _| true);
+    drain_events(&mut m);
+    m.block_connected(net.height() + 1, bitcoin::BlockHash::all_zeros(), 1_700_000_000, std::slice::from_ref(&old))
+        .unwrap();
+    // C1-a: a sans-IO object: what to broadcast, what to watch, what to
+    // store, and then, only once stored, what to report.
+    let mut kinds = Vec::new();
+    let mut last_seq = 0;
+    while let Some(o) = m.poll_output() {
+        kinds.push(match &o {
+            MonitorOutput::Broadcast(_) => 0,
+            MonitorOutput::Watch { .. } => 1,
+            MonitorOutput::Persist(p) => {
+                last_seq = p.seq();
+                2
+            }
+            MonitorOutput::Event(_) => 3,
+            _ => 4,
+        });
+    }
+    assert!(kinds.windows(2).all(|w| w[0] <= w[1]), "{kinds:?}");
+    assert!(kinds.contains(&0) && kinds.contains(&1) && kinds.contains(&2));
+    // R6.1-b: the penalty leaves before the block is even stored; the
+    // events wait.
+    assert!(!kinds.contains(&3));
+    m.handle_persisted(last_seq);
+    let events: Vec<_> = std::iter::from_fn(|| m.poll_output()).collect();
+    assert!(events.iter().any(|o| matches!(
+        o,
+        MonitorOutput::Event(MonitorEvent::AnchorSpent { kind: SpendKind::RevokedCommitment { .. }, .. })
+    )));
+}
