@@ -39,7 +39,7 @@ fn spenders(net: &Net, tx: &Transaction) -> Vec<Transaction> {
 /// 32] that B will know), B offers 2 (one with R = [4; 32] that A will
 /// know).
 fn with_htlcs_both_ways() -> Net {
-    let mut net = Net::open();
+    let mut net = common::net::open();
     // B needs a balance to offer from.
     net.offer('A', 300_000_000, 9, 400);
     net.p.settle();
@@ -213,7 +213,7 @@ fn the_peers_current_commitment_and_our_own_resolve_every_htlc() {
 
 #[test]
 fn a_mutual_close_and_an_unknown_spend_are_told_apart() {
-    let mut net = Net::open();
+    let mut net = common::net::open();
     net.offer('A', 50_000_000, 1, 400);
     net.p.settle();
     net.p.b.ch.fulfill_htlc(0, Preimage([1; 32])).unwrap();
@@ -679,12 +679,12 @@ fn peer_preimages(seed: [u8; 32], n: u64) -> impl Iterator<Item = Preimage> {
 #[test]
 fn what_the_monitor_keeps_does_not_grow_with_states() {
     use paychan::shachain::RevocationSecrets;
-    let net = Net::open();
+    let net = common::net::open();
     // A's monitor after establishment, fed B's revocations directly (what
     // the channel would hand it, without the signatures).
     let mut m = replayed(&net, |_, _| true);
     let mut store = MonitorStore::default();
-    let mut drain = |m: &mut Monitor, store: &mut MonitorStore| {
+    let drain = |m: &mut Monitor, store: &mut MonitorStore| {
         while let Some(o) = m.poll_output() {
             if let MonitorOutput::Persist(p) = o {
                 store.apply(&p);

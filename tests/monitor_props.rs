@@ -137,7 +137,7 @@ fn spent_outputs(net: &Net, tx: &Transaction) -> Vec<(u32, Option<Transaction>)>
 }
 
 fn run_case(ops: &[Op], attack: &Attack) -> Result<(), TestCaseError> {
-    let mut net = Net::open_with(config());
+    let mut net = common::net::open_with(config());
     // A gives B a balance so that both sides can offer.
     net.offer('A', 200_000_000, 200, 40);
     net.p.settle();

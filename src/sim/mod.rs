@@ -29,6 +29,7 @@
 
 pub mod chain;
 pub mod faults;
+pub mod net;
 
 pub use chain::{Block, Reject, SimChain, Verifier};
 
