@@ -132,8 +132,13 @@ fn bench(c: &mut Criterion) {
         m.update(MonitorUpdate::HtlcAdded { side: Side::Remote, number: c + 1, htlc: htlc(c) }).expect("ok");
         if c >= 20 {
             let old = htlc(c - 20);
-            m.update(MonitorUpdate::HtlcRemoved { side: Side::Remote, number: c + 1, offerer: old.offerer, id: old.id })
-                .expect("ok");
+            m.update(MonitorUpdate::HtlcRemoved {
+                side: Side::Remote,
+                number: c + 1,
+                offerer: old.offerer,
+                id: old.id,
+            })
+            .expect("ok");
         }
         m.update(MonitorUpdate::Revoked { number: c, preimage: secrets.preimage(c) }).expect("in order");
         drain(&mut m, &mut store);

@@ -208,6 +208,9 @@ pub(crate) struct Tip {
 pub(crate) struct State {
     pub(crate) params: Option<ChannelParams>,
     pub(crate) records: Vec<HtlcRecord>,
+    /// Where each `(offerer, id)`'s records are in `records` (derived, not
+    /// stored).
+    pub(crate) by_id: HashMap<(Side, u64), Vec<usize>>,
     pub(crate) ours: Option<Known>,
     /// Our previous commitment: revoked by the channel in the step that
     /// replaced it, but a crash before the channel's write can restore the
@@ -503,7 +506,9 @@ impl Monitor {
             }
             MonitorUpdate::HtlcAdded { side, number, htlc } => {
                 let slot = *side as usize;
-                match s.records.iter_mut().find(|r| r.htlc == *htlc) {
+                let same = s.by_id.get(&(htlc.offerer, htlc.id)).into_iter().flatten();
+                let found = same.copied().find(|&i| s.records[i].htlc == *htlc);
+                match found.map(|i| &mut s.records[i]) {
                     Some(r) => {
                         r.held[slot] = Some(match r.held[slot] {
                             Some((first, last)) => (first.min(*number), last),
@@ -513,13 +518,15 @@ impl Monitor {
                     None => {
                         let mut held = [None, None];
                         held[slot] = Some((*number, None));
+                        s.by_id.entry((htlc.offerer, htlc.id)).or_default().push(s.records.len());
                         s.records.push(HtlcRecord { htlc: *htlc, held });
                     }
                 }
             }
             MonitorUpdate::HtlcRemoved { side, number, offerer, id } => {
                 let slot = *side as usize;
-                for r in s.records.iter_mut().filter(|r| r.htlc.offerer == *offerer && r.htlc.id == *id) {
+                for &i in s.by_id.get(&(*offerer, *id)).into_iter().flatten() {
+                    let r = &mut s.records[i];
                     if let Some((first, None)) = r.held[slot] {
                         // Removed in the very commitment that added it: no
                         // commitment of that side ever held it.

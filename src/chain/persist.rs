@@ -340,9 +340,11 @@ fn decode_state(bytes: &[u8]) -> Result<(u64, State), RestoreError> {
     })?;
     let n = r.u32()? as usize;
     let mut records = Vec::with_capacity(n.min(r.0.len() / 50));
+    let mut by_id: std::collections::HashMap<(Side, u64), Vec<usize>> = Default::default();
     for _ in 0..n {
         let htlc = r.htlc()?;
         let held = [r.range()?, r.range()?];
+        by_id.entry((htlc.offerer, htlc.id)).or_default().push(records.len());
         records.push(HtlcRecord { htlc, held });
     }
     let ours = r.opt(R::known)?;
@@ -372,7 +374,10 @@ fn decode_state(bytes: &[u8]) -> Result<(u64, State), RestoreError> {
     if params.is_none() && (ours.is_some() || theirs.is_some() || !records.is_empty() || !confirmed.is_empty()) {
         return Err(RestoreError::Inconsistent("monitor data without parameters"));
     }
-    Ok((seq, State { params, records, ours, ours_prev, theirs, theirs_prev, secrets, preimages, tip, confirmed }))
+    Ok((
+        seq,
+        State { params, records, by_id, ours, ours_prev, theirs, theirs_prev, secrets, preimages, tip, confirmed },
+    ))
 }
 
 impl Monitor {
