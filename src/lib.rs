@@ -211,7 +211,8 @@
 //! whose fee rate: [`tx`]). Where the text leaves a gap that real links
 //! expose, the project's own decisions are in `docs/adr/` (retransmissions
 //! and crashes: 0003; fees at clearing, crossed close proposals and relay
-//! floors: 0004).
+//! floors: 0004; the on-chain monitor, what it keeps and its journal: 0005,
+//! after rulings D10-D13 of `onchain.md`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
