@@ -312,7 +312,8 @@ impl State {
                 let (r, delay) = template(Side::Remote, preimage.hash(), &self.candidates(Side::Remote, number));
                 // The number and the preimage authenticate it; an output
                 // whose record is missing is reported, the rest punished.
-                if r.outputs.iter().any(|o| o.kind != OutputKind::ToOther) {
+                let all = r.unknown.is_empty() && !r.outputs.is_empty();
+                if all || r.outputs.iter().any(|o| o.kind != OutputKind::ToOther) {
                     return (SpendKind::RevokedCommitment { number }, Some((Side::Remote, delay, preimage.hash(), r)));
                 }
             }
