@@ -12,7 +12,7 @@ use bitcoin::secp256k1::ecdsa::Signature;
 use bitcoin::sighash::{EcdsaSighashType, SegwitV0Sighash, SighashCache};
 use bitcoin::{Amount, CompressedPublicKey, OutPoint, Script, ScriptBuf, Sequence, Transaction, TxIn, Witness};
 
-use super::sign::{self, witness_sig, KeyRole, Signer, SignerError, SigningInput, VerifyError};
+use super::sign::{self, witness_sig, KeyRole, Sighash, Signer, SignerError, SigningInput, VerifyError};
 
 /// The largest anchor the protocol allows, so that every millisatoshi amount
 /// fits in 32 bits (section 2.2, R2.2-c).
@@ -109,9 +109,9 @@ impl FundingOutput {
         sign::low_s(signer.sign(&SigningInput {
             tx,
             input_index: 0,
-            witness_script: &self.witness_script,
+            script: &self.witness_script,
             value: self.value,
-            sighash: self.sighash(tx),
+            sighash: Sighash::SegwitV0(self.sighash(tx)),
             role: KeyRole::Commit,
         }))
     }
@@ -121,9 +121,9 @@ impl FundingOutput {
     pub fn verify(&self, tx: &Transaction, key: &CompressedPublicKey, sig: &Signature) -> Result<(), VerifyError> {
         let sighash = self.sighash(tx);
         if !self.keys.contains(key) {
-            return Err(VerifyError { key: *key, sighash });
+            return Err(VerifyError { key: *key, sighash: Sighash::SegwitV0(sighash) });
         }
-        sign::verify(sighash, key, sig)
+        sign::verify(Sighash::SegwitV0(sighash), key, sig)
     }
 
     /// `tx` (input 0 spending this anchor) with our signature added to

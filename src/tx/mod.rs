@@ -23,4 +23,4 @@ pub mod penalty;
 pub mod sign;
 pub mod sweep;
 
-pub use sign::{InMemorySigner, KeyRole, Signer, SignerError, SigningInput, VerifyError};
+pub use sign::{InMemorySigner, KeyRole, Sighash, Signer, SignerError, SigningInput, VerifyError};

@@ -1,30 +1,63 @@
 //! Signatures: the [`Signer`] trait that keeps secret keys out of the core,
 //! an in-memory implementation, and verification.
 //!
-//! Every signature this crate asks for is a BIP143 (segwit v0) signature with
-//! `SIGHASH_ALL`, low-S, over one input of a transaction the crate built. The
-//! core hands the signer the whole transaction, the input, its witness script
-//! and value, and the sighash it computed, so a signer that does not trust the
-//! core (a hardware device, a PSBT round trip) can recompute and check
-//! everything before it signs.
+//! Every signature this crate asks for is a `SIGHASH_ALL`, low-S signature
+//! over one input of a transaction the crate built: BIP143 (segwit v0) for
+//! every peer-channel transaction and for a P2WSH one-way channel, the legacy
+//! digest for a P2SH one-way channel. The core hands the signer the whole
+//! transaction, the input, its script and value, and the sighash it computed,
+//! so a signer that does not trust the core (a hardware device, a PSBT round
+//! trip) can recompute and check everything before it signs.
 
 use std::sync::LazyLock;
 
 use bitcoin::hashes::Hash as _;
 use bitcoin::secp256k1::{ecdsa::Signature, All, Message, Secp256k1, SecretKey};
-use bitcoin::sighash::SegwitV0Sighash;
+use bitcoin::sighash::{LegacySighash, SegwitV0Sighash};
 use bitcoin::{Amount, CompressedPublicKey, Script, Transaction};
 
 /// One verification/signing context for the whole process.
 pub(crate) static SECP: LazyLock<Secp256k1<All>> = LazyLock::new(Secp256k1::new);
 
-/// Which of a node's two channel keys signs (section 2.1).
+/// Which key signs: one of a node's two peer-channel keys (section 2.1), or
+/// the key of one one-way channel.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum KeyRole {
     /// `commit_key`: the anchor 2-of-2, so commitment and close transactions.
     Commit,
     /// `final_key`: outputs paid to this node, so sweeps and penalties.
     Final,
+    /// The key of the one-way channel (or merchant session) numbered `n`: a
+    /// fresh key for each number, never reused (M1-a, M1-c).
+    Oneway(u64),
+}
+
+/// The digest a signature commits to.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Sighash {
+    /// BIP143, for segwit v0 inputs.
+    SegwitV0(SegwitV0Sighash),
+    /// The original digest, for legacy (P2SH) inputs.
+    Legacy(LegacySighash),
+}
+
+impl Sighash {
+    /// The 32 bytes signed.
+    pub fn to_byte_array(self) -> [u8; 32] {
+        match self {
+            Sighash::SegwitV0(h) => h.to_byte_array(),
+            Sighash::Legacy(h) => h.to_byte_array(),
+        }
+    }
+}
+
+impl core::fmt::Display for Sighash {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Sighash::SegwitV0(h) => write!(f, "{h}"),
+            Sighash::Legacy(h) => write!(f, "{h} (legacy)"),
+        }
+    }
 }
 
 /// Everything a signer needs to decide about and produce one signature.
@@ -34,12 +67,13 @@ pub struct SigningInput<'a> {
     pub tx: &'a Transaction,
     /// Which input of `tx` is signed.
     pub input_index: usize,
-    /// The witness script of the output that input spends.
-    pub witness_script: &'a Script,
+    /// The script of the output that input spends: its witness script
+    /// (P2WSH), or its redeem script (P2SH).
+    pub script: &'a Script,
     /// The value of the output that input spends.
     pub value: Amount,
-    /// The BIP143 `SIGHASH_ALL` digest the crate computed for this input.
-    pub sighash: SegwitV0Sighash,
+    /// The `SIGHASH_ALL` digest the crate computed for this input.
+    pub sighash: Sighash,
     /// Which key must sign.
     pub role: KeyRole,
 }
@@ -82,11 +116,30 @@ impl InMemorySigner {
         InMemorySigner { commit, final_key, public }
     }
 
-    fn secret(&self, role: KeyRole) -> &SecretKey {
+    fn secret(&self, role: KeyRole) -> SecretKey {
         match role {
-            KeyRole::Commit => &self.commit,
-            KeyRole::Final => &self.final_key,
+            KeyRole::Commit => self.commit,
+            KeyRole::Final => self.final_key,
+            KeyRole::Oneway(n) => oneway_secret(&self.final_key, n),
         }
+    }
+}
+
+/// The in-memory signer's key for one-way channel `n`: SHA-256 of a tag, its
+/// `final_key` secret and `n`, hashed again in the (2^-128) case that is not
+/// a valid scalar. Deterministic, so a restored node finds its keys again.
+fn oneway_secret(base: &SecretKey, n: u64) -> SecretKey {
+    use bitcoin::hashes::sha256;
+    let mut engine = sha256::Hash::engine();
+    bitcoin::hashes::HashEngine::input(&mut engine, b"paychan one-way key");
+    bitcoin::hashes::HashEngine::input(&mut engine, &base.secret_bytes());
+    bitcoin::hashes::HashEngine::input(&mut engine, &n.to_be_bytes());
+    let mut digest = sha256::Hash::from_engine(engine).to_byte_array();
+    loop {
+        if let Ok(key) = SecretKey::from_slice(&digest) {
+            return key;
+        }
+        digest = sha256::Hash::hash(&digest).to_byte_array();
     }
 }
 
@@ -104,11 +157,12 @@ impl Signer for InMemorySigner {
         match role {
             KeyRole::Commit => self.public[0],
             KeyRole::Final => self.public[1],
+            KeyRole::Oneway(_) => CompressedPublicKey(self.secret(role).public_key(&SECP)),
         }
     }
 
     fn sign(&self, input: &SigningInput<'_>) -> Result<Signature, SignerError> {
-        Ok(SECP.sign_ecdsa(&message(input.sighash), self.secret(input.role)))
+        Ok(SECP.sign_ecdsa(&message(input.sighash), &self.secret(input.role)))
     }
 }
 
@@ -119,15 +173,15 @@ pub struct VerifyError {
     /// The key it was checked against.
     pub key: CompressedPublicKey,
     /// The digest it was checked against.
-    pub sighash: SegwitV0Sighash,
+    pub sighash: Sighash,
 }
 
 /// Checks `sig` by `key` over `sighash`.
-pub fn verify(sighash: SegwitV0Sighash, key: &CompressedPublicKey, sig: &Signature) -> Result<(), VerifyError> {
+pub fn verify(sighash: Sighash, key: &CompressedPublicKey, sig: &Signature) -> Result<(), VerifyError> {
     SECP.verify_ecdsa(&message(sighash), sig, &key.0).map_err(|_| VerifyError { key: *key, sighash })
 }
 
-fn message(sighash: SegwitV0Sighash) -> Message {
+fn message(sighash: Sighash) -> Message {
     Message::from_digest(sighash.to_byte_array())
 }
 

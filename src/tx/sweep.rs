@@ -19,7 +19,7 @@ use bitcoin::{
 };
 
 use super::commitment::{Commitment, CommitmentOutput, HtlcDirection, OutputKind};
-use super::sign::{low_s, witness_sig, KeyRole, Signer, SignerError, SigningInput};
+use super::sign::{low_s, witness_sig, KeyRole, Sighash, Signer, SignerError, SigningInput};
 use crate::fees::{is_dust, DUST_LIMIT};
 use crate::types::{Delay, Preimage};
 
@@ -295,9 +295,9 @@ pub fn build_sweep(
         let sig = low_s(signer.sign(&SigningInput {
             tx: cache.transaction(),
             input_index: i,
-            witness_script: &input.witness_script,
+            script: &input.witness_script,
             value: input.value,
-            sighash,
+            sighash: Sighash::SegwitV0(sighash),
             role: KeyRole::Final,
         }))?;
         let mut w = Witness::new();
