@@ -219,6 +219,7 @@
 pub mod chain;
 pub mod channel;
 pub mod fees;
+pub mod oneway;
 pub mod rules;
 pub mod shachain;
 pub mod sim;

@@ -25,7 +25,7 @@
 //! applies, the requirement the input broke ([`DecodeError::rule`]).
 
 pub mod frame;
-mod schema;
+pub(crate) mod schema;
 
 #[allow(clippy::all, clippy::pedantic, missing_docs, dead_code)]
 mod proto {
@@ -418,7 +418,7 @@ pub struct DecodeError {
 }
 
 impl DecodeError {
-    fn new(message: &'static str, field: impl Into<String>, kind: DecodeErrorKind) -> Self {
+    pub(crate) fn new(message: &'static str, field: impl Into<String>, kind: DecodeErrorKind) -> Self {
         DecodeError { message, field: field.into(), kind }
     }
 
@@ -485,17 +485,23 @@ impl Problem {
     }
 
     /// Names the error after the `pkt` member it occurred in.
-    fn into_error(mut self) -> DecodeError {
-        let pkt = &schema::MESSAGES[schema::PKT];
+    fn into_error(self) -> DecodeError {
+        self.into_error_in(schema::MESSAGES, schema::PKT)
+    }
+
+    /// Names the error after the member of the envelope `table[root]` it
+    /// occurred in.
+    pub(crate) fn into_error_in(mut self, table: &'static [schema::MessageSchema], root: usize) -> DecodeError {
+        let envelope = &table[root];
         let Some(member) = self.path.pop() else {
-            return DecodeError::new("pkt", "", self.kind);
+            return DecodeError::new(envelope.name, "", self.kind);
         };
-        let message = pkt
+        let message = envelope
             .fields
             .iter()
             .find(|f| f.name == member)
             .and_then(|f| f.message)
-            .map_or("pkt", |m| schema::MESSAGES[m].name);
+            .map_or(envelope.name, |m| table[m].name);
         self.path.reverse();
         DecodeError::new(message, self.path.join("."), self.kind)
     }

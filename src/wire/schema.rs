@@ -68,6 +68,12 @@ pub(crate) struct MessageSchema {
 
 include!(concat!(env!("OUT_DIR"), "/schema.rs"));
 
+/// The table of `proto/oneway.proto`, the one-way channel's messages.
+pub(crate) mod oneway {
+    use super::{FieldSchema, MessageSchema, WireType};
+    include!(concat!(env!("OUT_DIR"), "/oneway_schema.rs"));
+}
+
 /// What the walk of one message saw, for the caller's own rules (the `pkt`
 /// union needs to know which of its fields were set).
 pub(crate) struct Walk {
@@ -87,7 +93,12 @@ const MAX_VARINT32_LEN: usize = 5;
 /// Checks `bytes` as an encoding of `MESSAGES[msg]`, recursing into known
 /// message fields.
 pub(crate) fn walk(msg: usize, bytes: &[u8]) -> Result<Walk, Problem> {
-    let schema = &MESSAGES[msg];
+    walk_in(MESSAGES, msg, bytes)
+}
+
+/// [`walk`] in another file's table.
+pub(crate) fn walk_in(table: &'static [MessageSchema], msg: usize, bytes: &[u8]) -> Result<Walk, Problem> {
+    let schema = &table[msg];
     debug_assert!(schema.fields.len() <= 64, "the seen mask holds 64 fields");
     let mut r = Reader { bytes, pos: 0 };
     let mut seen = Walk { seen: 0, unknown_odd: None };
@@ -145,7 +156,7 @@ pub(crate) fn walk(msg: usize, bytes: &[u8]) -> Result<Walk, Problem> {
                 let body = r.len_delimited().map_err(at_field)?;
                 if let Some(nested) = field.message {
                     // Unknown odd fields inside are ignored too (R1-a).
-                    walk(nested, body).map_err(|p| p.in_field(field.name))?;
+                    walk_in(table, nested, body).map_err(|p| p.in_field(field.name))?;
                 }
             }
         }
