@@ -359,7 +359,9 @@ pub fn encode(msg: &Message) -> Vec<u8> {
     use proto::msg::Msg as M;
     let refusal = |r: &Refusal| (r.code.to_u32(), r.explanation.clone(), r.expected);
     let m = match msg {
-        Message::RequestChannel { network } => Some(M::RequestChannel(proto::RequestChannel { network: network.clone() })),
+        Message::RequestChannel { network } => {
+            Some(M::RequestChannel(proto::RequestChannel { network: network.clone() }))
+        }
         Message::ChannelKey { session_id, merchant_key, policy: p, payout_script } => {
             Some(M::ChannelKey(proto::ChannelKey {
                 session_id: session_id.0.to_vec(),
@@ -438,8 +440,11 @@ impl At {
     }
 
     fn outpoint(&self, field: &'static str, o: &proto::Outpoint) -> Result<OutPoint, DecodeError> {
-        let txid: [u8; 32] =
-            o.txid.as_slice().try_into().map_err(|_| self.err(field, DecodeErrorKind::OutOfRange("txid not 32 bytes")))?;
+        let txid: [u8; 32] = o
+            .txid
+            .as_slice()
+            .try_into()
+            .map_err(|_| self.err(field, DecodeErrorKind::OutOfRange("txid not 32 bytes")))?;
         Ok(OutPoint { txid: Txid::from_byte_array(txid), vout: o.vout })
     }
 
