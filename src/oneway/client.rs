@@ -58,15 +58,17 @@ pub struct ClientConfig {
 pub enum ClientOutput {
     /// Send this to the merchant.
     Send(Message),
-    /// The wallet must pay `amount` to `script_pubkey` and hand the
-    /// transaction to [`Client::provide_funding`] (M1-c). Broadcasting it is
-    /// the wallet's: the refund data is stored before the merchant hears of
-    /// it.
+    /// The wallet must pay `amount` to `script_pubkey`, broadcast it, and
+    /// hand the transaction to [`Client::provide_funding`] once it has
+    /// `min_depth` confirmations (M1-c, M2-e). The refund data is stored
+    /// before the merchant hears of it.
     FundChannel {
         /// The channel's capacity.
         amount: Amount,
         /// The channel output's script.
         script_pubkey: ScriptBuf,
+        /// The confirmations the merchant asks for.
+        min_depth: u32,
     },
     /// Broadcast this transaction.
     Broadcast(Transaction),
@@ -320,8 +322,9 @@ impl Client {
                     Ok(script) => {
                         let script_pubkey = script.script_pubkey(policy.kind);
                         let amount = self.config.capacity;
+                        let min_depth = policy.min_depth;
                         self.phase = Phase::Funding { session: session_id, policy, script };
-                        self.gate.emit(ClientOutput::FundChannel { amount, script_pubkey });
+                        self.gate.emit(ClientOutput::FundChannel { amount, script_pubkey, min_depth });
                     }
                 }
             }

@@ -30,6 +30,7 @@
 pub mod chain;
 pub mod faults;
 pub mod net;
+pub mod oneway;
 
 pub use chain::{Block, Reject, SimChain, Verifier};
 
