@@ -116,7 +116,8 @@ fn a_merchant_that_never_closes_is_refunded_after_t() {
     order(&mut shop, id, 20_000);
     // The merchant vanishes: its state is gone from the shop.
     let t = shop.clients[0].client.channel().unwrap().script.locktime().to_consensus_u32();
-    shop.merchant = paychan::oneway::merchant::Merchant::new(merchant_config(OutputKind::P2wsh), shop.merchant_signer.clone());
+    shop.merchant =
+        paychan::oneway::merchant::Merchant::new(merchant_config(OutputKind::P2wsh), shop.merchant_signer.clone());
     while shop.chain.height() < t + 8 {
         shop.mine();
     }
@@ -124,4 +125,483 @@ fn a_merchant_that_never_closes_is_refunded_after_t() {
     assert!(shop.refused.is_empty(), "{:?}", shop.refused);
     assert!(shop.received(&p2wpkh(501)) > Amount::from_sat(990_000));
     assert!(shop.clients[0].events.iter().any(|e| matches!(e, ClientEvent::Settled { refund: true, .. })));
+}
+
+// ---------------------------------------------------------------------------
+// Every check, one test each (the list at the end of oneway.md).
+// ---------------------------------------------------------------------------
+
+use bitcoin::hashes::Hash as _;
+use paychan::oneway::merchant::{Merchant, MerchantOutput};
+use paychan::oneway::script::ChannelScript;
+use paychan::oneway::tx::ChannelOutput;
+use paychan::oneway::wire::SessionId;
+use paychan::tx::KeyRole;
+
+/// What the merchant answered to one message: the refusal code, or `None`
+/// for an ack, an accept, or a pending chain question.
+fn answer(m: &mut Merchant) -> Option<Code> {
+    let mut code = None;
+    while let Some(o) = m.poll_output() {
+        match o {
+            MerchantOutput::Persist { version, .. } => m.handle_persisted(version),
+            MerchantOutput::Send { message: Message::Error { refusal, .. } | Message::Reject(refusal), .. } => {
+                code = Some(refusal.code)
+            }
+            _ => {}
+        }
+    }
+    code
+}
+
+/// The client's next payment of an order of `sat`, signed, not delivered.
+fn next_payment(shop: &mut Shop, id: OutPoint, sat: u64) -> (u64, Psbt) {
+    let invoice = shop.merchant.invoice(id, Amount::from_sat(sat)).unwrap();
+    shop.pump();
+    shop.clients[0].client.pay(invoice).unwrap();
+    while let Some(o) = shop.clients[0].client.poll_output() {
+        match o {
+            paychan::oneway::client::ClientOutput::Persist { version, .. } => {
+                shop.clients[0].client.handle_persisted(version)
+            }
+            paychan::oneway::client::ClientOutput::Send(Message::Payment { psbt, .. }) => {
+                return (invoice, Psbt::deserialize(&psbt).unwrap());
+            }
+            _ => {}
+        }
+    }
+    panic!("no payment")
+}
+
+fn pay_with(shop: &mut Shop, id: OutPoint, invoice: u64, psbt: &Psbt) -> Option<Code> {
+    shop.merchant.handle_message(0, Message::Payment { channel_id: id, invoice_id: invoice, psbt: psbt.serialize() });
+    answer(&mut shop.merchant)
+}
+
+/// The channel output as the client holds it.
+fn channel(shop: &Shop) -> ChannelOutput {
+    shop.clients[0].client.channel().unwrap().clone()
+}
+
+/// Replaces the client's signature on `psbt` by a fresh one over its
+/// transaction as it is now (to isolate one change).
+fn resign(shop: &Shop, psbt: &mut Psbt) {
+    let c = channel(shop);
+    let sig = c.sign(&psbt.unsigned_tx, &*shop.clients[0].signer, KeyRole::Oneway(0)).unwrap();
+    let key = bitcoin::PublicKey::new(c.script.client().0);
+    psbt.inputs[0].partial_sigs = [(key, bitcoin::ecdsa::Signature::sighash_all(sig))].into();
+}
+
+#[test]
+fn an_honest_payment_is_accepted() {
+    let (mut shop, id) = open_shop(OutputKind::P2wsh);
+    let (invoice, psbt) = next_payment(&mut shop, id, 10_000);
+    // The control: no refusal, and the total stored (M3-g).
+    assert_eq!(pay_with(&mut shop, id, invoice, &psbt), None);
+    assert_eq!(shop.merchant.best_total(&id), Some(Amount::from_sat(10_000)));
+    // M3-f: the transaction the merchant would broadcast passes the
+    // interpreter.
+    let tx = shop.merchant.best_transaction(&id).unwrap();
+    verify_input(&tx, 0, &channel(&shop).txout()).unwrap();
+}
+
+#[test]
+fn a_replayed_payment_is_acked_again_and_an_older_one_refused() {
+    let (mut shop, id) = open_shop(OutputKind::P2wsh);
+    let (first, old) = next_payment(&mut shop, id, 10_000);
+    assert_eq!(pay_with(&mut shop, id, first, &old), None);
+    // M5-b: the same payment again is the same ack, counted once.
+    assert_eq!(pay_with(&mut shop, id, first, &old), None);
+    assert_eq!(shop.merchant.best_total(&id), Some(Amount::from_sat(10_000)));
+    let (second, new) = next_payment(&mut shop, id, 5_000);
+    assert_eq!(pay_with(&mut shop, id, second, &new), None);
+    // M3-c: the older payment now: for a stale invoice...
+    assert_eq!(pay_with(&mut shop, id, first, &old), Some(Code::StaleInvoice));
+    // ...and under the current one, not its total.
+    let (third, _) = next_payment(&mut shop, id, 1_000);
+    assert_eq!(pay_with(&mut shop, id, third, &old), Some(Code::NoPayeeOutput));
+    assert_eq!(shop.merchant.best_total(&id), Some(Amount::from_sat(15_000)));
+}
+
+#[test]
+fn signature_checks_each_have_their_code() {
+    let (mut shop, id) = open_shop(OutputKind::P2wsh);
+    let (invoice, honest) = next_payment(&mut shop, id, 10_000);
+    let key = bitcoin::PublicKey::new(channel(&shop).script.client().0);
+    // M3-e: a missing signature, and an extra one.
+    let mut p = honest.clone();
+    p.inputs[0].partial_sigs.clear();
+    assert_eq!(pay_with(&mut shop, id, invoice, &p), Some(Code::SignatureSet));
+    let mut p = honest.clone();
+    let other = bitcoin::PublicKey::new(common::pubkey(77).0);
+    let sig = p.inputs[0].partial_sigs[&key];
+    p.inputs[0].partial_sigs.insert(other, sig);
+    assert_eq!(pay_with(&mut shop, id, invoice, &p), Some(Code::SignatureSet));
+    // M3-e: SIGHASH_NONE, SINGLE, ANYONECANPAY.
+    for ty in [
+        bitcoin::sighash::EcdsaSighashType::None,
+        bitcoin::sighash::EcdsaSighashType::Single,
+        bitcoin::sighash::EcdsaSighashType::AllPlusAnyoneCanPay,
+    ] {
+        let mut p = honest.clone();
+        p.inputs[0].partial_sigs.get_mut(&key).unwrap().sighash_type = ty;
+        assert_eq!(pay_with(&mut shop, id, invoice, &p), Some(Code::SighashType), "{ty:?}");
+    }
+    // M3-e: a high-S signature.
+    let mut p = honest.clone();
+    let s = p.inputs[0].partial_sigs.get_mut(&key).unwrap();
+    let compact = s.signature.serialize_compact();
+    let high = common::high_s(&compact);
+    s.signature = bitcoin::secp256k1::ecdsa::Signature::from_compact(&high).unwrap();
+    assert_eq!(pay_with(&mut shop, id, invoice, &p), Some(Code::SignatureEncoding));
+    // M3-e: a signature of another transaction.
+    let mut p = honest.clone();
+    p.unsigned_tx.output[0].value += Amount::from_sat(1);
+    p.unsigned_tx.output[1].value -= Amount::from_sat(1);
+    assert_eq!(pay_with(&mut shop, id, invoice, &p), Some(Code::NoPayeeOutput));
+    let mut p = honest.clone();
+    p.unsigned_tx.output[1].value -= Amount::from_sat(1);
+    assert_eq!(pay_with(&mut shop, id, invoice, &p), Some(Code::InvalidSignature));
+    // The honest one still passes after all that.
+    assert_eq!(pay_with(&mut shop, id, invoice, &honest), None);
+}
+
+#[test]
+fn transaction_shape_checks_each_have_their_code() {
+    let (mut shop, id) = open_shop(OutputKind::P2wsh);
+    let (invoice, honest) = next_payment(&mut shop, id, 10_000);
+    let check = |shop: &mut Shop, change: &dyn Fn(&mut Psbt), code: Code| {
+        let mut p = honest.clone();
+        change(&mut p);
+        resign(shop, &mut p);
+        assert_eq!(pay_with(shop, id, invoice, &p), Some(code), "{code:?}");
+    };
+    // M3-c: versions 0, 3 and 0x7fffffff.
+    for v in [0, 3, 0x7fff_ffff] {
+        check(&mut shop, &|p| p.unsigned_tx.version = bitcoin::transaction::Version(v), Code::BadVersion);
+    }
+    // M3-c: a non-final sequence; a future lock time.
+    check(&mut shop, &|p| p.unsigned_tx.input[0].sequence = bitcoin::Sequence(0xFFFF_FFFE), Code::NotFinal);
+    check(
+        &mut shop,
+        &|p| p.unsigned_tx.lock_time = bitcoin::absolute::LockTime::from_height(900_000).unwrap(),
+        Code::NotFinal,
+    );
+    // M3-c: a bare-multisig, an OP_TRUE, a zero-value OP_RETURN output.
+    let bare = bitcoin::script::Builder::new()
+        .push_opcode(bitcoin::opcodes::all::OP_PUSHNUM_1)
+        .push_key(&bitcoin::PublicKey::new(common::pubkey(5).0))
+        .push_opcode(bitcoin::opcodes::all::OP_PUSHNUM_1)
+        .push_opcode(bitcoin::opcodes::all::OP_CHECKMULTISIG)
+        .into_script();
+    for script in [bare, ScriptBuf::from_bytes(vec![0x51]), ScriptBuf::new_op_return([0u8; 4])] {
+        let s = script.clone();
+        check(
+            &mut shop,
+            &move |p| {
+                p.unsigned_tx.output.push(bitcoin::TxOut { value: Amount::ZERO, script_pubkey: s.clone() });
+                p.outputs.push(Default::default());
+            },
+            Code::NonStandardOutput,
+        );
+    }
+    // M3-c: dust change.
+    check(&mut shop, &|p| p.unsigned_tx.output[1].value = Amount::from_sat(100), Code::DustOutput);
+    // M3-c: outputs that overflow when summed (E5).
+    check(
+        &mut shop,
+        &|p| {
+            p.unsigned_tx.output[1].value = Amount::from_sat(u64::MAX / 2);
+            p.unsigned_tx
+                .output
+                .push(bitcoin::TxOut { value: Amount::from_sat(u64::MAX / 2), script_pubkey: p2wpkh(3) });
+            p.outputs.push(Default::default());
+        },
+        Code::OverCapacity,
+    );
+    // M3-c: outputs above the capacity.
+    check(&mut shop, &|p| p.unsigned_tx.output[1].value += Amount::from_sat(10_000), Code::OverCapacity);
+    // M3-c: no output, five outputs.
+    check(
+        &mut shop,
+        &|p| {
+            p.unsigned_tx.output.clear();
+            p.outputs.clear();
+        },
+        Code::OutputCount,
+    );
+    check(
+        &mut shop,
+        &|p| {
+            for n in 0..3 {
+                p.unsigned_tx
+                    .output
+                    .push(bitcoin::TxOut { value: Amount::from_sat(1_000), script_pubkey: p2wpkh(10 + n) });
+                p.outputs.push(Default::default());
+            }
+            p.unsigned_tx.output[1].value -= Amount::from_sat(3_000);
+        },
+        Code::OutputCount,
+    );
+    // M3-c: another input (nothing to re-sign: the signature is checked
+    // later).
+    let mut p = honest.clone();
+    p.unsigned_tx.input[0].previous_output.vout += 1;
+    assert_eq!(pay_with(&mut shop, id, invoice, &p), Some(Code::WrongInput));
+    // M3-d: a fee one satoshi under the floor.
+    let c = channel(&shop);
+    let size = c.finalized_size(&honest.unsigned_tx) as u64;
+    let floor = Amount::from_sat((1_000 * size).div_ceil(1000));
+    check(
+        &mut shop,
+        &move |p| {
+            let out: Amount = p.unsigned_tx.output.iter().map(|o| o.value).sum();
+            let fee = c.value - out;
+            p.unsigned_tx.output[1].value += fee - floor + Amount::from_sat(1);
+        },
+        Code::FeeTooLow,
+    );
+    // The floor itself is fine.
+    let c = channel(&shop);
+    let mut p = honest.clone();
+    let out: Amount = p.unsigned_tx.output.iter().map(|o| o.value).sum();
+    p.unsigned_tx.output[1].value += (c.value - out) - floor;
+    resign(&shop, &mut p);
+    assert_eq!(pay_with(&mut shop, id, invoice, &p), None);
+}
+
+#[test]
+fn the_deadline_is_enforced_to_the_block() {
+    let (mut shop, id) = open_shop(OutputKind::P2wsh);
+    let t = channel(&shop).script.locktime().to_consensus_u32();
+    // deadline = T - settle_margin - accept_margin.
+    let deadline = t - 6 - 6;
+    while shop.chain.height() < deadline - 1 {
+        shop.mine();
+    }
+    // M3-c: one block before the deadline, accepted.
+    let (invoice, p) = next_payment(&mut shop, id, 1_000);
+    assert_eq!(pay_with(&mut shop, id, invoice, &p), None);
+    let invoice = shop.merchant.invoice(id, Amount::from_sat(1_000)).unwrap();
+    shop.pump();
+    shop.mine();
+    // At the deadline, refused (the client would refuse to pay too).
+    assert!(shop.clients[0].client.pay(invoice).is_err());
+    assert_eq!(pay_with(&mut shop, id, invoice, &p), Some(Code::PastDeadline));
+}
+
+/// A session of the merchant, opened by hand: (session, merchant key).
+fn session(m: &mut Merchant) -> (SessionId, bitcoin::CompressedPublicKey) {
+    m.handle_message(7, Message::RequestChannel { network: "regtest".into() });
+    let mut out = None;
+    while let Some(o) = m.poll_output() {
+        match o {
+            MerchantOutput::Persist { version, .. } => m.handle_persisted(version),
+            MerchantOutput::Send { message: Message::ChannelKey { session_id, merchant_key, .. }, .. } => {
+                out = Some((session_id, bitcoin::CompressedPublicKey::from_slice(&merchant_key).unwrap()))
+            }
+            _ => {}
+        }
+    }
+    out.unwrap()
+}
+
+/// A funded channel for `merchant_key`, confirmed 3 deep, and its honest
+/// announce PSBT.
+fn funded(
+    shop: &mut Shop,
+    merchant_key: bitcoin::CompressedPublicKey,
+    kind: OutputKind,
+) -> (ChannelOutput, Transaction, Psbt) {
+    let t = bitcoin::absolute::Height::from_consensus(shop.chain.height() + 200).unwrap();
+    let script = ChannelScript::new(common::pubkey(300), merchant_key, t).unwrap();
+    let funding = shop.chain.fund(Amount::from_sat(500_000), script.script_pubkey(kind));
+    shop.chain.mine_empty(2);
+    shop.merchant.handle_block(shop.chain.height());
+    answer(&mut shop.merchant);
+    let output = ChannelOutput {
+        outpoint: OutPoint { txid: funding.compute_txid(), vout: 0 },
+        value: Amount::from_sat(500_000),
+        script,
+        kind,
+    };
+    let psbt = output.announce_psbt(&funding).unwrap();
+    (output, funding, psbt)
+}
+
+fn announce(shop: &mut Shop, session: SessionId, psbt: &Psbt) -> Option<Code> {
+    shop.merchant.handle_message(7, Message::Announce { session_id: session, psbt: psbt.serialize() });
+    answer(&mut shop.merchant)
+}
+
+#[test]
+fn announce_checks_each_have_their_code() {
+    let mut shop = Shop::new(merchant_config(OutputKind::P2wsh), verified_chain());
+    let fresh = |shop: &mut Shop| {
+        let (s, key) = session(&mut shop.merchant);
+        let (o, f, p) = funded(shop, key, OutputKind::P2wsh);
+        (s, key, o, f, p)
+    };
+    // M2-a: outputs in the announce.
+    let (s, _, _, _, mut p) = fresh(&mut shop);
+    p.unsigned_tx.output.push(bitcoin::TxOut { value: Amount::from_sat(1_000), script_pubkey: p2wpkh(1) });
+    p.outputs.push(Default::default());
+    assert_eq!(announce(&mut shop, s, &p), Some(Code::HasOutputs));
+    // M2-a: bytes that are no PSBT.
+    shop.merchant.handle_message(7, Message::Announce { session_id: s, psbt: vec![0x70, 0x73, 0x62, 0x74, 0xff, 0] });
+    assert_eq!(answer(&mut shop.merchant), Some(Code::MalformedPsbt));
+    // M2-b: a non_witness_utxo with another txid.
+    let (s, _, _, _, mut p) = fresh(&mut shop);
+    let mut other = p.inputs[0].non_witness_utxo.clone().unwrap();
+    other.lock_time = bitcoin::absolute::LockTime::from_consensus(1);
+    p.inputs[0].non_witness_utxo = Some(other);
+    assert_eq!(announce(&mut shop, s, &p), Some(Code::FundingTxidMismatch));
+    // M2-b: an output index beyond the funding transaction: refused, no
+    // panic.
+    let (s, _, _, _, mut p) = fresh(&mut shop);
+    p.unsigned_tx.input[0].previous_output.vout = 7;
+    assert_eq!(announce(&mut shop, s, &p), Some(Code::OutputIndexOutOfRange));
+    // M2-b: a witness_utxo that is not the funding output.
+    let (s, _, _, _, mut p) = fresh(&mut shop);
+    p.inputs[0].witness_utxo.as_mut().unwrap().value += Amount::from_sat(1);
+    assert_eq!(announce(&mut shop, s, &p), Some(Code::WitnessUtxoMismatch));
+    // M2-c: the merchant key missing from the script.
+    let (s, _, _, _, _) = fresh(&mut shop);
+    let (_, _, p) = funded(&mut shop, common::pubkey(301), OutputKind::P2wsh);
+    assert_eq!(announce(&mut shop, s, &p), Some(Code::WrongMerchantKey));
+    // M2-c: a script with a non-minimal lock time push.
+    let (s, key, _, _, mut p) = fresh(&mut shop);
+    let good = p.inputs[0].witness_script.clone().unwrap();
+    let mut bytes = good.to_bytes();
+    // OP_IF, then the push of T: one byte longer, zero-padded at its most
+    // significant end (the same number, not minimally encoded).
+    let len = bytes[1] as usize;
+    bytes[1] += 1;
+    bytes.insert(2 + len, 0);
+    p.inputs[0].witness_script = Some(ScriptBuf::from_bytes(bytes));
+    assert_eq!(announce(&mut shop, s, &p), Some(Code::ScriptMismatch));
+    let _ = key;
+    // M2-c: a time lock time (E4) cannot even be built; a script with one
+    // is refused as not the channel script.
+    let (s, _, _, _, mut p) = fresh(&mut shop);
+    let time =
+        bitcoin::script::Builder::new().push_opcode(bitcoin::opcodes::all::OP_IF).push_int(1_700_000_000).into_script();
+    p.inputs[0].witness_script = Some(time);
+    assert_eq!(announce(&mut shop, s, &p), Some(Code::ScriptMismatch));
+    // M2-e: a capacity above 21M BTC (E5): the funding rewritten, and the
+    // input pointed at it.
+    let (s, _, _, _, mut p) = fresh(&mut shop);
+    let mut funding = p.inputs[0].non_witness_utxo.clone().unwrap();
+    funding.output[0].value = Amount::MAX_MONEY + Amount::from_sat(1);
+    p.unsigned_tx.input[0].previous_output.txid = funding.compute_txid();
+    p.inputs[0].witness_utxo = Some(funding.output[0].clone());
+    p.inputs[0].non_witness_utxo = Some(funding);
+    assert_eq!(announce(&mut shop, s, &p), Some(Code::CapacityOutOfPolicy));
+    // M2-a: no funding transaction; a signature; two inputs.
+    let (s, _, _, _, mut p) = fresh(&mut shop);
+    p.inputs[0].non_witness_utxo = None;
+    assert_eq!(announce(&mut shop, s, &p), Some(Code::MissingFundingTx));
+    let (s, _, _, _, mut p) = fresh(&mut shop);
+    p.inputs[0].final_script_witness = Some(bitcoin::Witness::from_slice(&[vec![1u8]]));
+    assert_eq!(announce(&mut shop, s, &p), Some(Code::HasSignatures));
+    let (s, _, _, _, mut p) = fresh(&mut shop);
+    let extra = p.unsigned_tx.input[0].clone();
+    p.unsigned_tx.input.push(extra);
+    p.inputs.push(Default::default());
+    assert_eq!(announce(&mut shop, s, &p), Some(Code::InputCount));
+    // The honest announce of a fresh session is taken to the chain check.
+    let (s, _, _, _, p) = fresh(&mut shop);
+    assert_eq!(announce(&mut shop, s, &p), None);
+}
+
+#[test]
+fn an_outpoint_has_one_channel_for_ever() {
+    let (mut shop, id) = open_shop(OutputKind::P2wsh);
+    let c = channel(&shop);
+    let funding = (1..=shop.chain.height())
+        .filter_map(|h| shop.chain.block(h))
+        .flat_map(|b| b.txs.iter())
+        .find(|t| t.compute_txid() == id.txid)
+        .unwrap()
+        .clone();
+    let p = c.announce_psbt(&funding).unwrap();
+    // M2-f: a second session on the open outpoint.
+    let (s, _) = session(&mut shop.merchant);
+    assert_eq!(announce(&mut shop, s, &p), Some(Code::OutpointUsed));
+    // M2-f: once closed, still never again.
+    shop.merchant.close(id).unwrap();
+    answer(&mut shop.merchant);
+    let (s, _) = session(&mut shop.merchant);
+    assert_eq!(announce(&mut shop, s, &p), Some(Code::OutpointUsed));
+    // M2-f: a session is used once.
+    shop.merchant.handle_message(7, Message::Announce { session_id: SessionId([9; 16]), psbt: p.serialize() });
+    assert_eq!(answer(&mut shop.merchant), Some(Code::UnknownSession));
+}
+
+#[test]
+fn announce_checks_of_kind_time_and_chain() {
+    let mut shop = Shop::new(merchant_config(OutputKind::P2wsh), verified_chain());
+    // M2-c: a P2SH output where the policy names P2WSH.
+    let (s, key) = session(&mut shop.merchant);
+    let (_, _, p) = funded(&mut shop, key, OutputKind::P2sh);
+    assert_eq!(announce(&mut shop, s, &p), Some(Code::WrongOutputKind));
+    // M2-d: T too near and too far.
+    for (delta, code) in [(10, Code::LocktimeTooSoon), (9_000, Code::LocktimeTooLate)] {
+        let (s, key) = session(&mut shop.merchant);
+        let t = bitcoin::absolute::Height::from_consensus(shop.chain.height() + delta).unwrap();
+        let script = ChannelScript::new(common::pubkey(300), key, t).unwrap();
+        let funding = shop.chain.fund(Amount::from_sat(500_000), script.script_pubkey(OutputKind::P2wsh));
+        let output = ChannelOutput {
+            outpoint: OutPoint { txid: funding.compute_txid(), vout: 0 },
+            value: Amount::from_sat(500_000),
+            script,
+            kind: OutputKind::P2wsh,
+        };
+        assert_eq!(announce(&mut shop, s, &output.announce_psbt(&funding).unwrap()), Some(code));
+    }
+    // M2-e: the chain's answers, each with its code; a backend failure is
+    // transient, never a rejection.
+    use paychan::oneway::merchant::FundingStatus;
+    let answers = [
+        (FundingStatus::Missing, Some(Code::NotConfirmed), false),
+        (
+            FundingStatus::Found { confirmations: 1, value: Amount::from_sat(500_000), unspent: true },
+            Some(Code::NotConfirmed),
+            false,
+        ),
+        (
+            FundingStatus::Found { confirmations: 5, value: Amount::from_sat(500_000), unspent: false },
+            Some(Code::FundingSpent),
+            false,
+        ),
+        (
+            FundingStatus::Found { confirmations: 5, value: Amount::from_sat(400_000), unspent: true },
+            Some(Code::ValueMismatch),
+            false,
+        ),
+        (FundingStatus::Unavailable, Some(Code::Transient), true),
+    ];
+    for (status, code, transient) in answers {
+        let (s, key) = session(&mut shop.merchant);
+        let (o, _, p) = funded(&mut shop, key, OutputKind::P2wsh);
+        assert_eq!(announce(&mut shop, s, &p), None);
+        shop.merchant.handle_funding(o.outpoint, status);
+        let mut seen = None;
+        while let Some(out) = shop.merchant.poll_output() {
+            match out {
+                MerchantOutput::Persist { version, .. } => shop.merchant.handle_persisted(version),
+                MerchantOutput::Send { message: Message::Reject(r), .. } => seen = Some((r.code, false)),
+                MerchantOutput::Send { message: Message::Error { refusal, transient }, .. } => {
+                    seen = Some((refusal.code, transient))
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(seen, code.map(|c| (c, transient)), "{status:?}");
+        // The session may announce again once the chain agrees (M5-b).
+        assert_eq!(announce(&mut shop, s, &p), None);
+    }
+    // M1-a: a network not served.
+    shop.merchant.handle_message(3, Message::RequestChannel { network: "dogecoin".into() });
+    assert_eq!(answer(&mut shop.merchant), Some(Code::UnsupportedNetwork));
 }

@@ -462,8 +462,16 @@ impl Merchant {
             let n = funding.output.len() as u64;
             return Err(refusal_expecting(Code::OutputIndexOutOfRange, "the output index is out of range", n));
         };
+        // M2-f, checked as soon as the outpoint is known: a used outpoint's
+        // script names an earlier session's key, so the checks of M2-c would
+        // otherwise hide why it is refused.
+        let pending_elsewhere =
+            self.sessions.values().any(|s| s.pending.as_ref().is_some_and(|p| p.output.outpoint == outpoint));
+        if self.used.contains(&outpoint) || pending_elsewhere {
+            return Err(refusal(Code::OutpointUsed, "this outpoint has, or had, a channel (M2-f)"));
+        }
         let kind = self.config.policy.kind;
-        if kind == OutputKind::P2wsh && input.witness_utxo.as_ref() != Some(out) {
+        if out.script_pubkey.is_p2wsh() && input.witness_utxo.as_ref() != Some(out) {
             return Err(refusal(Code::WitnessUtxoMismatch, "witness_utxo must equal the funding output (M2-b)"));
         }
         // M2-c
@@ -513,12 +521,6 @@ impl Merchant {
                 Code::CapacityOutOfPolicy,
                 format!("capacity {} is outside the policy (M2-e)", out.value),
             ));
-        }
-        // M2-f
-        let pending_elsewhere =
-            self.sessions.values().any(|s| s.pending.as_ref().is_some_and(|p| p.output.outpoint == outpoint));
-        if self.used.contains(&outpoint) || pending_elsewhere {
-            return Err(refusal(Code::OutpointUsed, "this outpoint has, or had, a channel (M2-f)"));
         }
         Ok(ChannelOutput { outpoint, value: out.value, script: parsed, kind })
     }

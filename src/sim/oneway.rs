@@ -131,7 +131,9 @@ impl Shop {
 
     fn answer_outpoint(&self, outpoint: &OutPoint) -> OutpointStatus {
         match self.chain.spender(outpoint) {
-            Some(tx) => OutpointStatus::Spent { tx: tx.clone(), confirmations: self.chain.confirmations(&tx.compute_txid()) },
+            Some(tx) => {
+                OutpointStatus::Spent { tx: tx.clone(), confirmations: self.chain.confirmations(&tx.compute_txid()) }
+            }
             None => OutpointStatus::Unspent,
         }
     }
@@ -152,7 +154,9 @@ impl Shop {
                     self.merchant_stored = state;
                     self.merchant.handle_persisted(version);
                 }
-                MerchantOutput::Send { peer, message } => self.wire.push_back((peer as usize, false, wire::encode(&message))),
+                MerchantOutput::Send { peer, message } => {
+                    self.wire.push_back((peer as usize, false, wire::encode(&message)))
+                }
                 MerchantOutput::Broadcast(tx) => self.submit(tx),
                 MerchantOutput::QueryFunding { outpoint } => {
                     let status = match (self.chain.utxo(&outpoint), self.chain.spender(&outpoint)) {
@@ -251,7 +255,8 @@ impl Shop {
     /// Client `n` crashes and restarts from what it stored.
     pub fn restart_client(&mut self, n: usize) {
         let c = &mut self.clients[n];
-        c.client = Client::restore(c.config.clone(), c.signer.clone(), &c.stored).expect("the client's own store restores");
+        c.client =
+            Client::restore(c.config.clone(), c.signer.clone(), &c.stored).expect("the client's own store restores");
         c.client.handle_block(self.chain.height());
         self.pump();
     }

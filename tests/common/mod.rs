@@ -154,3 +154,20 @@ pub fn classify(node: &paychan::sim::Node, tx: &bitcoin::Transaction) -> Option<
     m.block_connected(height, bitcoin::BlockHash::all_zeros(), 1_700_000_000, std::slice::from_ref(tx)).unwrap();
     m.spend().map(|(_, kind)| kind)
 }
+
+/// The high-S twin of a compact signature: `s` replaced by `n - s`, which
+/// verifies the same under non-strict rules.
+pub fn high_s(compact: &[u8; 64]) -> [u8; 64] {
+    const N: [u8; 32] = [
+        0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFE, 0xBA, 0xAE,
+        0xDC, 0xE6, 0xAF, 0x48, 0xA0, 0x3B, 0xBF, 0xD2, 0x5E, 0x8C, 0xD0, 0x36, 0x41, 0x41,
+    ];
+    let mut out = *compact;
+    let mut borrow = 0i16;
+    for i in (0..32).rev() {
+        let d = i16::from(N[i]) - i16::from(compact[32 + i]) - borrow;
+        out[32 + i] = d.rem_euclid(256) as u8;
+        borrow = i16::from(d < 0);
+    }
+    out
+}
