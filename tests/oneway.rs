@@ -605,3 +605,176 @@ fn announce_checks_of_kind_time_and_chain() {
     shop.merchant.handle_message(3, Message::RequestChannel { network: "dogecoin".into() });
     assert_eq!(answer(&mut shop.merchant), Some(Code::UnsupportedNetwork));
 }
+
+// ---------------------------------------------------------------------------
+// The client's checks.
+// ---------------------------------------------------------------------------
+
+use paychan::oneway::client::{Client, ClientOutput, SetupRefusal};
+use std::sync::Arc;
+
+/// A client handed `channel_key` as the merchant's answer: its refusal, or
+/// the funding it asks for.
+fn client_with_key(config: ClientConfig, key: Vec<u8>, policy: Policy) -> (Client, Option<SetupRefusal>, bool) {
+    let signer = Arc::new(paychan::tx::InMemorySigner::new(common::secret(11), common::secret(12)));
+    let mut c = Client::new(config, signer, 0, 1_000);
+    while let Some(o) = c.poll_output() {
+        if let ClientOutput::Persist { version, .. } = o {
+            c.handle_persisted(version);
+        }
+    }
+    let msg =
+        Message::ChannelKey { session_id: SessionId([1; 16]), merchant_key: key, policy, payout_script: p2wpkh(99) };
+    c.handle_message(msg);
+    let mut funds = false;
+    while let Some(o) = c.poll_output() {
+        match o {
+            ClientOutput::Persist { version, .. } => c.handle_persisted(version),
+            ClientOutput::FundChannel { .. } => funds = true,
+            _ => {}
+        }
+    }
+    let refused = c.setup_refusal().cloned();
+    (c, refused, funds)
+}
+
+#[test]
+fn the_client_refuses_bad_keys_and_terms_before_funding_anything() {
+    let policy = merchant_config(OutputKind::P2wsh).policy;
+    let good = common::pubkey(40).to_bytes().to_vec();
+    // The control.
+    let (_, refused, funds) = client_with_key(client_config(1), good.clone(), policy.clone());
+    assert_eq!((refused, funds), (None, true));
+    // M1-b: an invalid key, an uncompressed one, one other than pinned.
+    let uncompressed = bitcoin::PublicKey::new_uncompressed(common::pubkey(40).0).to_bytes();
+    for key in [vec![5u8; 33], uncompressed, vec![]] {
+        let (_, refused, funds) = client_with_key(client_config(1), key, policy.clone());
+        assert_eq!((refused, funds), (Some(SetupRefusal::BadKey), false));
+    }
+    let pinned = ClientConfig { pinned_merchant_key: Some(common::pubkey(41)), ..client_config(1) };
+    let (_, refused, funds) = client_with_key(pinned, good.clone(), policy.clone());
+    assert_eq!((refused, funds), (Some(SetupRefusal::NotPinned), false));
+    // M1-b: terms it cannot meet: capacity, lock window, fee rate, kind.
+    let terms = [
+        Policy { min_capacity: Amount::from_sat(2_000_000), ..policy.clone() },
+        Policy { max_lock_delta: 100, ..policy.clone() },
+        Policy { min_fee_rate: 5_000, ..policy.clone() },
+        Policy { kind: OutputKind::P2sh, ..policy.clone() },
+    ];
+    let only_p2wsh = ClientConfig { kinds: vec![OutputKind::P2wsh], ..client_config(1) };
+    for p in terms {
+        let (_, refused, funds) = client_with_key(only_p2wsh.clone(), good.clone(), p);
+        assert!(matches!(refused, Some(SetupRefusal::Policy(_))), "{refused:?}");
+        assert!(!funds);
+    }
+}
+
+#[test]
+fn the_client_stores_its_refund_before_it_announces() {
+    let mut shop = Shop::new(merchant_config(OutputKind::P2wsh), verified_chain());
+    shop.add_client(client_config(1), 1);
+    // Replay the client's outputs from the start: the state holding the
+    // funded channel output is written before the announce is released.
+    let signer = shop.clients[0].signer.clone();
+    let mut c = Client::new(client_config(1), signer.clone(), 0, shop.chain.height());
+    let mut order = Vec::new();
+    let mut funding = None;
+    while let Some(o) = c.poll_output() {
+        if let ClientOutput::Persist { version, .. } = o {
+            c.handle_persisted(version);
+        }
+    }
+    let key = signer_key(&shop);
+    c.handle_message(Message::ChannelKey {
+        session_id: SessionId([1; 16]),
+        merchant_key: key,
+        policy: merchant_config(OutputKind::P2wsh).policy,
+        payout_script: p2wpkh(99),
+    });
+    while let Some(o) = c.poll_output() {
+        match o {
+            ClientOutput::Persist { version, .. } => c.handle_persisted(version),
+            ClientOutput::FundChannel { amount, script_pubkey, .. } => {
+                funding = Some(shop.chain.fund(amount, script_pubkey))
+            }
+            _ => {}
+        }
+    }
+    c.provide_funding(funding.unwrap()).unwrap();
+    let mut stored = None;
+    while let Some(o) = c.poll_output() {
+        match o {
+            ClientOutput::Persist { state, .. } => {
+                // Not confirmed yet: nothing may leave.
+                order.push("persist");
+                stored = Some(state);
+            }
+            ClientOutput::Send(Message::Announce { .. }) => order.push("announce"),
+            _ => {}
+        }
+    }
+    // M1-c: the write comes out; the announce waits for it.
+    assert_eq!(order, vec!["persist"]);
+    // And what was written is enough to refund: a restored client holds the
+    // channel output.
+    let restored = Client::restore(client_config(1), signer, &stored.unwrap()).unwrap();
+    assert!(restored.channel().is_some());
+    c.handle_persisted(u64::MAX);
+    assert!(matches!(c.poll_output(), Some(ClientOutput::Send(Message::Announce { .. }))));
+}
+
+fn signer_key(shop: &Shop) -> Vec<u8> {
+    paychan::tx::Signer::public_key(&*shop.merchant_signer, KeyRole::Oneway(50)).to_bytes().to_vec()
+}
+
+#[test]
+fn the_client_never_signs_more_than_invoiced_and_checks_the_close() {
+    let (mut shop, id) = open_shop(OutputKind::P2wsh);
+    order(&mut shop, id, 10_000);
+    // M3-b: an invoice whose total does not follow the amount, one that
+    // decreases, one above the capacity: none is offered for payment.
+    let bad = [
+        (2, Amount::from_sat(5_000), Amount::from_sat(50_000)),
+        (3, Amount::from_sat(1_000), Amount::from_sat(9_000)),
+        (4, Amount::from_sat(2_000_000), Amount::from_sat(2_010_000)),
+    ];
+    for (invoice_id, amount, total) in bad {
+        let before = shop.clients[0].events.len();
+        shop.clients[0].client.handle_message(Message::Invoice {
+            channel_id: id,
+            invoice_id,
+            amount,
+            total,
+            payout_script: p2wpkh(99),
+        });
+        shop.pump();
+        assert!(!shop.clients[0].events[before..].iter().any(|e| matches!(e, ClientEvent::Invoice { .. })));
+        assert!(shop.clients[0].client.pay(invoice_id).is_err());
+    }
+    assert_eq!(shop.clients[0].client.signed_total(), Amount::from_sat(10_000));
+    // M4-c: a close paying the merchant more than the client signed is
+    // reported.
+    let mut greedy = shop.merchant.best_transaction(&id).unwrap();
+    greedy.output[0].value += Amount::from_sat(1_000);
+    greedy.output[1].value -= Amount::from_sat(1_000);
+    shop.clients[0].client.handle_message(Message::Close { channel_id: id, tx: Some(greedy) });
+    shop.pump();
+    assert!(shop.clients[0].events.iter().any(|e| matches!(e, ClientEvent::CloseSeen { problem: Some(_), .. })));
+}
+
+#[test]
+fn the_refund_is_refused_before_t_and_accepted_at_t() {
+    let (mut shop, _id) = open_shop(OutputKind::P2sh);
+    let c = channel(&shop);
+    let t = c.script.locktime().to_consensus_u32();
+    let refund =
+        c.refund(p2wpkh(501), FeeRate::from_sat_per_vb_u32(2), &*shop.clients[0].signer, KeyRole::Oneway(0)).unwrap();
+    // M4-d: the merchant is gone; before T the chain refuses the refund.
+    shop.merchant = Merchant::new(merchant_config(OutputKind::P2sh), shop.merchant_signer.clone());
+    while shop.chain.height() < t - 1 {
+        shop.chain.mine();
+    }
+    assert!(matches!(shop.chain.submit(refund.clone()), Err(paychan::sim::chain::Reject::NonFinal { .. })));
+    shop.chain.mine();
+    assert!(shop.chain.submit(refund).is_ok());
+}
