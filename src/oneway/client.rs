@@ -359,6 +359,16 @@ impl Client {
                 self.event(ClientEvent::ChannelRejected(r));
             }
             (Phase::Open(o), Message::Invoice { channel_id, invoice_id, amount, total, payout_script }) => {
+                // The same invoice again (the connection dropped): answer as
+                // before, never pay twice (M5-b).
+                if invoice_id == o.last_invoice && channel_id == o.output.outpoint {
+                    let paid = o.signed.as_ref().is_some_and(|s| s.0 == invoice_id);
+                    if paid {
+                        let _ = self.resend();
+                    }
+                    self.flush();
+                    return;
+                }
                 let tip = self.tip.unwrap_or(0);
                 let best = o.signed.as_ref().map_or(Amount::ZERO, |s| s.1);
                 // M3-b: only an increasing total, within capacity, before
@@ -516,6 +526,36 @@ impl Client {
         o.signed = Some((id, total, tx));
         o.invoice = None;
         self.gate.emit(ClientOutput::Send(Message::Payment { channel_id, invoice_id, psbt: psbt.serialize() }));
+        self.flush();
+        Ok(())
+    }
+
+    /// Sends again what the merchant may not have received (M5-b): the
+    /// announce while it is unanswered, the last payment while it is not
+    /// acked. The merchant answers a repeat as it did the first time.
+    pub fn resend(&mut self) -> Result<(), ClientError> {
+        let message = match &self.phase {
+            Phase::Announced { session, output, funding, .. } => {
+                let psbt = output.announce_psbt(funding).map_err(|e| ClientError::Payment(e.to_string()))?;
+                Message::Announce { session_id: *session, psbt: psbt.serialize() }
+            }
+            Phase::Open(o) => match &o.signed {
+                Some((invoice_id, total, tx)) if *total > o.acked => {
+                    let sig = o
+                        .output
+                        .sign(tx, &*self.signer, KeyRole::Oneway(self.key_index))
+                        .map_err(|e| ClientError::Payment(e.to_string()))?;
+                    let psbt = o
+                        .output
+                        .payment_psbt(&o.funding, tx.clone(), &sig)
+                        .map_err(|e| ClientError::Payment(e.to_string()))?;
+                    Message::Payment { channel_id: o.output.outpoint, invoice_id: *invoice_id, psbt: psbt.serialize() }
+                }
+                _ => return Ok(()),
+            },
+            _ => return Ok(()),
+        };
+        self.gate.emit(ClientOutput::Send(message));
         self.flush();
         Ok(())
     }

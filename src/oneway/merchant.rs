@@ -631,6 +631,19 @@ impl Merchant {
         Ok(id)
     }
 
+    /// Sends the outstanding invoice of `channel_id` again (after the
+    /// connection dropped, M5-b).
+    pub fn resend_invoice(&mut self, channel_id: OutPoint) -> Result<(), MerchantError> {
+        let c = self.channels.get(&channel_id).ok_or(MerchantError::UnknownChannel(channel_id))?;
+        let Some(i) = c.invoice.clone() else { return Ok(()) };
+        let (peer, payout_script) = (c.peer, self.config.payout_script.clone());
+        let message =
+            Message::Invoice { channel_id, invoice_id: i.id, amount: i.amount, total: i.total, payout_script };
+        self.send(peer, message);
+        self.flush();
+        Ok(())
+    }
+
     /// A payment's shape, for its size: the channel input, the payee and a
     /// change output.
     fn example_payment(&self, c: &Chan, total: Amount) -> Transaction {
