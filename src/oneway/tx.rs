@@ -1,7 +1,7 @@
 //! The one-way channel's transactions (ruling E2): the channel output, its
 //! cooperative spend (a payment, M3-b, closed by the merchant, M4-a) and the
 //! client's refund after `T` (M4-d); the announce and payment PSBTs
-//! (messages [3] and [6]); Bitcoin Core's dust threshold and standard output
+//! (messages \[3\] and \[6\]); Bitcoin Core's dust threshold and standard output
 //! types, which the merchant's checks (M3-c) and E6 use.
 //!
 //! Every signature is `SIGHASH_ALL`, low-S, over input 0, which spends the
@@ -437,7 +437,7 @@ impl ChannelOutput {
         Ok(input)
     }
 
-    /// The announce PSBT (message [3], operation [C], M2-a, M2-b): one input
+    /// The announce PSBT (message \[3\], operation \[C\], M2-a, M2-b): one input
     /// spending the channel (`nSequence` 0xFFFFFFFF) in a version 2
     /// transaction with `nLockTime` 0 and no outputs, no signatures. The
     /// input carries `funding_tx` as `non_witness_utxo`, whose txid must be
@@ -460,7 +460,7 @@ impl ChannelOutput {
         Ok(psbt_of(unsigned_tx, input))
     }
 
-    /// The payment PSBT (message [6], operation [F], M3-b, M3-e): `tx` (one
+    /// The payment PSBT (message \[6\], operation \[F\], M3-b, M3-e): `tx` (one
     /// input, the channel's, with no scriptSig or witness) with the
     /// announce PSBT's input fields plus the client's signature in
     /// `partial_sigs` (DER + `SIGHASH_ALL`, under the client's key) and

@@ -233,12 +233,12 @@ pub struct Refusal {
 #[derive(Clone, PartialEq, Eq, Debug)]
 #[non_exhaustive]
 pub enum Message {
-    /// [1] The client asks for a channel.
+    /// \[1\] The client asks for a channel.
     RequestChannel {
         /// "bitcoin", "regtest", "dogecoin", ...
         network: String,
     },
-    /// [2] The merchant's key and terms.
+    /// \[2\] The merchant's key and terms.
     ChannelKey {
         /// The session.
         session_id: SessionId,
@@ -249,14 +249,14 @@ pub enum Message {
         /// Where the merchant wants to be paid.
         payout_script: ScriptBuf,
     },
-    /// [3] The funding input as a PSBT.
+    /// \[3\] The funding input as a PSBT.
     Announce {
         /// The session.
         session_id: SessionId,
         /// BIP 174 bytes (the merchant checks them, M2-a).
         psbt: Vec<u8>,
     },
-    /// [4] The merchant takes the channel.
+    /// \[4\] The merchant takes the channel.
     Accept {
         /// The funding outpoint.
         channel_id: OutPoint,
@@ -267,9 +267,9 @@ pub enum Message {
         /// The height from which the merchant takes no payment.
         deadline: absolute::Height,
     },
-    /// [4'] The merchant refuses the channel.
+    /// \[4'\] The merchant refuses the channel.
     Reject(Refusal),
-    /// [5] What the client owes so far.
+    /// \[5\] What the client owes so far.
     Invoice {
         /// The channel.
         channel_id: OutPoint,
@@ -282,7 +282,7 @@ pub enum Message {
         /// Where to pay.
         payout_script: ScriptBuf,
     },
-    /// [6] The client's payment.
+    /// \[6\] The client's payment.
     Payment {
         /// The channel.
         channel_id: OutPoint,
@@ -291,7 +291,7 @@ pub enum Message {
         /// BIP 174 bytes, signed by the client.
         psbt: Vec<u8>,
     },
-    /// [6'] The merchant stored the payment.
+    /// \[6'\] The merchant stored the payment.
     PaymentAck {
         /// The channel.
         channel_id: OutPoint,
@@ -300,7 +300,7 @@ pub enum Message {
         /// The total it stored.
         total: Amount,
     },
-    /// [7] From the client: please close. From the merchant: the close it
+    /// \[7\] From the client: please close. From the merchant: the close it
     /// broadcast.
     Close {
         /// The channel.
