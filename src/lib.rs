@@ -18,6 +18,7 @@
 //! | [`tx`] | funding, commitment, HTLC, sweep, close and penalty transactions; signing | sections 2.2, 3, 4.2, 6 |
 //! | [`channel`] | the sans-IO state machine: establishment, updates, close, failure, persistence | sections 1.2, 2, 3, 4, 6.3 |
 //! | [`chain`] | the on-chain monitor: classifying the anchor's spend, sweeps, HTLC claims, penalties, reorgs | section 6 |
+//! | [`oneway`] | the one-way merchant channel: its script, transactions and PSBTs, wire messages, client and merchant (E1-E7, M1-M5) | `002_eae50c3ad23eff4b.txt`, `oneway.md` |
 //! | [`sim`] | two channels in memory and a simulated chain, for tests, examples and experiments | |
 //! | [`types`] | millisatoshi amounts, preimages, the relative `delay` | |
 //!

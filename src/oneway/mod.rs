@@ -36,7 +36,8 @@
 //! }
 //! ```
 //!
-//! `paychan::sim::oneway::Shop` is that loop written once, on the simulated
+//! `docs/oneway-transactions.md` specifies the script and every transaction
+//! byte for byte. `paychan::sim::oneway::Shop` is that loop written once, on the simulated
 //! chain, for the tests and the `merchant` example.
 
 pub mod client;

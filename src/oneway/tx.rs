@@ -38,7 +38,7 @@ pub const REFUND_SEQUENCE: Sequence = Sequence(0xFFFF_FFFD);
 pub const MAX_SIGNATURE_SIZE: usize = 73;
 
 /// Bitcoin Core's default `-dustrelayfee`: 3 sat/vB (3000 sat/kvB).
-pub const DEFAULT_DUST_RELAY_FEE: FeeRate = FeeRate::from_sat_per_vb_unchecked(3);
+pub const DEFAULT_DUST_RELAY_FEE: FeeRate = FeeRate::from_sat_per_vb_u32(3);
 
 /// The dust rule of the chain the channel lives on (ruling E1: policy
 /// numbers are configuration).
