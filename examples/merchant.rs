@@ -81,7 +81,10 @@ fn diagram(shop: &Shop, from: usize) -> usize {
         } else if line.ends_with("-> client 0: channel_key") || line.ends_with("-> client 1: channel_key") {
             ("[2]", "  |<------------------ return public key + terms ---|".to_string())
         } else if line.contains("funds the channel") {
-            ("[A][B]", format!("  | create the channel script, fund it ({})", line.rsplit("with ").next().unwrap_or("")))
+            (
+                "[A][B]",
+                format!("  | create the channel script, fund it ({})", line.rsplit("with ").next().unwrap_or("")),
+            )
         } else if line.ends_with("-> merchant: announce") {
             ("[C][3]", "  |--- announce PSBT (input, no outputs) -------->|".to_string())
         } else if line.ends_with(": accept") {
@@ -149,10 +152,16 @@ fn main() {
     while shop.chain.height() < t + 7 {
         shop.mine();
     }
-    let refund = (1..=shop.chain.height())
-        .filter_map(|h| shop.chain.block(h).map(|b| (h, b.txs.clone())))
-        .find_map(|(h, txs)| txs.into_iter().find(|tx| tx.output.iter().any(|o| o.script_pubkey == p2wpkh(502))).map(|tx| (h, tx)));
+    let refund = (1..=shop.chain.height()).filter_map(|h| shop.chain.block(h).map(|b| (h, b.txs.clone()))).find_map(
+        |(h, txs)| {
+            txs.into_iter().find(|tx| tx.output.iter().any(|o| o.script_pubkey == p2wpkh(502))).map(|tx| (h, tx))
+        },
+    );
     let (h, refund) = refund.expect("the refund is mined");
-    println!("  refund {} mined in block {h} (T = {t}): {} back to Carol", refund.compute_txid(), refund.output[0].value);
+    println!(
+        "  refund {} mined in block {h} (T = {t}): {} back to Carol",
+        refund.compute_txid(),
+        refund.output[0].value
+    );
     println!("  Carol's channel settled: {}", shop.clients[carol].client.is_settled());
 }

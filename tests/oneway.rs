@@ -131,7 +131,6 @@ fn a_merchant_that_never_closes_is_refunded_after_t() {
 // Every check, one test each (the list at the end of oneway.md).
 // ---------------------------------------------------------------------------
 
-use bitcoin::hashes::Hash as _;
 use paychan::oneway::merchant::{Merchant, MerchantOutput};
 use paychan::oneway::script::ChannelScript;
 use paychan::oneway::tx::ChannelOutput;
@@ -777,4 +776,155 @@ fn the_refund_is_refused_before_t_and_accepted_at_t() {
     assert!(matches!(shop.chain.submit(refund.clone()), Err(paychan::sim::chain::Reject::NonFinal { .. })));
     shop.chain.mine();
     assert!(shop.chain.submit(refund).is_ok());
+}
+
+#[test]
+fn the_channel_is_stored_before_accept_and_the_client_checks_the_echo() {
+    let mut shop = Shop::new(merchant_config(OutputKind::P2wsh), verified_chain());
+    let (s, key) = session(&mut shop.merchant);
+    let (o, _, p) = funded(&mut shop, key, OutputKind::P2wsh);
+    assert_eq!(announce(&mut shop, s, &p), None);
+    let status = paychan::oneway::merchant::FundingStatus::Found { confirmations: 3, value: o.value, unspent: true };
+    shop.merchant.handle_funding(o.outpoint, status);
+    // M2-g: the state comes out, the accept waits for it.
+    let first = shop.merchant.poll_output();
+    let Some(MerchantOutput::Persist { version, state }) = first else { panic!("{first:?}") };
+    assert!(shop.merchant.poll_output().is_none());
+    let restored = Merchant::restore(merchant_config(OutputKind::P2wsh), shop.merchant_signer.clone(), &state).unwrap();
+    assert_eq!(restored.best_total(&o.outpoint), Some(Amount::ZERO));
+    shop.merchant.handle_persisted(version);
+    assert!(matches!(shop.merchant.poll_output(), Some(MerchantOutput::Send { message: Message::Accept { .. }, .. })));
+
+    // M2-g: a client told another capacity or lock time than it announced
+    // does not take the channel as open.
+    for lie in [0, 1] {
+        let signer = Arc::new(paychan::tx::InMemorySigner::new(common::secret(11), common::secret(12)));
+        let mut c = Client::new(client_config(1), signer, 0, shop.chain.height());
+        let drain = |c: &mut Client, chain: &mut SimChain| {
+            let mut out = Vec::new();
+            while let Some(o) = c.poll_output() {
+                match o {
+                    ClientOutput::Persist { version, .. } => c.handle_persisted(version),
+                    ClientOutput::FundChannel { amount, script_pubkey, .. } => {
+                        let tx = chain.fund(amount, script_pubkey);
+                        c.provide_funding(tx).unwrap();
+                    }
+                    other => out.push(other),
+                }
+            }
+            out
+        };
+        drain(&mut c, &mut shop.chain);
+        c.handle_message(Message::ChannelKey {
+            session_id: SessionId([1; 16]),
+            merchant_key: key.to_bytes().to_vec(),
+            policy: merchant_config(OutputKind::P2wsh).policy,
+            payout_script: p2wpkh(99),
+        });
+        drain(&mut c, &mut shop.chain);
+        let o = c.channel().unwrap().clone();
+        let (capacity, locktime) = match lie {
+            0 => (o.value + Amount::from_sat(1), o.script.locktime()),
+            _ => (
+                o.value,
+                bitcoin::absolute::Height::from_consensus(o.script.locktime().to_consensus_u32() + 1).unwrap(),
+            ),
+        };
+        let deadline = bitcoin::absolute::Height::from_consensus(100).unwrap();
+        c.handle_message(Message::Accept { channel_id: o.outpoint, capacity, locktime, deadline });
+        let out = drain(&mut c, &mut shop.chain);
+        assert!(!out.iter().any(|o| matches!(o, ClientOutput::Event(ClientEvent::ChannelOpen { .. }))));
+        assert!(c.pay(1).is_err());
+    }
+}
+
+#[test]
+fn the_merchant_closes_by_itself_and_rebroadcasts_until_buried() {
+    let (mut shop, id) = open_shop(OutputKind::P2wsh);
+    order(&mut shop, id, 40_000);
+    let t = channel(&shop).script.locktime().to_consensus_u32();
+    // M4-b: nothing before T - settle_margin...
+    while shop.chain.height() < t - 6 - 1 {
+        shop.mine();
+    }
+    assert!(!shop.merchant_events.iter().any(|e| matches!(e, MerchantEvent::ChannelClosing { .. })));
+    // ...then the close, by itself, which a miner ignores for 3 blocks.
+    let close = shop.merchant.best_transaction(&id).unwrap();
+    for _ in 0..3 {
+        shop.chain.mine_only(|tx| tx.compute_txid() != close.compute_txid());
+        let h = shop.chain.height();
+        shop.merchant.handle_block(h);
+        shop.clients[0].client.handle_block(h);
+        shop.pump();
+    }
+    assert!(shop.merchant_events.iter().any(|e| matches!(e, MerchantEvent::ChannelClosing { tx: Some(_), .. })));
+    assert!(shop.chain.in_mempool(&close.compute_txid()));
+    // A backend that cannot answer never counts as spent.
+    shop.merchant.handle_outpoint(id, paychan::oneway::merchant::OutpointStatus::Unavailable);
+    assert!(shop.merchant.channels().any(|c| *c == id));
+    // Mined, then buried: settled and forgotten.
+    shop.mine_n(7);
+    assert!(shop.merchant_events.iter().any(|e| matches!(e, MerchantEvent::ChannelSettled { ours: true, .. })));
+    assert!(!shop.merchant.channels().any(|c| *c == id));
+    assert_eq!(shop.received(&p2wpkh(99)), Amount::from_sat(40_000));
+}
+
+#[test]
+fn a_refund_that_beats_the_close_is_reported() {
+    let (mut shop, id) = open_shop(OutputKind::P2wsh);
+    order(&mut shop, id, 40_000);
+    let t = channel(&shop).script.locktime().to_consensus_u32();
+    // The merchant is offline from well before its closing height until
+    // after T: the client refunds.
+    while shop.chain.height() < t + 8 {
+        shop.chain.mine();
+        let h = shop.chain.height();
+        shop.clients[0].client.handle_block(h);
+        shop.pump();
+    }
+    assert!(shop.clients[0].events.iter().any(|e| matches!(e, ClientEvent::Settled { refund: true, .. })));
+    // Back online, it tries to close, finds the output spent by the
+    // refund, and (M4-e) reports the loss.
+    shop.mine();
+    let lost = shop
+        .merchant_events
+        .iter()
+        .any(|e| matches!(e, MerchantEvent::ChannelSettled { ours: false, received, .. } if *received == Amount::ZERO));
+    assert!(lost, "{:?}", shop.merchant_events);
+    assert!(!shop.merchant.channels().any(|c| *c == id));
+}
+
+#[test]
+fn one_merchant_serves_many_channels_and_a_restart_resumes_them_all() {
+    let mut shop = Shop::new(merchant_config(OutputKind::P2wsh), verified_chain());
+    for n in 1..=3 {
+        shop.add_client(client_config(n), n);
+    }
+    let ids: Vec<OutPoint> = shop.merchant.channels().copied().collect();
+    assert_eq!(ids.len(), 3);
+    // Each client pays its own amounts on its own channel.
+    for (n, id) in ids.iter().enumerate() {
+        let owner = (0..3).find(|&c| shop.clients[c].client.channel().map(|o| o.outpoint) == Some(*id)).unwrap();
+        let invoice = shop.merchant.invoice(*id, Amount::from_sat(10_000 * (n as u64 + 1))).unwrap();
+        shop.pump();
+        shop.clients[owner].client.pay(invoice).unwrap();
+        shop.pump();
+    }
+    let before: Vec<Option<Amount>> = ids.iter().map(|id| shop.merchant.best_total(id)).collect();
+    // M5-c: a crash; the restored merchant resumes every channel with its
+    // best payment, and reports them again (at least once).
+    let events = shop.merchant_events.len();
+    shop.restart_merchant();
+    let after: Vec<Option<Amount>> = ids.iter().map(|id| shop.merchant.best_total(id)).collect();
+    assert_eq!(before, after);
+    let again =
+        shop.merchant_events[events..].iter().filter(|e| matches!(e, MerchantEvent::PaymentReceived { .. })).count();
+    assert_eq!(again, 3);
+    // And payments go on.
+    let owner = (0..3).find(|&c| shop.clients[c].client.channel().map(|o| o.outpoint) == Some(ids[0])).unwrap();
+    let invoice = shop.merchant.invoice(ids[0], Amount::from_sat(5_000)).unwrap();
+    shop.pump();
+    shop.clients[owner].client.pay(invoice).unwrap();
+    shop.pump();
+    assert_eq!(shop.merchant.best_total(&ids[0]), Some(Amount::from_sat(15_000)));
 }
