@@ -222,147 +222,201 @@ fn a_replayed_payment_is_acked_again_and_an_older_one_refused() {
     assert_eq!(shop.merchant.best_total(&id), Some(Amount::from_sat(15_000)));
 }
 
-#[test]
-fn signature_checks_each_have_their_code() {
+/// One check of oneway.md's list on a payment: the honest payment changed
+/// by `change` (and signed again when `resign_it`, so that only the change is
+/// judged) is refused with `code`, changes nothing, and the honest payment
+/// is still taken afterwards (the control).
+fn payment_refused(change: impl Fn(&mut Psbt, &ChannelOutput), resign_it: bool, code: Code) {
     let (mut shop, id) = open_shop(OutputKind::P2wsh);
     let (invoice, honest) = next_payment(&mut shop, id, 10_000);
-    let key = bitcoin::PublicKey::new(channel(&shop).script.client().0);
-    // M3-e: a missing signature, and an extra one.
     let mut p = honest.clone();
-    p.inputs[0].partial_sigs.clear();
-    assert_eq!(pay_with(&mut shop, id, invoice, &p), Some(Code::SignatureSet));
-    let mut p = honest.clone();
-    let other = bitcoin::PublicKey::new(common::pubkey(77).0);
-    let sig = p.inputs[0].partial_sigs[&key];
-    p.inputs[0].partial_sigs.insert(other, sig);
-    assert_eq!(pay_with(&mut shop, id, invoice, &p), Some(Code::SignatureSet));
-    // M3-e: SIGHASH_NONE, SINGLE, ANYONECANPAY.
-    for ty in [
-        bitcoin::sighash::EcdsaSighashType::None,
-        bitcoin::sighash::EcdsaSighashType::Single,
-        bitcoin::sighash::EcdsaSighashType::AllPlusAnyoneCanPay,
-    ] {
-        let mut p = honest.clone();
-        p.inputs[0].partial_sigs.get_mut(&key).unwrap().sighash_type = ty;
-        assert_eq!(pay_with(&mut shop, id, invoice, &p), Some(Code::SighashType), "{ty:?}");
+    change(&mut p, &channel(&shop));
+    if resign_it {
+        resign(&shop, &mut p);
     }
-    // M3-e: a high-S signature.
-    let mut p = honest.clone();
-    let s = p.inputs[0].partial_sigs.get_mut(&key).unwrap();
-    let compact = s.signature.serialize_compact();
-    let high = common::high_s(&compact);
-    s.signature = bitcoin::secp256k1::ecdsa::Signature::from_compact(&high).unwrap();
-    assert_eq!(pay_with(&mut shop, id, invoice, &p), Some(Code::SignatureEncoding));
-    // M3-e: a signature of another transaction.
-    let mut p = honest.clone();
-    p.unsigned_tx.output[0].value += Amount::from_sat(1);
-    p.unsigned_tx.output[1].value -= Amount::from_sat(1);
-    assert_eq!(pay_with(&mut shop, id, invoice, &p), Some(Code::NoPayeeOutput));
-    let mut p = honest.clone();
-    p.unsigned_tx.output[1].value -= Amount::from_sat(1);
-    assert_eq!(pay_with(&mut shop, id, invoice, &p), Some(Code::InvalidSignature));
-    // The honest one still passes after all that.
+    assert_eq!(pay_with(&mut shop, id, invoice, &p), Some(code));
+    // M5-a: nothing stored changed.
+    assert_eq!(shop.merchant.best_total(&id), Some(Amount::ZERO));
     assert_eq!(pay_with(&mut shop, id, invoice, &honest), None);
+    assert_eq!(shop.merchant.best_total(&id), Some(Amount::from_sat(10_000)));
 }
 
-#[test]
-fn transaction_shape_checks_each_have_their_code() {
-    let (mut shop, id) = open_shop(OutputKind::P2wsh);
-    let (invoice, honest) = next_payment(&mut shop, id, 10_000);
-    let check = |shop: &mut Shop, change: &dyn Fn(&mut Psbt), code: Code| {
-        let mut p = honest.clone();
-        change(&mut p);
-        resign(shop, &mut p);
-        assert_eq!(pay_with(shop, id, invoice, &p), Some(code), "{code:?}");
+macro_rules! payment_check {
+    ($(#[$doc:meta])* $name:ident, $code:expr, resign: $resign:expr, |$p:ident, $c:ident| $body:block) => {
+        $(#[$doc])*
+        #[test]
+        fn $name() {
+            #[allow(unused_variables)]
+            payment_refused(|$p: &mut Psbt, $c: &ChannelOutput| $body, $resign, $code);
+        }
     };
-    // M3-c: versions 0, 3 and 0x7fffffff.
-    for v in [0, 3, 0x7fff_ffff] {
-        check(&mut shop, &|p| p.unsigned_tx.version = bitcoin::transaction::Version(v), Code::BadVersion);
-    }
-    // M3-c: a non-final sequence; a future lock time.
-    check(&mut shop, &|p| p.unsigned_tx.input[0].sequence = bitcoin::Sequence(0xFFFF_FFFE), Code::NotFinal);
-    check(
-        &mut shop,
-        &|p| p.unsigned_tx.lock_time = bitcoin::absolute::LockTime::from_height(900_000).unwrap(),
-        Code::NotFinal,
-    );
-    // M3-c: a bare-multisig, an OP_TRUE, a zero-value OP_RETURN output.
+}
+
+fn client_key(c: &ChannelOutput) -> bitcoin::PublicKey {
+    bitcoin::PublicKey::new(c.script.client().0)
+}
+
+fn push_output(p: &mut Psbt, value: Amount, script_pubkey: ScriptBuf) {
+    p.unsigned_tx.output.push(bitcoin::TxOut { value, script_pubkey });
+    p.outputs.push(Default::default());
+}
+
+payment_check!(
+    /// M3-e: the client's signature missing.
+    a_missing_partial_signature_is_refused, Code::SignatureSet, resign: false, |p, c| {
+    p.inputs[0].partial_sigs.clear();
+});
+payment_check!(
+    /// M3-e: a signature besides the client's.
+    an_extra_partial_signature_is_refused, Code::SignatureSet, resign: false, |p, c| {
+    let sig = p.inputs[0].partial_sigs[&client_key(c)];
+    p.inputs[0].partial_sigs.insert(bitcoin::PublicKey::new(common::pubkey(77).0), sig);
+});
+payment_check!(
+    /// M3-e: SIGHASH_NONE.
+    sighash_none_is_refused, Code::SighashType, resign: false, |p, c| {
+    p.inputs[0].partial_sigs.get_mut(&client_key(c)).unwrap().sighash_type = bitcoin::sighash::EcdsaSighashType::None;
+});
+payment_check!(
+    /// M3-e: SIGHASH_SINGLE.
+    sighash_single_is_refused, Code::SighashType, resign: false, |p, c| {
+    p.inputs[0].partial_sigs.get_mut(&client_key(c)).unwrap().sighash_type = bitcoin::sighash::EcdsaSighashType::Single;
+});
+payment_check!(
+    /// M3-e: SIGHASH_ALL|ANYONECANPAY.
+    sighash_anyonecanpay_is_refused, Code::SighashType, resign: false, |p, c| {
+    p.inputs[0].partial_sigs.get_mut(&client_key(c)).unwrap().sighash_type =
+        bitcoin::sighash::EcdsaSighashType::AllPlusAnyoneCanPay;
+});
+payment_check!(
+    /// M3-e: a PSBT-level sighash type other than ALL.
+    a_psbt_sighash_type_other_than_all_is_refused, Code::SighashType, resign: false, |p, c| {
+    p.inputs[0].sighash_type = Some(bitcoin::psbt::PsbtSighashType::from(bitcoin::sighash::EcdsaSighashType::None));
+});
+payment_check!(
+    /// M3-e: a high-S signature.
+    a_high_s_signature_is_refused, Code::SignatureEncoding, resign: false, |p, c| {
+    let s = p.inputs[0].partial_sigs.get_mut(&client_key(c)).unwrap();
+    let high = common::high_s(&s.signature.serialize_compact());
+    s.signature = bitcoin::secp256k1::ecdsa::Signature::from_compact(&high).unwrap();
+});
+payment_check!(
+    /// M3-e: a signature of another transaction.
+    a_signature_of_another_transaction_is_refused, Code::InvalidSignature, resign: false, |p, c| {
+    p.unsigned_tx.output[1].value -= Amount::from_sat(1);
+});
+payment_check!(
+    /// M3-c: version 0.
+    version_0_is_refused, Code::BadVersion, resign: true, |p, c| {
+    p.unsigned_tx.version = bitcoin::transaction::Version(0);
+});
+payment_check!(
+    /// M3-c: version 3.
+    version_3_is_refused, Code::BadVersion, resign: true, |p, c| {
+    p.unsigned_tx.version = bitcoin::transaction::Version(3);
+});
+payment_check!(
+    /// M3-c: version 0x7fffffff.
+    version_0x7fffffff_is_refused, Code::BadVersion, resign: true, |p, c| {
+    p.unsigned_tx.version = bitcoin::transaction::Version(0x7fff_ffff);
+});
+payment_check!(
+    /// M3-c: a non-final sequence.
+    a_non_final_sequence_is_refused, Code::NotFinal, resign: true, |p, c| {
+    p.unsigned_tx.input[0].sequence = bitcoin::Sequence(0xFFFF_FFFE);
+});
+payment_check!(
+    /// M3-c: a future nLockTime.
+    a_future_lock_time_is_refused, Code::NotFinal, resign: true, |p, c| {
+    p.unsigned_tx.lock_time = bitcoin::absolute::LockTime::from_height(900_000).unwrap();
+});
+payment_check!(
+    /// M3-c: a bare-multisig output.
+    a_bare_multisig_output_is_refused, Code::NonStandardOutput, resign: true, |p, c| {
     let bare = bitcoin::script::Builder::new()
         .push_opcode(bitcoin::opcodes::all::OP_PUSHNUM_1)
         .push_key(&bitcoin::PublicKey::new(common::pubkey(5).0))
         .push_opcode(bitcoin::opcodes::all::OP_PUSHNUM_1)
         .push_opcode(bitcoin::opcodes::all::OP_CHECKMULTISIG)
         .into_script();
-    for script in [bare, ScriptBuf::from_bytes(vec![0x51]), ScriptBuf::new_op_return([0u8; 4])] {
-        let s = script.clone();
-        check(
-            &mut shop,
-            &move |p| {
-                p.unsigned_tx.output.push(bitcoin::TxOut { value: Amount::ZERO, script_pubkey: s.clone() });
-                p.outputs.push(Default::default());
-            },
-            Code::NonStandardOutput,
-        );
+    p.unsigned_tx.output[1].value -= Amount::from_sat(1_000);
+    push_output(p, Amount::from_sat(1_000), bare);
+});
+payment_check!(
+    /// M3-c: an OP_TRUE output.
+    an_op_true_output_is_refused, Code::NonStandardOutput, resign: true, |p, c| {
+    p.unsigned_tx.output[1].value -= Amount::from_sat(1_000);
+    push_output(p, Amount::from_sat(1_000), ScriptBuf::from_bytes(vec![0x51]));
+});
+payment_check!(
+    /// M3-c: a zero-value OP_RETURN output.
+    a_zero_value_op_return_is_refused, Code::NonStandardOutput, resign: true, |p, c| {
+    push_output(p, Amount::ZERO, ScriptBuf::new_op_return([0u8; 4]));
+});
+payment_check!(
+    /// M3-c, E5: outputs that overflow when summed.
+    outputs_that_overflow_are_refused, Code::OverCapacity, resign: true, |p, c| {
+    p.unsigned_tx.output[1].value = Amount::from_sat(u64::MAX / 2);
+    push_output(p, Amount::from_sat(u64::MAX / 2), p2wpkh(3));
+});
+payment_check!(
+    /// M3-c: outputs above the capacity.
+    outputs_above_the_capacity_are_refused, Code::OverCapacity, resign: true, |p, c| {
+    p.unsigned_tx.output[1].value += Amount::from_sat(10_000);
+});
+payment_check!(
+    /// M3-c: dust change.
+    dust_change_is_refused, Code::DustOutput, resign: true, |p, c| {
+    p.unsigned_tx.output[1].value = Amount::from_sat(100);
+});
+payment_check!(
+    /// M3-c: no output at all.
+    no_output_is_refused, Code::OutputCount, resign: true, |p, c| {
+    p.unsigned_tx.output.clear();
+    p.outputs.clear();
+});
+payment_check!(
+    /// M3-c: five outputs.
+    five_outputs_are_refused, Code::OutputCount, resign: true, |p, c| {
+    for n in 0..3 {
+        push_output(p, Amount::from_sat(1_000), p2wpkh(10 + n));
     }
-    // M3-c: dust change.
-    check(&mut shop, &|p| p.unsigned_tx.output[1].value = Amount::from_sat(100), Code::DustOutput);
-    // M3-c: outputs that overflow when summed (E5).
-    check(
-        &mut shop,
-        &|p| {
-            p.unsigned_tx.output[1].value = Amount::from_sat(u64::MAX / 2);
-            p.unsigned_tx
-                .output
-                .push(bitcoin::TxOut { value: Amount::from_sat(u64::MAX / 2), script_pubkey: p2wpkh(3) });
-            p.outputs.push(Default::default());
-        },
-        Code::OverCapacity,
-    );
-    // M3-c: outputs above the capacity.
-    check(&mut shop, &|p| p.unsigned_tx.output[1].value += Amount::from_sat(10_000), Code::OverCapacity);
-    // M3-c: no output, five outputs.
-    check(
-        &mut shop,
-        &|p| {
-            p.unsigned_tx.output.clear();
-            p.outputs.clear();
-        },
-        Code::OutputCount,
-    );
-    check(
-        &mut shop,
-        &|p| {
-            for n in 0..3 {
-                p.unsigned_tx
-                    .output
-                    .push(bitcoin::TxOut { value: Amount::from_sat(1_000), script_pubkey: p2wpkh(10 + n) });
-                p.outputs.push(Default::default());
-            }
-            p.unsigned_tx.output[1].value -= Amount::from_sat(3_000);
-        },
-        Code::OutputCount,
-    );
-    // M3-c: another input (nothing to re-sign: the signature is checked
-    // later).
-    let mut p = honest.clone();
+    p.unsigned_tx.output[1].value -= Amount::from_sat(3_000);
+});
+payment_check!(
+    /// M3-c: the invoiced total paid twice over two outputs.
+    two_payee_outputs_are_refused, Code::NoPayeeOutput, resign: true, |p, c| {
+    let payee = p.unsigned_tx.output[0].clone();
+    p.unsigned_tx.output[1].value -= payee.value;
+    push_output(p, payee.value, payee.script_pubkey);
+});
+payment_check!(
+    /// M3-c: another input.
+    another_input_is_refused, Code::WrongInput, resign: false, |p, c| {
     p.unsigned_tx.input[0].previous_output.vout += 1;
-    assert_eq!(pay_with(&mut shop, id, invoice, &p), Some(Code::WrongInput));
-    // M3-d: a fee one satoshi under the floor.
-    let c = channel(&shop);
-    let size = c.finalized_size(&honest.unsigned_tx) as u64;
+});
+payment_check!(
+    /// M3-d: a fee one satoshi under the floor.
+    a_fee_one_satoshi_under_the_floor_is_refused, Code::FeeTooLow, resign: true, |p, c| {
+    let size = c.finalized_size(&p.unsigned_tx) as u64;
     let floor = Amount::from_sat((1_000 * size).div_ceil(1000));
-    check(
-        &mut shop,
-        &move |p| {
-            let out: Amount = p.unsigned_tx.output.iter().map(|o| o.value).sum();
-            let fee = c.value - out;
-            p.unsigned_tx.output[1].value += fee - floor + Amount::from_sat(1);
-        },
-        Code::FeeTooLow,
-    );
-    // The floor itself is fine.
+    let out: Amount = p.unsigned_tx.output.iter().map(|o| o.value).sum();
+    p.unsigned_tx.output[1].value += (c.value - out) - floor + Amount::from_sat(1);
+});
+payment_check!(
+    /// M3-d: a fee above the ceiling and a dust change together.
+    a_fee_above_the_ceiling_is_refused, Code::FeeTooHigh, resign: true, |p, c| {
+    p.unsigned_tx.output[1].value = Amount::from_sat(600);
+});
+
+#[test]
+fn a_fee_at_the_floor_is_taken() {
+    // M3-d: the floor itself passes.
+    let (mut shop, id) = open_shop(OutputKind::P2wsh);
+    let (invoice, mut p) = next_payment(&mut shop, id, 10_000);
     let c = channel(&shop);
-    let mut p = honest.clone();
+    let size = c.finalized_size(&p.unsigned_tx) as u64;
+    let floor = Amount::from_sat((1_000 * size).div_ceil(1000));
     let out: Amount = p.unsigned_tx.output.iter().map(|o| o.value).sum();
     p.unsigned_tx.output[1].value += (c.value - out) - floor;
     resign(&shop, &mut p);
@@ -433,89 +487,122 @@ fn announce(shop: &mut Shop, session: SessionId, psbt: &Psbt) -> Option<Code> {
     answer(&mut shop.merchant)
 }
 
-#[test]
-fn announce_checks_each_have_their_code() {
+/// One check of oneway.md's list on an announce: the honest announce of a
+/// fresh session, changed by `change`, is refused with `code`; the honest
+/// one of another fresh session goes on to the chain check (the control).
+fn announce_refused(change: impl Fn(&mut Psbt, &mut Shop), code: Code) {
     let mut shop = Shop::new(merchant_config(OutputKind::P2wsh), verified_chain());
-    let fresh = |shop: &mut Shop| {
-        let (s, key) = session(&mut shop.merchant);
-        let (o, f, p) = funded(shop, key, OutputKind::P2wsh);
-        (s, key, o, f, p)
+    let (s, key) = session(&mut shop.merchant);
+    let (_, _, mut p) = funded(&mut shop, key, OutputKind::P2wsh);
+    change(&mut p, &mut shop);
+    assert_eq!(announce(&mut shop, s, &p), Some(code));
+    assert!(shop.merchant.channels().next().is_none());
+    let (s, key) = session(&mut shop.merchant);
+    let (_, _, p) = funded(&mut shop, key, OutputKind::P2wsh);
+    assert_eq!(announce(&mut shop, s, &p), None);
+}
+
+macro_rules! announce_check {
+    ($(#[$doc:meta])* $name:ident, $code:expr, |$p:ident, $shop:ident| $body:block) => {
+        $(#[$doc])*
+        #[test]
+        fn $name() {
+            #[allow(unused_variables)]
+            announce_refused(|$p: &mut Psbt, $shop: &mut Shop| $body, $code);
+        }
     };
-    // M2-a: outputs in the announce.
-    let (s, _, _, _, mut p) = fresh(&mut shop);
-    p.unsigned_tx.output.push(bitcoin::TxOut { value: Amount::from_sat(1_000), script_pubkey: p2wpkh(1) });
-    p.outputs.push(Default::default());
-    assert_eq!(announce(&mut shop, s, &p), Some(Code::HasOutputs));
-    // M2-a: bytes that are no PSBT.
-    shop.merchant.handle_message(7, Message::Announce { session_id: s, psbt: vec![0x70, 0x73, 0x62, 0x74, 0xff, 0] });
-    assert_eq!(answer(&mut shop.merchant), Some(Code::MalformedPsbt));
-    // M2-b: a non_witness_utxo with another txid.
-    let (s, _, _, _, mut p) = fresh(&mut shop);
+}
+
+announce_check!(
+    /// M2-a: outputs in the announce.
+    outputs_in_the_announce_are_refused, Code::HasOutputs, |p, shop| {
+    push_output(p, Amount::from_sat(1_000), p2wpkh(1));
+});
+announce_check!(
+    /// M2-a: a witness already in it.
+    a_signed_announce_is_refused, Code::HasSignatures, |p, shop| {
+    p.inputs[0].final_script_witness = Some(bitcoin::Witness::from_slice(&[vec![1u8]]));
+});
+announce_check!(
+    /// M2-a, E7: two inputs.
+    two_inputs_are_refused, Code::InputCount, |p, shop| {
+    let extra = p.unsigned_tx.input[0].clone();
+    p.unsigned_tx.input.push(extra);
+    p.inputs.push(Default::default());
+});
+announce_check!(
+    /// M2-b: no funding transaction.
+    a_missing_funding_transaction_is_refused, Code::MissingFundingTx, |p, shop| {
+    p.inputs[0].non_witness_utxo = None;
+});
+announce_check!(
+    /// M2-b: a non_witness_utxo with another txid.
+    a_funding_transaction_with_another_txid_is_refused, Code::FundingTxidMismatch, |p, shop| {
     let mut other = p.inputs[0].non_witness_utxo.clone().unwrap();
     other.lock_time = bitcoin::absolute::LockTime::from_consensus(1);
     p.inputs[0].non_witness_utxo = Some(other);
-    assert_eq!(announce(&mut shop, s, &p), Some(Code::FundingTxidMismatch));
-    // M2-b: an output index beyond the funding transaction: refused, no
-    // panic.
-    let (s, _, _, _, mut p) = fresh(&mut shop);
+});
+announce_check!(
+    /// M2-b: an output index beyond the funding transaction, refused
+    /// without a panic.
+    an_out_of_range_output_index_is_refused, Code::OutputIndexOutOfRange, |p, shop| {
     p.unsigned_tx.input[0].previous_output.vout = 7;
-    assert_eq!(announce(&mut shop, s, &p), Some(Code::OutputIndexOutOfRange));
-    // M2-b: a witness_utxo that is not the funding output.
-    let (s, _, _, _, mut p) = fresh(&mut shop);
+});
+announce_check!(
+    /// M2-b: a witness_utxo that is not the funding output.
+    a_witness_utxo_that_differs_is_refused, Code::WitnessUtxoMismatch, |p, shop| {
     p.inputs[0].witness_utxo.as_mut().unwrap().value += Amount::from_sat(1);
-    assert_eq!(announce(&mut shop, s, &p), Some(Code::WitnessUtxoMismatch));
-    // M2-c: the merchant key missing from the script.
-    let (s, _, _, _, _) = fresh(&mut shop);
-    let (_, _, p) = funded(&mut shop, common::pubkey(301), OutputKind::P2wsh);
-    assert_eq!(announce(&mut shop, s, &p), Some(Code::WrongMerchantKey));
-    // M2-c: a script with a non-minimal lock time push.
-    let (s, key, _, _, mut p) = fresh(&mut shop);
-    let good = p.inputs[0].witness_script.clone().unwrap();
-    let mut bytes = good.to_bytes();
+});
+announce_check!(
+    /// M2-c, E2: a script with a non-minimal lock time push.
+    a_non_minimal_lock_time_push_is_refused, Code::ScriptMismatch, |p, shop| {
+    let mut bytes = p.inputs[0].witness_script.clone().unwrap().to_bytes();
     // OP_IF, then the push of T: one byte longer, zero-padded at its most
     // significant end (the same number, not minimally encoded).
     let len = bytes[1] as usize;
     bytes[1] += 1;
     bytes.insert(2 + len, 0);
     p.inputs[0].witness_script = Some(ScriptBuf::from_bytes(bytes));
-    assert_eq!(announce(&mut shop, s, &p), Some(Code::ScriptMismatch));
-    let _ = key;
-    // M2-c: a time lock time (E4) cannot even be built; a script with one
-    // is refused as not the channel script.
-    let (s, _, _, _, mut p) = fresh(&mut shop);
-    let time =
-        bitcoin::script::Builder::new().push_opcode(bitcoin::opcodes::all::OP_IF).push_int(1_700_000_000).into_script();
-    p.inputs[0].witness_script = Some(time);
-    assert_eq!(announce(&mut shop, s, &p), Some(Code::ScriptMismatch));
-    // M2-e: a capacity above 21M BTC (E5): the funding rewritten, and the
-    // input pointed at it.
-    let (s, _, _, _, mut p) = fresh(&mut shop);
+});
+announce_check!(
+    /// M2-c, E4: a time lock time.
+    a_time_lock_time_is_refused, Code::ScriptMismatch, |p, shop| {
+    let mut bytes = p.inputs[0].witness_script.clone().unwrap().to_bytes();
+    let len = bytes[1] as usize;
+    let time = bitcoin::script::Builder::new().push_int(1_700_000_000).into_script().to_bytes();
+    bytes.splice(1..2 + len, time);
+    p.inputs[0].witness_script = Some(ScriptBuf::from_bytes(bytes));
+});
+announce_check!(
+    /// M2-c: the merchant's key missing from the script.
+    a_script_without_the_merchant_key_is_refused, Code::WrongMerchantKey, |p, shop| {
+    let (_, _, other) = funded(shop, common::pubkey(301), OutputKind::P2wsh);
+    *p = other;
+});
+announce_check!(
+    /// M2-e, E5: a capacity above 21 million bitcoin.
+    a_capacity_above_21_million_bitcoin_is_refused, Code::CapacityOutOfPolicy, |p, shop| {
     let mut funding = p.inputs[0].non_witness_utxo.clone().unwrap();
     funding.output[0].value = Amount::MAX_MONEY + Amount::from_sat(1);
     p.unsigned_tx.input[0].previous_output.txid = funding.compute_txid();
     p.inputs[0].witness_utxo = Some(funding.output[0].clone());
     p.inputs[0].non_witness_utxo = Some(funding);
-    assert_eq!(announce(&mut shop, s, &p), Some(Code::CapacityOutOfPolicy));
-    // M2-a: no funding transaction; a signature; two inputs.
-    let (s, _, _, _, mut p) = fresh(&mut shop);
-    p.inputs[0].non_witness_utxo = None;
-    assert_eq!(announce(&mut shop, s, &p), Some(Code::MissingFundingTx));
-    let (s, _, _, _, mut p) = fresh(&mut shop);
-    p.inputs[0].final_script_witness = Some(bitcoin::Witness::from_slice(&[vec![1u8]]));
-    assert_eq!(announce(&mut shop, s, &p), Some(Code::HasSignatures));
-    let (s, _, _, _, mut p) = fresh(&mut shop);
-    let extra = p.unsigned_tx.input[0].clone();
-    p.unsigned_tx.input.push(extra);
-    p.inputs.push(Default::default());
-    assert_eq!(announce(&mut shop, s, &p), Some(Code::InputCount));
-    // The honest announce of a fresh session is taken to the chain check.
-    let (s, _, _, _, p) = fresh(&mut shop);
-    assert_eq!(announce(&mut shop, s, &p), None);
-}
+});
 
 #[test]
-fn an_outpoint_has_one_channel_for_ever() {
-    let (mut shop, id) = open_shop(OutputKind::P2wsh);
+fn bytes_that_are_no_psbt_are_refused() {
+    // M2-a
+    let mut shop = Shop::new(merchant_config(OutputKind::P2wsh), verified_chain());
+    let (s, _) = session(&mut shop.merchant);
+    shop.merchant.handle_message(7, Message::Announce { session_id: s, psbt: vec![0x70, 0x73, 0x62, 0x74, 0xff, 0] });
+    assert_eq!(answer(&mut shop.merchant), Some(Code::MalformedPsbt));
+    shop.merchant.handle_message(7, Message::Announce { session_id: s, psbt: vec![0; 300_000] });
+    assert_eq!(answer(&mut shop.merchant), Some(Code::MalformedPsbt));
+}
+
+/// An open channel and the honest announce of its outpoint.
+fn open_with_announce() -> (Shop, OutPoint, Psbt) {
+    let (shop, id) = open_shop(OutputKind::P2wsh);
     let c = channel(&shop);
     let funding = (1..=shop.chain.height())
         .filter_map(|h| shop.chain.block(h))
@@ -524,15 +611,31 @@ fn an_outpoint_has_one_channel_for_ever() {
         .unwrap()
         .clone();
     let p = c.announce_psbt(&funding).unwrap();
-    // M2-f: a second session on the open outpoint.
+    (shop, id, p)
+}
+
+#[test]
+fn a_second_session_on_an_open_outpoint_is_refused() {
+    // M2-f
+    let (mut shop, _, p) = open_with_announce();
     let (s, _) = session(&mut shop.merchant);
     assert_eq!(announce(&mut shop, s, &p), Some(Code::OutpointUsed));
-    // M2-f: once closed, still never again.
+}
+
+#[test]
+fn an_announce_of_a_closed_outpoint_is_refused() {
+    // M2-f: once closed, never again.
+    let (mut shop, id, p) = open_with_announce();
     shop.merchant.close(id).unwrap();
     answer(&mut shop.merchant);
     let (s, _) = session(&mut shop.merchant);
     assert_eq!(announce(&mut shop, s, &p), Some(Code::OutpointUsed));
-    // M2-f: a session is used once.
+}
+
+#[test]
+fn a_session_is_used_once() {
+    // M2-f
+    let (mut shop, _, p) = open_with_announce();
     shop.merchant.handle_message(7, Message::Announce { session_id: SessionId([9; 16]), psbt: p.serialize() });
     assert_eq!(answer(&mut shop.merchant), Some(Code::UnknownSession));
 }
