@@ -35,6 +35,8 @@ enum Op {
     Drop,
     /// The last message the client sent reaches the merchant again.
     Duplicate,
+    /// A message delivered before is delivered again (either way).
+    Replay(usize),
     /// A block.
     Mine,
 }
@@ -46,6 +48,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::CrashClient),
         1 => Just(Op::Drop),
         1 => Just(Op::Duplicate),
+        2 => any::<usize>().prop_map(Op::Replay),
         1 => Just(Op::Mine),
     ]
 }
@@ -126,6 +129,7 @@ fn run(ops: &[Op], kind: OutputKind, fee_sat_per_vb: u32) -> Result<(), TestCase
                 let _ = shop.clients[0].client.resend();
                 shop.pump();
             }
+            Op::Replay(k) => shop.replay(*k),
             Op::Mine => shop.mine(),
         }
         // The merchant's best total only grows...

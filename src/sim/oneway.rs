@@ -51,6 +51,9 @@ pub struct Shop {
     pub refused: Vec<(Transaction, Reject)>,
     /// What happened, a line each (for the example's diagram).
     pub log: Vec<String>,
+    /// Every message delivered, in order: (client, towards the merchant,
+    /// bytes), to replay.
+    pub delivered: Vec<(usize, bool, Vec<u8>)>,
 }
 
 impl Shop {
@@ -72,6 +75,7 @@ impl Shop {
             wire: VecDeque::new(),
             refused: Vec::new(),
             log: Vec::new(),
+            delivered: Vec::new(),
         };
         shop.pump();
         shop
@@ -105,6 +109,7 @@ impl Shop {
             if let Some((n, to_merchant, bytes)) = self.wire.pop_front() {
                 any = true;
                 self.deliver(n, to_merchant, &bytes);
+                self.delivered.push((n, to_merchant, bytes));
             }
             if !any {
                 return;
@@ -223,6 +228,17 @@ impl Shop {
             }
         }
         any
+    }
+
+    /// Delivers again the `k`th message ever delivered (modulo their
+    /// number): a replay.
+    pub fn replay(&mut self, k: usize) {
+        if self.delivered.is_empty() {
+            return;
+        }
+        let (n, to_merchant, bytes) = self.delivered[k % self.delivered.len()].clone();
+        self.deliver(n, to_merchant, &bytes);
+        self.pump();
     }
 
     /// Mines one block and shows it to everyone.
