@@ -55,6 +55,7 @@ fn merchant_config(kind: OutputKind) -> MerchantConfig {
         payout_script: p2wpkh(99),
         dust: DustPolicy::default(),
         bury_depth: 6,
+        max_tip_age: 7_200,
     }
 }
 

@@ -43,6 +43,7 @@ fn merchant_config(kind: OutputKind) -> MerchantConfig {
         payout_script: p2wpkh(99),
         dust: DustPolicy::default(),
         bury_depth: 6,
+        max_tip_age: 7_200,
     }
 }
 
@@ -470,7 +471,7 @@ fn funded(
     let script = ChannelScript::new(common::pubkey(300), merchant_key, t).unwrap();
     let funding = shop.chain.fund(Amount::from_sat(500_000), script.script_pubkey(kind));
     shop.chain.mine_empty(2);
-    shop.merchant.handle_block(shop.chain.height());
+    shop.merchant.handle_block(shop.chain.height(), shop.chain.time());
     answer(&mut shop.merchant);
     let output = ChannelOutput {
         outpoint: OutPoint { txid: funding.compute_txid(), vout: 0 },
@@ -956,7 +957,7 @@ fn the_merchant_closes_by_itself_and_rebroadcasts_until_buried() {
     for _ in 0..3 {
         shop.chain.mine_only(|tx| tx.compute_txid() != close.compute_txid());
         let h = shop.chain.height();
-        shop.merchant.handle_block(h);
+        shop.merchant.handle_block(h, shop.chain.time());
         shop.clients[0].client.handle_block(h);
         shop.pump();
     }
@@ -1030,4 +1031,19 @@ fn one_merchant_serves_many_channels_and_a_restart_resumes_them_all() {
     shop.clients[owner].client.pay(invoice).unwrap();
     shop.pump();
     assert_eq!(shop.merchant.best_total(&ids[0]), Some(Amount::from_sat(15_000)));
+}
+
+#[test]
+fn t_is_judged_on_a_fresh_tip_only() {
+    // E4, M2-d: a tip two hours and a second behind the caller's clock is
+    // stale: the announce is refused until a fresh block arrives.
+    let mut shop = Shop::new(merchant_config(OutputKind::P2wsh), verified_chain());
+    let (s, key) = session(&mut shop.merchant);
+    let (_, _, p) = funded(&mut shop, key, OutputKind::P2wsh);
+    shop.merchant.handle_now(shop.chain.time() + 7_201);
+    assert_eq!(announce(&mut shop, s, &p), Some(Code::NoFreshTip));
+    shop.chain.mine();
+    shop.merchant.handle_block(shop.chain.height(), shop.chain.time() + 7_201);
+    answer(&mut shop.merchant);
+    assert_eq!(announce(&mut shop, s, &p), None);
 }

@@ -74,6 +74,7 @@ fn run(ops: &[Op], kind: OutputKind, fee_sat_per_vb: u32) -> Result<(), TestCase
         payout_script: p2wpkh(99),
         dust: DustPolicy::default(),
         bury_depth: 6,
+        max_tip_age: 7_200,
     };
     let mut shop = Shop::new(config, chain);
     let client = ClientConfig {

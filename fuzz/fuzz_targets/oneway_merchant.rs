@@ -53,6 +53,7 @@ static BASE: LazyLock<Base> = LazyLock::new(|| {
         payout_script: p2wpkh(99),
         dust: DustPolicy::default(),
         bury_depth: 6,
+        max_tip_age: 7_200,
     };
     let client = ClientConfig {
         network: "regtest".into(),

@@ -50,6 +50,9 @@ pub struct MerchantConfig {
     /// Confirmations after which a spent channel output is final and the
     /// channel forgotten (M4-b).
     pub bury_depth: u32,
+    /// The oldest tip, in seconds behind the caller's clock
+    /// ([`Merchant::handle_now`]), against which `T` is still judged (E4).
+    pub max_tip_age: u32,
 }
 
 /// A caller's token for the connection a message came on.
@@ -246,6 +249,9 @@ pub struct Merchant {
     /// Every outpoint that ever had a channel here (M2-f).
     pub(crate) used: BTreeSet<OutPoint>,
     pub(crate) tip: Option<u32>,
+    /// The tip's time, and the caller's latest clock reading (E4).
+    tip_time: u32,
+    now: u32,
     gate: Gate<MerchantOutput>,
 }
 
@@ -279,6 +285,8 @@ impl Merchant {
             channels: BTreeMap::new(),
             used: BTreeSet::new(),
             tip: None,
+            tip_time: 0,
+            now: 0,
             gate: Gate::default(),
         }
     }
@@ -502,9 +510,9 @@ impl Merchant {
         if parsed.merchant() != self.signer.public_key(KeyRole::Oneway(key_index)) {
             return Err(refusal(Code::WrongMerchantKey, "the script's merchant key is not this session's (M2-c)"));
         }
-        // M2-d, E4
-        let Some(tip) = self.tip else {
-            return Err(refusal(Code::NoFreshTip, "the merchant has no chain tip to judge the lock time (E4)"));
+        // M2-d, E4: judged on a fresh tip only.
+        let Some(tip) = self.tip.filter(|_| self.now.saturating_sub(self.tip_time) <= self.config.max_tip_age) else {
+            return Err(refusal(Code::NoFreshTip, "the merchant has no fresh chain tip to judge the lock time (E4)"));
         };
         let t = parsed.locktime().to_consensus_u32();
         let p = &self.config.policy;
@@ -871,13 +879,23 @@ impl Merchant {
         Ok(())
     }
 
-    /// A new tip (E4): closes what reached `T - settle_margin` (M4-b),
-    /// re-broadcasts what is closing and asks whether it is spent.
-    pub fn handle_block(&mut self, height: u32) {
+    /// The caller's clock, in seconds (as block times): a tip older than
+    /// `max_tip_age` behind it is not fresh enough to judge `T` by (E4).
+    /// Times that go backwards are ignored.
+    pub fn handle_now(&mut self, now: u32) {
+        self.now = self.now.max(now);
+    }
+
+    /// A new tip at `height` with block time `time` (E4): closes what
+    /// reached `T - settle_margin` (M4-b), re-broadcasts what is closing and
+    /// asks whether it is spent.
+    pub fn handle_block(&mut self, height: u32, time: u32) {
         if self.tip.is_some_and(|t| height <= t) {
             return;
         }
         self.tip = Some(height);
+        self.tip_time = time;
+        self.now = self.now.max(time);
         self.gate.touch();
         let settle = self.config.policy.settle_margin;
         let due: Vec<OutPoint> = self

@@ -64,7 +64,7 @@ impl Shop {
         }
         let signer = Arc::new(InMemorySigner::new(super::secret(21), super::secret(22)));
         let mut merchant = Merchant::new(config, signer.clone());
-        merchant.handle_block(chain.height());
+        merchant.handle_block(chain.height(), chain.time());
         let mut shop = Shop {
             chain,
             merchant,
@@ -210,7 +210,7 @@ impl Shop {
                     self.log.push(format!("client {n}: funds the channel with {amount}"));
                     self.chain.mine_empty(min_depth.saturating_sub(1));
                     let h = self.chain.height();
-                    self.merchant.handle_block(h);
+                    self.merchant.handle_block(h, self.chain.time());
                     for c in &mut self.clients {
                         c.client.handle_block(h);
                     }
@@ -245,7 +245,7 @@ impl Shop {
     pub fn mine(&mut self) {
         self.chain.mine();
         let h = self.chain.height();
-        self.merchant.handle_block(h);
+        self.merchant.handle_block(h, self.chain.time());
         for c in &mut self.clients {
             c.client.handle_block(h);
         }
@@ -264,7 +264,7 @@ impl Shop {
         let config = self.merchant.config().clone();
         self.merchant = Merchant::restore(config, self.merchant_signer.clone(), &self.merchant_stored)
             .expect("the merchant's own store restores");
-        self.merchant.handle_block(self.chain.height());
+        self.merchant.handle_block(self.chain.height(), self.chain.time());
         self.pump();
     }
 
