@@ -161,7 +161,15 @@ pub struct Node {
     /// When false, messages, events, watches and records are not kept (for
     /// long benchmark runs); broadcasts always are.
     pub record: bool,
+    /// The wallet that funds the anchor: given the amount and the script,
+    /// it returns the funding transaction and the output index. `None`: the
+    /// stand-in [`funding_tx`].
+    pub wallet: Option<Wallet>,
 }
+
+/// A wallet for [`Node::wallet`]: funds `amount` to `script_pubkey`, returns
+/// the (not yet broadcast) transaction and the anchor's output index.
+pub type Wallet = Box<dyn FnMut(Amount, ScriptBuf) -> (Transaction, u32) + Send>;
 
 impl Node {
     fn new(name: &'static str, ch: Channel, signer: Arc<InMemorySigner>) -> Self {
@@ -184,6 +192,7 @@ impl Node {
             sent: Vec::new(),
             anchor: None,
             record: true,
+            wallet: None,
         }
     }
 
@@ -206,10 +215,13 @@ impl Node {
                     out.push((acknowledge, message));
                 }
                 Output::FundAnchor { amount, script_pubkey } => {
-                    let tx = funding_tx(script_pubkey, amount);
+                    let (tx, vout) = match self.wallet.as_mut() {
+                        Some(wallet) => wallet(amount, script_pubkey),
+                        None => (funding_tx(script_pubkey, amount), 0),
+                    };
                     self.anchor = Some(tx.clone());
                     // At least once: a repeat after a restore is refused.
-                    let _ = self.ch.provide_anchor(tx, 0);
+                    let _ = self.ch.provide_anchor(tx, vout);
                 }
                 Output::Broadcast(tx) => self.broadcasts.push(tx),
                 Output::Monitor(u) => {
@@ -290,22 +302,35 @@ pub struct Pair {
 pub const CAPACITY: Amount = Amount::from_sat(1_000_000);
 
 impl Pair {
+    /// A funds with `wallet` (a real funding transaction, for a pair on a
+    /// real chain), B accepts; nothing delivered yet.
+    pub fn with_wallet(config_a: ChannelConfig, config_b: ChannelConfig, capacity: Amount, wallet: Wallet) -> Self {
+        let mut pair = Self::unstarted(config_a, config_b, capacity);
+        pair.a.wallet = Some(wallet);
+        pair.pump();
+        pair
+    }
+
     /// A funds, B accepts; nothing delivered yet.
     pub fn new(config_a: ChannelConfig, config_b: ChannelConfig, capacity: Amount) -> Self {
+        let mut pair = Self::unstarted(config_a, config_b, capacity);
+        pair.pump();
+        pair
+    }
+
+    fn unstarted(config_a: ChannelConfig, config_b: ChannelConfig, capacity: Amount) -> Self {
         let sa = Arc::new(InMemorySigner::new(secret(1), secret(2)));
         let sb = Arc::new(InMemorySigner::new(secret(3), secret(4)));
         let a = Channel::new_funder(config_a, sa.clone(), [0xa1; 32], capacity).expect("valid capacity");
         let b = Channel::new_fundee(config_b, sb.clone(), [0xb2; 32]).expect("valid configuration");
-        let mut pair = Pair {
+        Pair {
             a: Node::new("A", a, sa),
             b: Node::new("B", b, sb),
             a_to_b: VecDeque::new(),
             b_to_a: VecDeque::new(),
             trace: Vec::new(),
             seen: [0, 0],
-        };
-        pair.pump();
-        pair
+        }
     }
 
     /// Default configs, 1,000,000 sat.
@@ -443,6 +468,13 @@ impl Pair {
             }
         }
         panic!("the pair did not settle in 20 rounds");
+    }
+
+    /// Both nodes stop keeping messages, events and records (for long
+    /// runs); broadcasts are still kept.
+    pub fn record_off(&mut self) {
+        self.a.record = false;
+        self.b.record = false;
     }
 
     /// Node 'A' or 'B'.

@@ -144,6 +144,7 @@ pub mod chain {
 }
 pub mod net;
 pub mod pair;
+pub mod regtest;
 
 /// How `node`'s monitor, restored from what it stored, classifies `tx`
 /// confirmed in the next block (C1-b).
