@@ -316,3 +316,140 @@ fn the_one_way_channel_pays_closes_and_refunds_on_a_real_node() {
     }
     v.print("oneway");
 }
+
+/// Submits what the monitors broadcast that the node has not taken yet;
+/// returns how many were accepted now. A claim the node refuses is tried
+/// again at the next call (its lock may not be open yet); its last reason is
+/// kept in `pending`.
+fn relay(
+    node: &Bitcoind,
+    p: &Pair,
+    v: &mut Verdicts,
+    known: &mut std::collections::BTreeSet<bitcoin::Txid>,
+    pending: &mut std::collections::BTreeMap<bitcoin::Txid, String>,
+) -> usize {
+    let mut accepted = 0;
+    for (who, txs) in [("A", &p.a.monitor_broadcasts), ("B", &p.b.monitor_broadcasts)] {
+        for tx in txs.iter().rev().take(20) {
+            let txid = tx.compute_txid();
+            if known.contains(&txid) {
+                continue;
+            }
+            let kinds: Vec<&str> = tx
+                .input
+                .iter()
+                .map(|i| match (i.witness.len(), i.witness.nth(1)) {
+                    (3, Some([])) => "to-self after the delay",
+                    (3, Some(w)) if w == [0u8; 32] => "HTLC timeout",
+                    (3, Some(_)) => "HTLC claim with R",
+                    _ => "other",
+                })
+                .collect();
+            match node.accept(tx) {
+                Ok(()) => {
+                    v.submit(node, format!("{who}'s monitor: {}", kinds.join(", ")), tx).expect("just accepted");
+                    known.insert(txid);
+                    pending.remove(&txid);
+                    accepted += 1;
+                }
+                Err(e) => {
+                    pending.insert(txid, format!("{who}: {} ({e})", kinds.join(", ")));
+                }
+            }
+        }
+    }
+    accepted
+}
+
+#[test]
+fn a_unilateral_close_with_htlcs_both_ways_is_resolved_by_both_monitors() {
+    use paychan::tx::commitment::{HtlcDirection, OutputKind as Kind};
+    let Some(node) = Bitcoind::start("unilateral") else { return };
+    let mut v = Verdicts::default();
+    // A short delay keeps the run to a hundred blocks.
+    let config = ChannelConfig { delay: paychan::types::Delay::Blocks(20), ..ChannelConfig::default() };
+    let (mut p, wallet, mut seen) = open(&node, &mut v, config, Amount::from_sat(1_000_000));
+    let miner = wallet.lock().unwrap().address.clone();
+    let now = node.height();
+    // B gets a balance; then two HTLCs each way.
+    let id = pay(&mut p, 'A', 300_000_000, 1, now + 100);
+    p.b.ch.fulfill_htlc(id, Preimage([1; 32])).unwrap();
+    p.settle();
+    let h1 = pay(&mut p, 'A', 20_000_000, 11, now + 60); // B will know R
+    let h2 = pay(&mut p, 'A', 15_000_000, 12, now + 62); // B never knows R
+    let h3 = pay(&mut p, 'B', 12_000_000, 13, now + 60); // A will know R
+    let _h4 = pay(&mut p, 'B', 7_000_000, 14, now + 64); // A never knows R
+                                                         // Each learns one R; neither fulfill arrives; B vanishes and closes.
+    p.b.ch.fulfill_htlc(h1, Preimage([11; 32])).unwrap();
+    p.a.ch.fulfill_htlc(h3, Preimage([13; 32])).unwrap();
+    p.pump();
+    p.a_to_b.clear();
+    p.b_to_a.clear();
+    let b_commitment = p.b.ch.our_commitment_tx().unwrap();
+    p.b.ch.fail("gone");
+    p.pump();
+    let tx = p.b.broadcasts.last().unwrap().clone();
+    assert_eq!(tx.compute_txid(), b_commitment.txid());
+    v.submit(&node, "B's commitment with 4 HTLCs", &tx).unwrap();
+    node.mine(1, &miner);
+    let closed_at = node.height();
+    follow(&node, &mut p, &mut seen);
+    let mut known = std::collections::BTreeSet::new();
+    let mut pending = std::collections::BTreeMap::new();
+    // C1-d, R6.2-c: A claims B's HTLC with R at once.
+    assert!(relay(&node, &p, &mut v, &mut known, &mut pending) >= 1);
+    // R6.2-b: A's timeout of h2 and B's to-self sweep are refused before
+    // their CLTV and CSV, by the node itself.
+    let a_dest = paychan::sim::destination(&p.a.signer);
+    let h2_out = b_commitment.htlc_output(HtlcDirection::Received, h2).unwrap().vout;
+    let early =
+        paychan::tx::htlc::timeout_sweep(&b_commitment, h2_out, a_dest, FeeRate::from_sat_per_vb_u32(2), &*p.a.signer)
+            .unwrap();
+    let why = v.refused(&node, "A's HTLC timeout before its expiry", &early);
+    assert!(why.contains("non-final"), "{why}");
+    let to_self = b_commitment.outputs().iter().find(|o| o.kind == Kind::ToOwner).unwrap().vout;
+    let b_dest = paychan::sim::destination(&p.b.signer);
+    let early_self = paychan::tx::sweep::to_self_sweep(
+        &b_commitment,
+        to_self,
+        b_dest,
+        FeeRate::from_sat_per_vb_u32(2),
+        &*p.b.signer,
+    )
+    .unwrap();
+    let why = v.refused(&node, "B's to-self sweep before its delay", &early_self);
+    assert!(why.contains("non-BIP68-final"), "{why}");
+    // Time passes: every lock opens; each monitor's claims relay and
+    // confirm.
+    while node.height() < now + 64 + 22 {
+        node.mine(2, &miner);
+        follow(&node, &mut p, &mut seen);
+        relay(&node, &p, &mut v, &mut known, &mut pending);
+    }
+    node.mine(1, &miner);
+    follow(&node, &mut p, &mut seen);
+    // Every output of B's commitment is resolved on the real chain, but
+    // A's own P2WPKH.
+    let spent: std::collections::BTreeSet<OutPoint> = (closed_at..=node.height())
+        .flat_map(|h| node.block(h).txdata)
+        .flat_map(|t| t.input.into_iter().map(|i| i.previous_output))
+        .collect();
+    for o in b_commitment.outputs() {
+        if o.kind == Kind::ToOther {
+            continue;
+        }
+        assert!(
+            spent.contains(&OutPoint { txid: tx.compute_txid(), vout: o.vout }),
+            "output {} ({:?}) unresolved; refused: {:?}; A: {:?}; B: {:?}",
+            o.vout,
+            o.kind,
+            pending,
+            p.a.monitor_events,
+            p.b.monitor_events
+        );
+    }
+    // R6.2-a: A read R of h1 from B's claim on chain.
+    assert!(p.a.monitor_events.iter().any(|e| matches!(e,
+        MonitorEvent::PreimageLearned { id, preimage, .. } if *id == h1 && *preimage == Preimage([11; 32]))));
+    v.print("unilateral");
+}
