@@ -1,10 +1,11 @@
 //! paychan: a sans-IO core for two-party Bitcoin payment channels.
 //!
-//! paychan implements the early Lightning peer protocol (the protocol text
-//! `003_c21a625b82f75701.txt`, "the text" below): channel establishment,
-//! HTLC updates with a staged/committed log, cooperative close, failure
-//! handling and on-chain enforcement, with revocation preimages from a
-//! shachain. It is a pure, synchronous library: it never reads a clock, a
+//! paychan implements the Lightning peer protocol of the initial draft of
+//! BOLT #2, "Basis of Lightning Technology RFC 2" (2016; "the text" below):
+//! channel establishment, HTLC updates with a staged/committed log,
+//! cooperative close, failure handling and on-chain enforcement, with
+//! revocation preimages from a shachain; and a one-way merchant channel
+//! ([`oneway`]) in which a client pays with ever larger PSBTs. It is a pure, synchronous library: it never reads a clock, a
 //! random source, a socket or a disk. Time, block heights, seeds and keys are
 //! arguments; messages, transactions and state to persist are outputs.
 //!
