@@ -1,0 +1,347 @@
+//! Two nodes as two threads, talking over real loopback TCP with the plain
+//! framing (ruling D8), each storing its channel state in a file (write to a
+//! temporary file, fsync, rename, fsync the directory) before it calls
+//! `handle_persisted`. The run makes payments, cuts the TCP connection in
+//! the middle of a round, kills one node without any shutdown in the middle
+//! of a payment, restarts it from its file, reconnects (R1.2), finishes the
+//! payments and closes; the chain is the simulated one.
+//!
+//! Run with `cargo run --example node`.
+
+use std::fs::{self, File};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bitcoin::absolute::LockTime;
+use bitcoin::{Amount, Transaction};
+use paychan::channel::{Channel, ChannelConfig, Event, Output};
+use paychan::sim::{funding_tx, secret};
+use paychan::tx::{InMemorySigner, KeyRole, Signer};
+use paychan::wire::frame::{encode_frame, FrameDecoder};
+use paychan::wire::{Authenticate, Message};
+use paychan::{MilliSats, Preimage};
+
+/// What the main thread asks a node to do.
+enum Cmd {
+    Block(u32),
+    AnchorDepth(Transaction, u32),
+    Pay(u64, u8),
+    Fulfill(u64, u8),
+    Close,
+    /// Shut the TCP connection (the peer sees it drop).
+    CutLink,
+    /// Stop at once: no shutdown, no flush, nothing.
+    Crash,
+}
+
+/// What a node tells the main thread.
+enum Report {
+    Broadcast(Transaction),
+    Event(Event),
+}
+
+/// Writes `state` to `path` atomically and durably.
+fn store(path: &Path, state: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp).expect("a temporary file");
+    f.write_all(state).expect("written");
+    f.sync_all().expect("fsynced");
+    fs::rename(&tmp, path).expect("renamed");
+    File::open(path.parent().expect("a directory")).and_then(|d| d.sync_all()).expect("directory fsynced");
+}
+
+struct Node {
+    name: &'static str,
+    ch: Channel,
+    file: PathBuf,
+    stream: Option<TcpStream>,
+    decoder: FrameDecoder,
+    reports: Sender<Report>,
+}
+
+impl Node {
+    fn drain(&mut self) {
+        while let Some(out) = self.ch.poll_output() {
+            match out {
+                Output::Persist { version, state } => {
+                    store(&self.file, &state);
+                    self.ch.handle_persisted(version);
+                }
+                Output::Send { message, acknowledge } => {
+                    let mut bytes = Vec::new();
+                    encode_frame(acknowledge, &message, &mut bytes).expect("bounded");
+                    if let Some(s) = self.stream.as_mut() {
+                        if s.write_all(&bytes).is_err() {
+                            self.stream = None;
+                        }
+                    }
+                }
+                Output::FundAnchor { amount, script_pubkey } => {
+                    let _ = self.ch.provide_anchor(funding_tx(script_pubkey, amount), 0);
+                }
+                Output::Broadcast(tx) => {
+                    let _ = self.reports.send(Report::Broadcast(tx));
+                }
+                Output::Event(e) => {
+                    let _ = self.reports.send(Report::Event(e));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// A new transport: our `authenticate` first (R1.2-b).
+    fn connected(&mut self, stream: TcpStream) {
+        stream.set_read_timeout(Some(Duration::from_millis(5))).expect("a timeout");
+        self.stream = Some(stream);
+        self.decoder = FrameDecoder::new();
+        let ack = self.ch.new_transport();
+        let auth = Message::Authenticate(Authenticate {
+            node_id: pubkey(self.name),
+            session_sig: bitcoin::secp256k1::ecdsa::Signature::from_compact(&[1; 64]).expect("a signature"),
+        });
+        let mut bytes = Vec::new();
+        encode_frame(ack, &auth, &mut bytes).expect("small");
+        if let Some(s) = self.stream.as_mut() {
+            let _ = s.write_all(&bytes);
+        }
+    }
+
+    fn read(&mut self) {
+        let Some(s) = self.stream.as_mut() else { return };
+        let mut buf = [0u8; 4096];
+        match s.read(&mut buf) {
+            Ok(0) => self.stream = None,
+            Ok(n) => self.decoder.push(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => self.stream = None,
+        }
+        while let Ok(Some(frame)) = self.decoder.next_frame() {
+            match frame.message {
+                Message::Authenticate(_) => self.ch.handle_authenticate(frame.acknowledge),
+                m => self.ch.handle_message(m, frame.acknowledge),
+            }
+        }
+        self.drain();
+    }
+}
+
+fn pubkey(name: &str) -> bitcoin::CompressedPublicKey {
+    let n = if name == "A" { 1 } else { 3 };
+    InMemorySigner::new(secret(n), secret(n + 1)).public_key(KeyRole::Commit)
+}
+
+fn signer(name: &str) -> Arc<InMemorySigner> {
+    let n = if name == "A" { 1 } else { 3 };
+    Arc::new(InMemorySigner::new(secret(n), secret(n + 1)))
+}
+
+/// One node's thread: A listens, B connects, each reconnects whenever the
+/// link drops; `restore` starts from the file instead of afresh.
+fn spawn(
+    name: &'static str,
+    dir: &Path,
+    port: u16,
+    restore: bool,
+    cmds: Receiver<Cmd>,
+    reports: Sender<Report>,
+) -> JoinHandle<()> {
+    let file = dir.join(format!("{name}.state"));
+    std::thread::spawn(move || {
+        let config = ChannelConfig::default();
+        let ch = if restore {
+            Channel::restore(&fs::read(&file).expect("the state file"), signer(name)).expect("restores")
+        } else if name == "A" {
+            Channel::new_funder(config, signer(name), [0xa1; 32], Amount::from_sat(1_000_000)).expect("valid")
+        } else {
+            Channel::new_fundee(config, signer(name), [0xb2; 32]).expect("valid")
+        };
+        let mut node = Node { name, ch, file, stream: None, decoder: FrameDecoder::new(), reports };
+        node.drain();
+        let listener = (name == "A").then(|| {
+            let l = TcpListener::bind(("127.0.0.1", port)).expect("the port");
+            l.set_nonblocking(true).expect("non-blocking");
+            l
+        });
+        loop {
+            if node.stream.is_none() {
+                let stream = match &listener {
+                    Some(l) => l.accept().ok().map(|(s, _)| s),
+                    None => TcpStream::connect(("127.0.0.1", port)).ok(),
+                };
+                if let Some(s) = stream {
+                    s.set_nonblocking(false).expect("blocking with a timeout");
+                    node.connected(s);
+                } else {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            while let Ok(cmd) = cmds.try_recv() {
+                match cmd {
+                    Cmd::Block(h) => node.ch.handle_block(h, 1_600_000_000 + 600 * h),
+                    Cmd::AnchorDepth(tx, d) => node.ch.handle_anchor_depth(&tx, d),
+                    Cmd::Pay(msat, tag) => {
+                        let expiry = LockTime::from_height(5_000).expect("a height");
+                        let r = Preimage([tag; 32]);
+                        if node.ch.offer_htlc(MilliSats::from_msat(msat), r.hash(), expiry, vec![]).is_ok() {
+                            let _ = node.ch.commit();
+                        }
+                    }
+                    Cmd::Fulfill(id, tag) => {
+                        if node.ch.fulfill_htlc(id, Preimage([tag; 32])).is_ok() {
+                            let _ = node.ch.commit();
+                        }
+                    }
+                    Cmd::Close => {
+                        let _ = node.ch.close();
+                    }
+                    Cmd::CutLink => {
+                        if let Some(s) = node.stream.take() {
+                            let _ = s.shutdown(std::net::Shutdown::Both);
+                        }
+                    }
+                    Cmd::Crash => return,
+                }
+                node.drain();
+            }
+            // Commit whatever the peer staged, as an application would.
+            if node.ch.can_commit() {
+                let _ = node.ch.commit();
+                node.drain();
+            }
+            node.read();
+        }
+    })
+}
+
+/// Waits until `f` holds on the reports, or panics after 20 s.
+fn wait_for(reports: &Receiver<(char, Report)>, log: &mut Log, what: &str, mut f: impl FnMut(&Log) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f(log) {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if let Ok((who, r)) = reports.recv_timeout(Duration::from_millis(50)) {
+            log.take(who, r);
+        }
+    }
+}
+
+#[derive(Default)]
+struct Log {
+    broadcasts: Vec<Transaction>,
+    events: Vec<(char, Event)>,
+}
+
+impl Log {
+    fn take(&mut self, who: char, r: Report) {
+        match r {
+            Report::Broadcast(tx) => self.broadcasts.push(tx),
+            Report::Event(e) => self.events.push((who, e)),
+        }
+    }
+    fn count(&self, who: char, f: impl Fn(&Event) -> bool) -> usize {
+        self.events.iter().filter(|(w, e)| *w == who && f(e)).count()
+    }
+}
+
+fn main() {
+    let dir = std::env::temp_dir().join(format!("paychan-node-{}", std::process::id()));
+    fs::create_dir_all(&dir).expect("a directory");
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a port");
+    let (report_tx, reports) = channel::<(char, Report)>();
+    let start = |name: &'static str, restore: bool| {
+        let (tx, rx) = channel();
+        let (rtx, rrx) = channel();
+        let forward = report_tx.clone();
+        let who = if name == "A" { 'A' } else { 'B' };
+        std::thread::spawn(move || {
+            while let Ok(r) = rrx.recv() {
+                if forward.send((who, r)).is_err() {
+                    return;
+                }
+            }
+        });
+        let handle = spawn(name, &dir, port, restore, rx, rtx);
+        (tx, handle)
+    };
+    let mut log = Log::default();
+    let (a, _ha) = start("A", false);
+    let (mut b, mut hb) = start("B", false);
+    println!("A and B run as two threads on 127.0.0.1:{port}, each storing its state in {}", dir.display());
+
+    // Establishment: the anchor, its depth, both open_completes.
+    wait_for(&reports, &mut log, "the anchor", |l| !l.broadcasts.is_empty());
+    let anchor = log.broadcasts[0].clone();
+    for n in [&a, &b] {
+        n.send(Cmd::Block(100)).unwrap();
+        n.send(Cmd::AnchorDepth(anchor.clone(), 6)).unwrap();
+    }
+    wait_for(&reports, &mut log, "the channel to open", |l| {
+        l.count('A', |e| matches!(e, Event::ChannelOpen { .. })) == 1
+            && l.count('B', |e| matches!(e, Event::ChannelOpen { .. })) == 1
+    });
+    println!("channel open over TCP: anchor {}", anchor.compute_txid());
+
+    // Payments from A to B; B fulfils each.
+    let added = |l: &Log, n| l.count('B', |e| matches!(e, Event::HtlcAdded { .. })) >= n;
+    let fulfilled = |l: &Log, n| l.count('A', |e| matches!(e, Event::HtlcFulfilled { .. })) >= n;
+    for i in 0..3u64 {
+        a.send(Cmd::Pay(10_000_000, i as u8 + 1)).unwrap();
+        wait_for(&reports, &mut log, "the HTLC", |l| added(l, i as usize + 1));
+        b.send(Cmd::Fulfill(i, i as u8 + 1)).unwrap();
+        wait_for(&reports, &mut log, "the fulfill", |l| fulfilled(l, i as usize + 1));
+    }
+    println!("3 payments of 10,000 sat made");
+
+    // Payment 4: the TCP connection is cut in the middle of the round.
+    a.send(Cmd::Pay(10_000_000, 4)).unwrap();
+    a.send(Cmd::CutLink).unwrap();
+    wait_for(&reports, &mut log, "the HTLC after a reconnection", |l| added(l, 4));
+    println!("payment 4: the TCP connection was cut mid-round; both sides reconnected and resent (R1.2)");
+    b.send(Cmd::Fulfill(3, 4)).unwrap();
+    wait_for(&reports, &mut log, "the fulfill", |l| fulfilled(l, 4));
+
+    // Payment 5: B is killed while it processes the payment, and restarts
+    // from its file.
+    a.send(Cmd::Pay(10_000_000, 5)).unwrap();
+    std::thread::sleep(Duration::from_millis(2));
+    b.send(Cmd::Crash).unwrap();
+    hb.join().expect("B stopped");
+    println!("payment 5: B was killed mid-payment (no shutdown); restarting it from {}", dir.join("B.state").display());
+    let (b2, hb2) = start("B", true);
+    b = b2;
+    hb = hb2;
+    b.send(Cmd::Block(101)).unwrap();
+    wait_for(&reports, &mut log, "the HTLC after B's restart", |l| added(l, 5));
+    b.send(Cmd::Fulfill(4, 5)).unwrap();
+    wait_for(&reports, &mut log, "the fulfill", |l| fulfilled(l, 5));
+    println!("B restarted, reconnected, and the payment completed");
+
+    // The close.
+    a.send(Cmd::Close).unwrap();
+    wait_for(&reports, &mut log, "the close", |l| {
+        l.count('A', |e| matches!(e, Event::ChannelClosed { .. })) == 1
+            && l.count('B', |e| matches!(e, Event::ChannelClosed { .. })) == 1
+    });
+    let close = log.events.iter().find_map(|(_, e)| match e {
+        Event::ChannelClosed { tx } => Some(tx.clone()),
+        _ => None,
+    });
+    let close = close.expect("closed");
+    println!("closed cooperatively: {} ({} outputs)", close.compute_txid(), close.output.len());
+    for o in &close.output {
+        println!("  {}", o.value);
+    }
+    // B holds the five payments less its half of the close fee.
+    let fee = Amount::from_sat(1_000_000) - close.output.iter().map(|o| o.value).sum::<Amount>();
+    let b_gets = Amount::from_sat(50_000) - Amount::from_sat(fee.to_sat() / 2);
+    assert!(close.output.iter().any(|o| o.value == b_gets), "B received the 5 payments");
+    println!("B holds the 5 payments, 50,000 sat, less half the {fee} close fee");
+    let _ = (a.send(Cmd::Crash), b.send(Cmd::Crash));
+    let _ = hb.join();
+    let _ = fs::remove_dir_all(&dir);
+}
