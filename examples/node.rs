@@ -4,9 +4,15 @@
 //! `handle_persisted`. The run makes payments, cuts the TCP connection in
 //! the middle of a round, kills one node without any shutdown in the middle
 //! of a payment, restarts it from its file, reconnects (R1.2), finishes the
-//! payments and closes; the chain is the simulated one.
+//! payments and closes. The chain is a real Bitcoin Core node in regtest
+//! when `BITCOIND_EXE` is set, the simulated chain otherwise: the anchor and
+//! the close are accepted and mined there.
 //!
 //! Run with `cargo run --example node`.
+
+#[path = "../tests/common/regtest.rs"]
+#[allow(dead_code)]
+mod regtest;
 
 use std::fs::{self, File};
 use std::io::{ErrorKind, Read, Write};
@@ -28,6 +34,8 @@ use paychan::{MilliSats, Preimage};
 
 /// What the main thread asks a node to do.
 enum Cmd {
+    /// The wallet's funding transaction for the anchor, and its output.
+    Anchor(Transaction, u32),
     Block(u32),
     AnchorDepth(Transaction, u32),
     Pay(u64, u8),
@@ -41,6 +49,8 @@ enum Cmd {
 
 /// What a node tells the main thread.
 enum Report {
+    /// The channel asks its wallet to fund the anchor.
+    FundAnchor(Amount, bitcoin::ScriptBuf),
     Broadcast(Transaction),
     Event(Event),
 }
@@ -82,7 +92,7 @@ impl Node {
                     }
                 }
                 Output::FundAnchor { amount, script_pubkey } => {
-                    let _ = self.ch.provide_anchor(funding_tx(script_pubkey, amount), 0);
+                    let _ = self.reports.send(Report::FundAnchor(amount, script_pubkey));
                 }
                 Output::Broadcast(tx) => {
                     let _ = self.reports.send(Report::Broadcast(tx));
@@ -183,6 +193,9 @@ fn spawn(
             }
             while let Ok(cmd) = cmds.try_recv() {
                 match cmd {
+                    Cmd::Anchor(tx, vout) => {
+                        let _ = node.ch.provide_anchor(tx, vout);
+                    }
                     Cmd::Block(h) => node.ch.handle_block(h, 1_600_000_000 + 600 * h),
                     Cmd::AnchorDepth(tx, d) => node.ch.handle_anchor_depth(&tx, d),
                     Cmd::Pay(msat, tag) => {
@@ -232,6 +245,7 @@ fn wait_for(reports: &Receiver<(char, Report)>, log: &mut Log, what: &str, mut f
 
 #[derive(Default)]
 struct Log {
+    fund: Option<(Amount, bitcoin::ScriptBuf)>,
     broadcasts: Vec<Transaction>,
     events: Vec<(char, Event)>,
 }
@@ -239,12 +253,82 @@ struct Log {
 impl Log {
     fn take(&mut self, who: char, r: Report) {
         match r {
+            Report::FundAnchor(amount, script) => self.fund = Some((amount, script)),
             Report::Broadcast(tx) => self.broadcasts.push(tx),
             Report::Event(e) => self.events.push((who, e)),
         }
     }
     fn count(&self, who: char, f: impl Fn(&Event) -> bool) -> usize {
         self.events.iter().filter(|(w, e)| *w == who && f(e)).count()
+    }
+}
+
+/// Where the anchor and the close go.
+enum Chain {
+    Sim(paychan::sim::chain::SimChain),
+    Regtest(regtest::Bitcoind, regtest::Wallet),
+}
+
+impl Chain {
+    fn new() -> Chain {
+        match regtest::Bitcoind::start("node") {
+            Some(node) => {
+                let wallet = regtest::Wallet::new(&node, 900, 2);
+                Chain::Regtest(node, wallet)
+            }
+            None => {
+                let mut chain = paychan::sim::chain::SimChain::with_verifier(Box::new(|tx, i, spent| {
+                    bitcoinconsensus::verify_with_flags(
+                        spent.script_pubkey.as_bytes(),
+                        spent.value.to_sat(),
+                        &bitcoin::consensus::serialize(tx),
+                        None,
+                        i,
+                        bitcoinconsensus::VERIFY_ALL_PRE_TAPROOT,
+                    )
+                    .map_err(|e| format!("{e:?}"))
+                }));
+                chain.mine_empty(99);
+                Chain::Sim(chain)
+            }
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Chain::Sim(_) => "the simulated chain (set BITCOIND_EXE for a regtest node)",
+            Chain::Regtest(..) => "a Bitcoin Core regtest node",
+        }
+    }
+
+    /// The wallet funds `amount` to `script`.
+    fn fund(&mut self, amount: Amount, script: bitcoin::ScriptBuf) -> (Transaction, u32) {
+        match self {
+            Chain::Sim(_) => (funding_tx(script, amount), 0),
+            Chain::Regtest(_, wallet) => wallet.pay(amount, script),
+        }
+    }
+
+    /// Broadcasts and mines `tx` plus `more` blocks; returns the height.
+    fn confirm(&mut self, tx: &Transaction, more: u32) -> u32 {
+        match self {
+            Chain::Sim(chain) => {
+                if chain.submit(tx.clone()).is_err() {
+                    // The stand-in anchor spends nothing the chain knows.
+                    chain.adopt(tx.clone());
+                } else {
+                    chain.mine();
+                }
+                chain.mine_empty(more);
+                chain.height()
+            }
+            Chain::Regtest(node, wallet) => {
+                node.accept(tx).expect("the node accepts it");
+                node.send(tx).expect("sent");
+                node.mine(1 + more, &wallet.address);
+                node.height()
+            }
+        }
     }
 }
 
@@ -273,11 +357,20 @@ fn main() {
     let (mut b, mut hb) = start("B", false);
     println!("A and B run as two threads on 127.0.0.1:{port}, each storing its state in {}", dir.display());
 
-    // Establishment: the anchor, its depth, both open_completes.
+    let mut chain = Chain::new();
+    println!("the chain: {}", chain.name());
+
+    // Establishment: the wallet funds the anchor, A broadcasts it, it is
+    // buried, both send open_complete.
+    wait_for(&reports, &mut log, "the anchor request", |l| l.fund.is_some());
+    let (amount, script) = log.fund.clone().expect("asked");
+    let (funding, vout) = chain.fund(amount, script);
+    a.send(Cmd::Anchor(funding, vout)).unwrap();
     wait_for(&reports, &mut log, "the anchor", |l| !l.broadcasts.is_empty());
     let anchor = log.broadcasts[0].clone();
+    let height = chain.confirm(&anchor, 5);
     for n in [&a, &b] {
-        n.send(Cmd::Block(100)).unwrap();
+        n.send(Cmd::Block(height)).unwrap();
         n.send(Cmd::AnchorDepth(anchor.clone(), 6)).unwrap();
     }
     wait_for(&reports, &mut log, "the channel to open", |l| {
@@ -315,7 +408,7 @@ fn main() {
     let (b2, hb2) = start("B", true);
     b = b2;
     hb = hb2;
-    b.send(Cmd::Block(101)).unwrap();
+    b.send(Cmd::Block(height + 1)).unwrap();
     wait_for(&reports, &mut log, "the HTLC after B's restart", |l| added(l, 5));
     b.send(Cmd::Fulfill(4, 5)).unwrap();
     wait_for(&reports, &mut log, "the fulfill", |l| fulfilled(l, 5));
@@ -332,7 +425,12 @@ fn main() {
         _ => None,
     });
     let close = close.expect("closed");
-    println!("closed cooperatively: {} ({} outputs)", close.compute_txid(), close.output.len());
+    let mined = chain.confirm(&close, 0);
+    println!(
+        "closed cooperatively: {} ({} outputs), mined at height {mined}",
+        close.compute_txid(),
+        close.output.len()
+    );
     for o in &close.output {
         println!("  {}", o.value);
     }
@@ -344,4 +442,5 @@ fn main() {
     let _ = (a.send(Cmd::Crash), b.send(Cmd::Crash));
     let _ = hb.join();
     let _ = fs::remove_dir_all(&dir);
+    drop(chain);
 }
