@@ -25,6 +25,8 @@
 //! of 1000 sat/kvB: 1341 sat per 1000 normative bytes. `tests/fee_floor.rs`
 //! measures real transactions built by [`crate::tx`] against all of these.
 
+#[allow(unused_imports)]
+use crate::prelude::*;
 use bitcoin::Amount;
 
 use crate::tx::commitment::MAX_HTLC_OUTPUTS;

@@ -9,6 +9,9 @@
 //! random source, a socket or a disk. Time, block heights, seeds and keys are
 //! arguments; messages, transactions and state to persist are outputs.
 //!
+//! Without the default `std` feature the crate is `#![no_std]` with `alloc`
+//! (everything but [`sim`](crate#layers), which needs `std`).
+//!
 //! # Layers
 //!
 //! | module | what it does | protocol text |
@@ -31,8 +34,8 @@
 //! open a channel, make a payment and close.
 //!
 //! ```
-//! use std::collections::VecDeque;
-//! use std::sync::Arc;
+//! use alloc::collections::VecDeque;
+//! use alloc::sync::Arc;
 //! use bitcoin::absolute::LockTime;
 //! use bitcoin::Amount;
 //! use bitcoin::hashes::Hash as _;
@@ -215,8 +218,21 @@
 //! and crashes: 0003; fees at clearing, crossed close proposals and relay
 //! floors: 0004; the on-chain monitor, what it keeps and its journal: 0005,
 //! after rulings D10-D13 of `onchain.md`).
+#![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+extern crate alloc;
+
+/// What `std`'s prelude gives, from `alloc`, for the `no_std` build.
+#[allow(unused_imports)]
+pub(crate) mod prelude {
+    pub(crate) use alloc::borrow::ToOwned;
+    pub(crate) use alloc::boxed::Box;
+    pub(crate) use alloc::string::{String, ToString};
+    pub(crate) use alloc::vec::Vec;
+    pub(crate) use alloc::{format, vec};
+}
 
 pub mod chain;
 pub mod channel;
@@ -224,6 +240,7 @@ pub mod fees;
 pub mod oneway;
 pub mod rules;
 pub mod shachain;
+#[cfg(feature = "std")]
 pub mod sim;
 pub mod tx;
 pub mod types;

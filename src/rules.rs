@@ -7,6 +7,8 @@
 //! that exists in the catalogue: the list below is the only place an ID is
 //! written, and both the enum and [`Rule::ALL`] are generated from it.
 
+#[allow(unused_imports)]
+use crate::prelude::*;
 macro_rules! rules {
     ($($variant:ident => $id:literal,)*) => {
         /// A rule of the protocol text or a ruling on it.
@@ -135,8 +137,8 @@ impl Rule {
     }
 }
 
-impl std::fmt::Display for Rule {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Display for Rule {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(self.id())
     }
 }

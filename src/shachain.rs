@@ -26,6 +26,8 @@
 //! every stored secret it can derive before it is accepted, so an inconsistent
 //! one is rejected as soon as the secret that must generate it arrives.
 
+#[allow(unused_imports)]
+use crate::prelude::*;
 use core::fmt;
 
 use bitcoin::hashes::sha256;

@@ -5,6 +5,8 @@
 //! counts in millisatoshi gets a type of its own here. Arithmetic is checked:
 //! an overflow is reported as `None`, never wrapped.
 
+#[allow(unused_imports)]
+use crate::prelude::*;
 use core::fmt;
 
 use bitcoin::hashes::{sha256, Hash as _};

@@ -22,8 +22,10 @@ mod persist;
 mod resolve;
 mod update;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::Arc;
+#[allow(unused_imports)]
+use crate::prelude::*;
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::sync::Arc;
 
 use bitcoin::hashes::sha256;
 use bitcoin::{Amount, BlockHash, FeeRate, OutPoint, ScriptBuf, Transaction, Txid};
@@ -210,7 +212,7 @@ pub(crate) struct State {
     pub(crate) records: Vec<HtlcRecord>,
     /// Where each `(offerer, id)`'s records are in `records` (derived, not
     /// stored).
-    pub(crate) by_id: HashMap<(Side, u64), Vec<usize>>,
+    pub(crate) by_id: BTreeMap<(Side, u64), Vec<usize>>,
     pub(crate) ours: Option<Known>,
     /// Our previous commitment: revoked by the channel in the step that
     /// replaced it, but a crash before the channel's write can restore the
@@ -277,7 +279,7 @@ pub struct Monitor {
     reported: resolve::Report,
     /// Signed penalties (tag 0) and claims (tagged by path) by their inputs:
     /// re-used while their fee rate stands.
-    signed: HashMap<(u8, Vec<OutPoint>), (FeeRate, Vec<Transaction>)>,
+    signed: BTreeMap<(u8, Vec<OutPoint>), (FeeRate, Vec<Transaction>)>,
     watched: BTreeSet<OutPoint>,
     /// Recent tips, for the time after a disconnection.
     recent: VecDeque<Tip>,
@@ -293,8 +295,8 @@ pub struct Monitor {
     events: VecDeque<(u64, MonitorEvent)>,
 }
 
-impl std::fmt::Debug for Monitor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Monitor")
             .field("tip", &self.state.tip.map(|t| t.height))
             .field("records", &self.state.records.len())
@@ -313,7 +315,7 @@ impl Monitor {
             state: State::default(),
             fee_estimate: FeeRate::from_sat_per_vb_u32(1),
             reported: resolve::Report::default(),
-            signed: HashMap::new(),
+            signed: BTreeMap::new(),
             watched: BTreeSet::new(),
             recent: VecDeque::new(),
             seq: 0,

@@ -14,7 +14,9 @@
 //! most a snapshot, plus twice its size, plus 4 KiB: a channel with a million
 //! revoked states and no HTLCs keeps a few kilobytes (D11).
 
-use std::sync::Arc;
+#[allow(unused_imports)]
+use crate::prelude::*;
+use alloc::sync::Arc;
 
 use bitcoin::hashes::Hash as _;
 use bitcoin::{BlockHash, Transaction};
@@ -340,7 +342,7 @@ fn decode_state(bytes: &[u8]) -> Result<(u64, State), RestoreError> {
     })?;
     let n = r.u32()? as usize;
     let mut records = Vec::with_capacity(n.min(r.0.len() / 50));
-    let mut by_id: std::collections::HashMap<(Side, u64), Vec<usize>> = Default::default();
+    let mut by_id: alloc::collections::BTreeMap<(Side, u64), Vec<usize>> = Default::default();
     for _ in 0..n {
         let htlc = r.htlc()?;
         let held = [r.range()?, r.range()?];
@@ -353,7 +355,7 @@ fn decode_state(bytes: &[u8]) -> Result<(u64, State), RestoreError> {
     let theirs_prev = r.opt(R::known)?;
     let secrets = ShachainStore::from_bytes(&r.bytes()?).map_err(|_| RestoreError::Invalid("shachain store"))?;
     let n = r.u32()? as usize;
-    let mut preimages = std::collections::BTreeMap::new();
+    let mut preimages = alloc::collections::BTreeMap::new();
     for _ in 0..n {
         let p = Preimage(r.array()?);
         preimages.insert(p.hash(), p);

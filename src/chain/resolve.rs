@@ -3,7 +3,9 @@
 //! D13). Everything here is a function of the persisted state and the tip:
 //! a reorganisation needs no undo, only a new evaluation (C1-f).
 
-use std::collections::{BTreeMap, BTreeSet};
+#[allow(unused_imports)]
+use crate::prelude::*;
+use alloc::collections::{BTreeMap, BTreeSet};
 
 use bitcoin::hashes::{sha256, Hash as _};
 use bitcoin::{Amount, FeeRate, OutPoint, ScriptBuf, Txid};
@@ -518,7 +520,7 @@ impl Monitor {
         for (offerer, id, r) in learned {
             // Kept, and journaled: R stays known if its transaction leaves
             // the chain.
-            if let std::collections::btree_map::Entry::Vacant(e) = self.state.preimages.entry(r.hash()) {
+            if let alloc::collections::btree_map::Entry::Vacant(e) = self.state.preimages.entry(r.hash()) {
                 e.insert(r);
                 self.append(super::persist::Entry::Update(super::MonitorUpdate::Preimage(r)));
             }
@@ -632,7 +634,7 @@ impl Monitor {
     }
 
     fn report(&mut self, new: Report) {
-        let old = std::mem::take(&mut self.reported);
+        let old = core::mem::take(&mut self.reported);
         if old.spend != new.spend {
             // The same transaction may be classified anew (a revocation
             // arriving after it confirmed): that is no reorganisation.

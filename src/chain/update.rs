@@ -2,6 +2,8 @@
 //! step, what changed (ruling D11). Nothing here grows with the number of
 //! states: a revocation is one preimage, which the shachain store folds.
 
+#[allow(unused_imports)]
+use crate::prelude::*;
 use bitcoin::hashes::sha256;
 use bitcoin::{CompressedPublicKey, Txid};
 

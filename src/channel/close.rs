@@ -3,6 +3,8 @@
 //! crossed proposals, with the relay floor).
 
 use super::*;
+#[allow(unused_imports)]
+use crate::prelude::*;
 
 impl Channel {
     /// Begins a cooperative close: sends `close_clearing` (R4.1-b: once).

@@ -3,6 +3,8 @@
 //! depth and `open_complete`.
 
 use super::*;
+#[allow(unused_imports)]
+use crate::prelude::*;
 
 impl Channel {
     /// Funder: the wallet's anchor transaction (signed, not broadcast,

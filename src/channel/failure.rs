@@ -2,6 +2,8 @@
 //! `error`, a malformed message, an anchor spent, and what is broadcast.
 
 use super::*;
+#[allow(unused_imports)]
+use crate::prelude::*;
 
 impl Channel {
     /// Fails the channel on the application's decision: sends an `error`

@@ -24,9 +24,11 @@ mod transport;
 mod update;
 mod view;
 
-use std::collections::{BTreeMap, VecDeque};
-use std::fmt;
-use std::sync::Arc;
+#[allow(unused_imports)]
+use crate::prelude::*;
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::sync::Arc;
+use core::fmt;
 
 use bitcoin::hashes::sha256;
 use bitcoin::secp256k1::ecdsa::Signature;
@@ -698,7 +700,7 @@ pub struct Channel {
     /// from the one after the acknowledge of our `authenticate`.
     in_no: u64,
     /// Recent revocation preimages (see `our_preimage`).
-    preimage_cache: std::sync::Mutex<Vec<(u64, Preimage)>>,
+    preimage_cache: PreimageCache,
     /// The last state's size, to allocate the next one at once.
     state_len_hint: usize,
     /// `processed` as of each version not yet durable, and as of the last
@@ -714,6 +716,13 @@ pub struct Channel {
     /// Updates for the monitor, released with the next state.
     monitor_pending: Vec<MonitorUpdate>,
 }
+
+/// The last few revocation preimages derived (see `Channel::our_preimage`):
+/// behind a lock with `std`, so that a channel stays `Sync`.
+#[cfg(feature = "std")]
+type PreimageCache = std::sync::Mutex<Vec<(u64, Preimage)>>;
+#[cfg(not(feature = "std"))]
+type PreimageCache = core::cell::RefCell<Vec<(u64, Preimage)>>;
 
 /// The transport, as the channel sees it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -1191,7 +1200,10 @@ impl Channel {
     /// preimage is needed three times (its hash when it is signed and when
     /// announced, the preimage when revoked): the last few are cached.
     fn our_preimage(&self, num: u64) -> Preimage {
+        #[cfg(feature = "std")]
         let mut cache = self.preimage_cache.lock().expect("never poisoned: no code panics while holding it");
+        #[cfg(not(feature = "std"))]
+        let mut cache = self.preimage_cache.borrow_mut();
         if let Some((_, p)) = cache.iter().find(|(n, _)| *n == num) {
             return *p;
         }

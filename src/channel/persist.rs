@@ -8,8 +8,10 @@
 //! [`Channel::restore`] checks every tag and length and refuses anything it
 //! does not understand.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
+#[allow(unused_imports)]
+use crate::prelude::*;
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::sync::Arc;
 
 use bitcoin::consensus::{deserialize, serialize};
 use bitcoin::hashes::{sha256, Hash as _};
@@ -397,7 +399,7 @@ impl<'a> R<'a> {
                 };
                 let rule = self.opt(|r| {
                     let text = r.bytes()?;
-                    std::str::from_utf8(&text).ok().and_then(Rule::from_id).ok_or(RestoreError::Invalid("rule"))
+                    core::str::from_utf8(&text).ok().and_then(Rule::from_id).ok_or(RestoreError::Invalid("rule"))
                 })?;
                 let problem = String::from_utf8(self.bytes()?).map_err(|_| RestoreError::Invalid("problem"))?;
                 let broadcast = match self.u8()? {

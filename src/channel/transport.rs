@@ -3,6 +3,8 @@
 //! exchange that says what to resend, and the peer's acknowledges.
 
 use super::*;
+#[allow(unused_imports)]
+use crate::prelude::*;
 
 impl Channel {
     /// A message from the peer, with the `acknowledge` value of its transport

@@ -3,6 +3,8 @@
 //! `update_revocation`, and the deadlines the chain's clock imposes.
 
 use super::*;
+#[allow(unused_imports)]
+use crate::prelude::*;
 
 impl Channel {
     /// Offers an HTLC of `amount` for `r_hash`, expiring at `expiry`, with
@@ -188,7 +190,7 @@ impl Channel {
             to_local: view.to_local,
         });
         self.send(Message::UpdateCommit(UpdateCommit { sig }));
-        let prev = std::mem::replace(&mut self.their_view, view);
+        let prev = core::mem::replace(&mut self.their_view, view);
         self.their_prev = Some((prev, self.their_hash));
         self.their_prev_txid = self.their_txid.replace(built.txid());
         self.their_hash = next_hash;
@@ -443,7 +445,7 @@ impl Channel {
     /// reported.
     pub(super) fn lock_in(&mut self) {
         let (done, rest): (Vec<Entry>, Vec<Entry>) =
-            std::mem::take(&mut self.log).into_iter().partition(|e| e.in_ours && e.theirs_locked);
+            core::mem::take(&mut self.log).into_iter().partition(|e| e.in_ours && e.theirs_locked);
         self.log = rest;
         for e in done {
             let event = match (&e.update, e.from) {

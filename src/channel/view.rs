@@ -5,7 +5,9 @@
 //! applied to views in the order this node processed them; the staged and
 //! committed views of section 3 are views with more or fewer updates applied.
 
-use std::collections::BTreeMap;
+#[allow(unused_imports)]
+use crate::prelude::*;
+use alloc::collections::BTreeMap;
 
 use bitcoin::absolute;
 use bitcoin::hashes::sha256;

@@ -16,7 +16,9 @@
 //!   stored before `announce` leaves (M1-c), each signed payment before it
 //!   leaves.
 
-use std::sync::Arc;
+#[allow(unused_imports)]
+use crate::prelude::*;
+use alloc::sync::Arc;
 
 use bitcoin::psbt::Psbt;
 use bitcoin::{absolute, Amount, CompressedPublicKey, FeeRate, OutPoint, ScriptBuf, Transaction};
@@ -232,8 +234,8 @@ pub struct Client {
     gate: Gate<ClientOutput>,
 }
 
-impl std::fmt::Debug for Client {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Debug for Client {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Client").field("phase", &self.phase).field("tip", &self.tip).finish_non_exhaustive()
     }
 }

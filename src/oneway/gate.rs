@@ -4,7 +4,9 @@
 //! into a persist output, released at once, and everything else the input
 //! produced waits until the caller says that version is durable.
 
-use std::collections::VecDeque;
+#[allow(unused_imports)]
+use crate::prelude::*;
+use alloc::collections::VecDeque;
 
 /// The gate: a state version counter and the outputs waiting on it.
 #[derive(Debug)]

@@ -20,8 +20,10 @@
 //! refusal names its check with its own [`Code`]. Nothing a client sends can
 //! make it panic or change what was stored (M5-a).
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+#[allow(unused_imports)]
+use crate::prelude::*;
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::sync::Arc;
 
 use bitcoin::hashes::{sha256, Hash as _};
 use bitcoin::psbt::Psbt;
@@ -255,8 +257,8 @@ pub struct Merchant {
     gate: Gate<MerchantOutput>,
 }
 
-impl std::fmt::Debug for Merchant {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Debug for Merchant {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Merchant")
             .field("sessions", &self.sessions.len())
             .field("channels", &self.channels.len())

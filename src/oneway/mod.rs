@@ -40,6 +40,8 @@
 //! byte for byte. `paychan::sim::oneway::Shop` is that loop written once, on the simulated
 //! chain, for the tests and the `merchant` example.
 
+#[allow(unused_imports)]
+use crate::prelude::*;
 pub mod client;
 mod gate;
 pub mod merchant;

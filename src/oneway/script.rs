@@ -19,6 +19,8 @@
 //!
 //! `docs/oneway-transactions.md` specifies it, its outputs and its spends.
 
+#[allow(unused_imports)]
+use crate::prelude::*;
 use bitcoin::opcodes::all::{OP_CHECKMULTISIG, OP_CHECKSIG, OP_CLTV, OP_DROP, OP_ELSE, OP_ENDIF, OP_IF, OP_PUSHNUM_2};
 use bitcoin::script::Builder;
 use bitcoin::{absolute, CompressedPublicKey, Script, ScriptBuf};

@@ -11,7 +11,9 @@
 //! function indexes without checking and no input panics.
 //! `docs/oneway-transactions.md` specifies every byte.
 
-use std::collections::BTreeMap;
+#[allow(unused_imports)]
+use crate::prelude::*;
+use alloc::collections::BTreeMap;
 
 use bitcoin::opcodes::all::{OP_PUSHBYTES_0, OP_PUSHNUM_1};
 use bitcoin::psbt::{self, Psbt, PsbtSighashType};

@@ -15,6 +15,8 @@ mod proto {
     include!(concat!(env!("OUT_DIR"), "/paychan.oneway.rs"));
 }
 
+#[allow(unused_imports)]
+use crate::prelude::*;
 use bitcoin::consensus::{deserialize, serialize};
 use bitcoin::hashes::Hash as _;
 use bitcoin::{absolute, Amount, OutPoint, ScriptBuf, Transaction, Txid};

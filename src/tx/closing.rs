@@ -7,6 +7,8 @@
 //! are left out (R3.6-d). Outputs are in BIP69 order, so both sides build the
 //! same bytes whichever of them calls itself local.
 
+#[allow(unused_imports)]
+use crate::prelude::*;
 use bitcoin::secp256k1::ecdsa::Signature;
 use bitcoin::{absolute, transaction, Amount, CompressedPublicKey, ScriptBuf, Transaction, TxOut};
 

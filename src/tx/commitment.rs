@@ -15,6 +15,8 @@
 //! deterministic too. The fee of R3.6 at the owner's fee rate (ruling D7) is
 //! split between the two to-`final_key` balances; dust outputs are left out.
 
+#[allow(unused_imports)]
+use crate::prelude::*;
 use bitcoin::hashes::{ripemd160, sha256, Hash as _};
 use bitcoin::opcodes::all::{OP_CHECKSIG, OP_CSV, OP_DROP, OP_ELSE, OP_ENDIF, OP_EQUAL, OP_HASH160, OP_IF};
 use bitcoin::script::Builder;
@@ -279,7 +281,7 @@ pub fn build(spec: &CommitmentSpec<'_>) -> Result<Commitment, CommitmentError> {
         return Err(CommitmentError::ValueMismatch { total, funding: spec.funding.value() });
     }
 
-    let mut seen = std::collections::HashSet::with_capacity(spec.htlcs.len());
+    let mut seen = alloc::collections::BTreeSet::new();
     if let Some(h) = spec.htlcs.iter().find(|h| !seen.insert((h.direction, h.id))) {
         return Err(CommitmentError::DuplicateHtlc { direction: h.direction, id: h.id });
     }
@@ -487,13 +489,13 @@ pub struct RecognisedOutputs {
 /// Cost: one script and one SHA-256 per candidate HTLC, one lookup per
 /// output.
 pub fn recognise(tx: &Transaction, template: &CommitmentTemplate<'_>) -> RecognisedOutputs {
-    use std::collections::HashMap;
+    use alloc::collections::BTreeMap;
     let to_owner =
         to_self_script(&template.revocation_hash, &template.other_final, template.delay, &template.owner_final);
     let to_owner_spk = ScriptBuf::new_p2wsh(&to_owner.wscript_hash());
     let to_other_spk = ScriptBuf::new_p2wpkh(&template.other_final.wpubkey_hash());
     let revocation_ripemd = ripemd_of(&template.revocation_hash);
-    let mut candidates: HashMap<ScriptBuf, Vec<(HtlcSpec, ScriptBuf, bool)>> = HashMap::new();
+    let mut candidates: BTreeMap<ScriptBuf, Vec<(HtlcSpec, ScriptBuf, bool)>> = BTreeMap::new();
     for h in template.htlcs.iter().filter(|h| !htlc_is_dust(h.amount)) {
         let script = super::htlc::script_for(
             h,

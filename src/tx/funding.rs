@@ -6,6 +6,8 @@
 //! `OP_CHECKMULTISIG` dummy, NULLDUMMY), the two signatures in key order, the
 //! witness script.
 
+#[allow(unused_imports)]
+use crate::prelude::*;
 use bitcoin::opcodes::all::{OP_CHECKMULTISIG, OP_PUSHNUM_2};
 use bitcoin::script::Builder;
 use bitcoin::secp256k1::ecdsa::Signature;

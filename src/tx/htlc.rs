@@ -37,6 +37,8 @@
 //! The sweeps are built by [`super::sweep`]; [`success_sweep`] and
 //! [`timeout_sweep`] are the one-input cases.
 
+#[allow(unused_imports)]
+use crate::prelude::*;
 use bitcoin::hashes::sha256;
 use bitcoin::opcodes::all::{
     OP_2DROP, OP_BOOLOR, OP_CHECKSIG, OP_CLTV, OP_CSV, OP_DROP, OP_DUP, OP_ELSE, OP_ENDIF, OP_EQUAL, OP_EQUALVERIFY,

@@ -23,4 +23,6 @@ pub mod penalty;
 pub mod sign;
 pub mod sweep;
 
+#[allow(unused_imports)]
+use crate::prelude::*;
 pub use sign::{InMemorySigner, KeyRole, Sighash, Signer, SignerError, SigningInput, VerifyError};

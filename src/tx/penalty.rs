@@ -14,6 +14,8 @@
 //! output worth less than the fee its input would add is not swept: it is
 //! reported in [`Penalty::uneconomical`], never silently dropped.
 
+#[allow(unused_imports)]
+use crate::prelude::*;
 use bitcoin::{Amount, FeeRate, OutPoint, ScriptBuf, Transaction, Txid};
 
 use super::commitment::{Commitment, CommitmentOutput, OutputKind};
@@ -109,7 +111,7 @@ pub fn build_penalty_from(
     let mut size = overhead;
     for input in worth {
         if !batch.is_empty() && size + input.max_size() >= MAX_PENALTY_TX_SIZE {
-            let full = std::mem::take(&mut batch);
+            let full = core::mem::take(&mut batch);
             finish(full, &destination, fee_rate, signer, &mut penalty)?;
             size = overhead;
         }

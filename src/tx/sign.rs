@@ -9,15 +9,26 @@
 //! so a signer that does not trust the core (a hardware device, a PSBT round
 //! trip) can recompute and check everything before it signs.
 
-use std::sync::LazyLock;
-
+#[allow(unused_imports)]
+use crate::prelude::*;
 use bitcoin::hashes::Hash as _;
 use bitcoin::secp256k1::{ecdsa::Signature, All, Message, Secp256k1, SecretKey};
 use bitcoin::sighash::{LegacySighash, SegwitV0Sighash};
 use bitcoin::{Amount, CompressedPublicKey, Script, Transaction};
 
 /// One verification/signing context for the whole process.
-pub(crate) static SECP: LazyLock<Secp256k1<All>> = LazyLock::new(Secp256k1::new);
+#[cfg(feature = "std")]
+pub(crate) fn secp() -> &'static Secp256k1<All> {
+    static SECP: std::sync::LazyLock<Secp256k1<All>> = std::sync::LazyLock::new(Secp256k1::new);
+    &SECP
+}
+
+/// Without `std` there is no lazy static: a context per use (cheap since
+/// libsecp256k1 0.4 precomputes nothing at creation).
+#[cfg(not(feature = "std"))]
+pub(crate) fn secp() -> Secp256k1<All> {
+    Secp256k1::new()
+}
 
 /// Which key signs: one of a node's two peer-channel keys (section 2.1), or
 /// the key of one one-way channel.
@@ -112,7 +123,8 @@ pub struct InMemorySigner {
 impl InMemorySigner {
     /// A signer for the given `commit_key` and `final_key` secrets.
     pub fn new(commit: SecretKey, final_key: SecretKey) -> Self {
-        let public = [CompressedPublicKey(commit.public_key(&SECP)), CompressedPublicKey(final_key.public_key(&SECP))];
+        let public =
+            [CompressedPublicKey(commit.public_key(&secp())), CompressedPublicKey(final_key.public_key(&secp()))];
         InMemorySigner { commit, final_key, public }
     }
 
@@ -157,12 +169,12 @@ impl Signer for InMemorySigner {
         match role {
             KeyRole::Commit => self.public[0],
             KeyRole::Final => self.public[1],
-            KeyRole::Oneway(_) => CompressedPublicKey(self.secret(role).public_key(&SECP)),
+            KeyRole::Oneway(_) => CompressedPublicKey(self.secret(role).public_key(&secp())),
         }
     }
 
     fn sign(&self, input: &SigningInput<'_>) -> Result<Signature, SignerError> {
-        Ok(SECP.sign_ecdsa(&message(input.sighash), &self.secret(input.role)))
+        Ok(secp().sign_ecdsa(&message(input.sighash), &self.secret(input.role)))
     }
 }
 
@@ -178,7 +190,7 @@ pub struct VerifyError {
 
 /// Checks `sig` by `key` over `sighash`.
 pub fn verify(sighash: Sighash, key: &CompressedPublicKey, sig: &Signature) -> Result<(), VerifyError> {
-    SECP.verify_ecdsa(&message(sighash), sig, &key.0).map_err(|_| VerifyError { key: *key, sighash })
+    secp().verify_ecdsa(&message(sighash), sig, &key.0).map_err(|_| VerifyError { key: *key, sighash })
 }
 
 fn message(sighash: Sighash) -> Message {

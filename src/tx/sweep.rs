@@ -11,6 +11,8 @@
 //! `nLockTime` apply); `nLockTime` is the largest `expiry` of the timeout
 //! inputs, or 0.
 
+#[allow(unused_imports)]
+use crate::prelude::*;
 use bitcoin::hashes::sha256;
 use bitcoin::sighash::{EcdsaSighashType, SighashCache};
 use bitcoin::{

@@ -9,6 +9,8 @@
 //! that the stream has lost its framing, so the decoder stays failed. A body
 //! that does not decode is reported and skipped: the framing is intact.
 
+#[allow(unused_imports)]
+use crate::prelude::*;
 use core::fmt;
 
 use super::{decode, encode, DecodeError, EncodeError, Message, MAX_PKT_LEN};
@@ -64,8 +66,8 @@ impl fmt::Display for FrameError {
     }
 }
 
-impl std::error::Error for FrameError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+impl core::error::Error for FrameError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
         match self {
             FrameError::Decode(e) => Some(e),
             _ => None,

@@ -32,6 +32,8 @@ mod proto {
     include!(concat!(env!("OUT_DIR"), "/paychan.rs"));
 }
 
+#[allow(unused_imports)]
+use crate::prelude::*;
 use core::fmt;
 
 use bitcoin::absolute;
@@ -464,7 +466,7 @@ impl fmt::Display for DecodeError {
     }
 }
 
-impl std::error::Error for DecodeError {}
+impl core::error::Error for DecodeError {}
 
 /// A decoding problem found by the schema walk, with the field path from the
 /// innermost field outwards.

@@ -17,6 +17,8 @@
 //! It allocates nothing on success.
 
 use super::{DecodeErrorKind, Problem};
+#[allow(unused_imports)]
+use crate::prelude::*;
 
 /// How a field is laid out on the wire (the protobuf wire types we accept in
 /// known fields; `Varint32` is a varint that must fit in 32 bits).
