@@ -17,17 +17,19 @@ use bitcoin::sighash::{LegacySighash, SegwitV0Sighash};
 use bitcoin::{Amount, CompressedPublicKey, Script, Transaction};
 
 /// One verification/signing context for the whole process.
-#[cfg(feature = "std")]
-pub(crate) fn secp() -> &'static Secp256k1<All> {
-    static SECP: std::sync::LazyLock<Secp256k1<All>> = std::sync::LazyLock::new(Secp256k1::new);
-    &SECP
-}
-
-/// Without `std` there is no lazy static: a context per use (cheap since
-/// libsecp256k1 0.4 precomputes nothing at creation).
-#[cfg(not(feature = "std"))]
-pub(crate) fn secp() -> Secp256k1<All> {
-    Secp256k1::new()
+/// Runs `f` with a signing and verification context: one for the whole
+/// process with `std`; without it (no lazy statics) one per use, which is
+/// cheap since libsecp256k1 0.4 precomputes nothing at creation.
+pub(crate) fn with_secp<R>(f: impl FnOnce(&Secp256k1<All>) -> R) -> R {
+    #[cfg(feature = "std")]
+    {
+        static SECP: std::sync::LazyLock<Secp256k1<All>> = std::sync::LazyLock::new(Secp256k1::new);
+        f(&SECP)
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        f(&Secp256k1::new())
+    }
 }
 
 /// Which key signs: one of a node's two peer-channel keys (section 2.1), or
@@ -124,7 +126,7 @@ impl InMemorySigner {
     /// A signer for the given `commit_key` and `final_key` secrets.
     pub fn new(commit: SecretKey, final_key: SecretKey) -> Self {
         let public =
-            [CompressedPublicKey(commit.public_key(&secp())), CompressedPublicKey(final_key.public_key(&secp()))];
+            with_secp(|s| [CompressedPublicKey(commit.public_key(s)), CompressedPublicKey(final_key.public_key(s))]);
         InMemorySigner { commit, final_key, public }
     }
 
@@ -169,12 +171,12 @@ impl Signer for InMemorySigner {
         match role {
             KeyRole::Commit => self.public[0],
             KeyRole::Final => self.public[1],
-            KeyRole::Oneway(_) => CompressedPublicKey(self.secret(role).public_key(&secp())),
+            KeyRole::Oneway(_) => with_secp(|s| CompressedPublicKey(self.secret(role).public_key(s))),
         }
     }
 
     fn sign(&self, input: &SigningInput<'_>) -> Result<Signature, SignerError> {
-        Ok(secp().sign_ecdsa(&message(input.sighash), &self.secret(input.role)))
+        Ok(with_secp(|s| s.sign_ecdsa(&message(input.sighash), &self.secret(input.role))))
     }
 }
 
@@ -190,7 +192,7 @@ pub struct VerifyError {
 
 /// Checks `sig` by `key` over `sighash`.
 pub fn verify(sighash: Sighash, key: &CompressedPublicKey, sig: &Signature) -> Result<(), VerifyError> {
-    secp().verify_ecdsa(&message(sighash), sig, &key.0).map_err(|_| VerifyError { key: *key, sighash })
+    with_secp(|s| s.verify_ecdsa(&message(sighash), sig, &key.0)).map_err(|_| VerifyError { key: *key, sighash })
 }
 
 fn message(sighash: Sighash) -> Message {
