@@ -34,8 +34,8 @@
 //! open a channel, make a payment and close.
 //!
 //! ```
-//! use alloc::collections::VecDeque;
-//! use alloc::sync::Arc;
+//! use std::collections::VecDeque;
+//! use std::sync::Arc;
 //! use bitcoin::absolute::LockTime;
 //! use bitcoin::Amount;
 //! use bitcoin::hashes::Hash as _;
