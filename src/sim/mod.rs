@@ -133,6 +133,8 @@ pub struct Node {
     pub persisted: Vec<u8>,
     /// That state's version.
     pub persisted_version: u64,
+    /// Bytes of every state it asked to store, in total.
+    pub persisted_bytes: u64,
     /// When false, Persist outputs are recorded but not confirmed.
     pub auto_persist: bool,
     /// Events, in order.
@@ -180,6 +182,7 @@ impl Node {
             signer,
             persisted: Vec::new(),
             persisted_version: 0,
+            persisted_bytes: 0,
             auto_persist: true,
             events: Vec::new(),
             broadcasts: Vec::new(),
@@ -202,6 +205,7 @@ impl Node {
         while let Some(o) = self.ch.poll_output() {
             match o {
                 Output::Persist { version, state } => {
+                    self.persisted_bytes += state.len() as u64;
                     self.persisted = state;
                     self.persisted_version = version;
                     if self.auto_persist {
