@@ -1047,3 +1047,98 @@ fn t_is_judged_on_a_fresh_tip_only() {
     answer(&mut shop.merchant);
     assert_eq!(announce(&mut shop, s, &p), None);
 }
+
+/// A signer that fails while `down` is set.
+struct Flaky {
+    inner: paychan::tx::InMemorySigner,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl paychan::tx::Signer for Flaky {
+    fn public_key(&self, role: KeyRole) -> bitcoin::CompressedPublicKey {
+        self.inner.public_key(role)
+    }
+    fn sign(
+        &self,
+        input: &paychan::tx::SigningInput<'_>,
+    ) -> Result<bitcoin::secp256k1::ecdsa::Signature, paychan::tx::SignerError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(paychan::tx::SignerError { reason: "device unplugged".into() });
+        }
+        self.inner.sign(input)
+    }
+}
+
+#[test]
+fn a_signer_failure_at_the_close_keeps_the_channel_and_its_payment() {
+    let (mut shop, id) = open_shop(OutputKind::P2wsh);
+    order(&mut shop, id, 25_000);
+    // The merchant, restored with a signer that is offline: it restores
+    // (only the client's signature is checked) and keeps the payment.
+    let flaky = Arc::new(Flaky {
+        inner: paychan::tx::InMemorySigner::new(common::secret(21), common::secret(22)),
+        down: std::sync::atomic::AtomicBool::new(true),
+    });
+    let mut m = Merchant::restore(merchant_config(OutputKind::P2wsh), flaky.clone(), &shop.merchant_stored).unwrap();
+    answer(&mut m);
+    // M4-a: the close cannot be signed: an error, and nothing is lost.
+    assert!(matches!(m.close(id), Err(paychan::oneway::merchant::MerchantError::Signer(_))));
+    assert_eq!(m.best_total(&id), Some(Amount::from_sat(25_000)));
+    // The signer is back: the close goes out.
+    flaky.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    m.close(id).unwrap();
+    let mut broadcast = false;
+    while let Some(o) = m.poll_output() {
+        match o {
+            MerchantOutput::Persist { version, .. } => m.handle_persisted(version),
+            MerchantOutput::Broadcast(_) => broadcast = true,
+            _ => {}
+        }
+    }
+    assert!(broadcast);
+}
+
+#[test]
+fn versions_go_on_across_a_restore_and_a_restored_tip_is_stale() {
+    let (mut shop, id) = open_shop(OutputKind::P2wsh);
+    order(&mut shop, id, 10_000);
+    let stored = shop.merchant_stored.clone();
+    let mut m = Merchant::restore(merchant_config(OutputKind::P2wsh), shop.merchant_signer.clone(), &stored).unwrap();
+    let mut versions = Vec::new();
+    while let Some(o) = m.poll_output() {
+        if let MerchantOutput::Persist { version, .. } = o {
+            versions.push(version);
+            m.handle_persisted(version);
+        }
+    }
+    // ADR 0003: a store may refuse to go backwards; versions go on.
+    let before = {
+        let mut again =
+            Merchant::restore(merchant_config(OutputKind::P2wsh), shop.merchant_signer.clone(), &stored).unwrap();
+        let mut v = 0;
+        while let Some(o) = again.poll_output() {
+            if let MerchantOutput::Persist { version, .. } = o {
+                v = version;
+            }
+        }
+        v
+    };
+    assert!(versions.iter().all(|v| *v >= before) && before > 1, "{versions:?} {before}");
+    // E4: until a block arrives, the restored tip judges no payment.
+    assert!(matches!(
+        m.invoice(id, Amount::from_sat(1_000)),
+        Err(paychan::oneway::merchant::MerchantError::NoFreshTip)
+    ));
+    m.handle_block(shop.chain.height(), shop.chain.time());
+    assert!(m.invoice(id, Amount::from_sat(1_000)).is_ok());
+}
+
+#[test]
+fn only_the_channel_s_connection_may_ask_for_its_close() {
+    let (mut shop, id) = open_shop(OutputKind::P2wsh);
+    order(&mut shop, id, 10_000);
+    shop.merchant.handle_message(42, Message::Close { channel_id: id, tx: None });
+    assert_eq!(answer(&mut shop.merchant), Some(Code::UnknownChannel));
+    assert_eq!(shop.merchant.best_total(&id), Some(Amount::from_sat(10_000)));
+    assert!(!shop.merchant_events.iter().any(|e| matches!(e, MerchantEvent::ChannelClosing { .. })));
+}

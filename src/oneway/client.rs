@@ -132,6 +132,9 @@ pub enum ClientEvent {
         /// What is wrong with it.
         problem: Option<&'static str>,
     },
+    /// The refund could not be built (its fee rate leaves only dust, or the
+    /// signer failed): the channel output stays unspent until it can.
+    RefundFailed(String),
     /// The channel output is spent and buried: the channel is over.
     Settled {
         /// The spending transaction.
@@ -355,6 +358,13 @@ impl Client {
                     self.event(ClientEvent::ChannelOpen { channel_id, capacity, locktime });
                 }
             }
+            // A funding not yet deep enough for the merchant, or its chain
+            // backend down: the announce may be sent again (`resend`).
+            (Phase::Announced { .. }, Message::Reject(r))
+                if matches!(r.code, super::wire::Code::NotConfirmed | super::wire::Code::NoFreshTip) =>
+            {
+                self.event(ClientEvent::MerchantError(r));
+            }
             (Phase::Announced { output, .. }, Message::Reject(r)) => {
                 let output = output.clone();
                 self.phase = Phase::Refused { output, why: r.explanation.clone() };
@@ -407,8 +417,12 @@ impl Client {
             }
             (Phase::Open(o), Message::Close { channel_id, tx: Some(tx) }) if channel_id == o.output.outpoint => {
                 let problem = self.check_close(&tx);
-                let Phase::Open(o) = &mut self.phase else { unreachable!("matched above") };
-                o.close = Some(tx.clone());
+                // Only a close that passes is kept; what reaches the chain
+                // is checked again either way (M4-c).
+                if problem.is_none() {
+                    let Phase::Open(o) = &mut self.phase else { unreachable!("matched above") };
+                    o.close = Some(tx.clone());
+                }
                 self.event(ClientEvent::CloseSeen { tx, problem });
             }
             (_, Message::Error { refusal, .. }) => self.event(ClientEvent::MerchantError(refusal)),
@@ -458,8 +472,13 @@ impl Client {
         }
         let Some((_, total, signed)) = &o.signed else { return Some("no payment was ever signed") };
         let Some(payee) = signed.output.first() else { return Some("no payment was ever signed") };
-        let to_merchant: Amount =
-            tx.output.iter().filter(|x| x.script_pubkey == payee.script_pubkey).map(|x| x.value).sum();
+        let sum = |script: &ScriptBuf| {
+            tx.output
+                .iter()
+                .filter(|x| x.script_pubkey == *script)
+                .try_fold(Amount::ZERO, |a, x| a.checked_add(x.value))
+        };
+        let Some(to_merchant) = sum(&payee.script_pubkey) else { return Some("its outputs overflow") };
         if to_merchant > *total {
             return Some("it pays the merchant more than the last total signed");
         }
@@ -468,8 +487,7 @@ impl Client {
             .iter()
             .find(|x| x.script_pubkey == self.config.change_script)
             .map_or(Amount::ZERO, |x| x.value);
-        let to_us: Amount =
-            tx.output.iter().filter(|x| x.script_pubkey == self.config.change_script).map(|x| x.value).sum();
+        let Some(to_us) = sum(&self.config.change_script) else { return Some("its outputs overflow") };
         if to_us < our_change {
             return Some("it does not pay the client its change");
         }
@@ -600,7 +618,12 @@ impl Client {
             OutpointStatus::Unavailable => {}
             OutpointStatus::Unspent => {
                 let t = output.script.locktime().to_consensus_u32();
-                if self.tip.is_some_and(|tip| tip >= t) {
+                // A close that passed the checks is still on its way: it is
+                // broadcast again rather than raced by a refund.
+                if let Phase::Open(Open { close: Some(close), .. }) = &self.phase {
+                    let close = close.clone();
+                    self.gate.emit(ClientOutput::Broadcast(close));
+                } else if self.tip.is_some_and(|tip| tip >= t) {
                     let c = &self.config;
                     let refund = output.refund_with_policy(
                         c.change_script.clone(),
@@ -609,8 +632,9 @@ impl Client {
                         KeyRole::Oneway(self.key_index),
                         &c.dust,
                     );
-                    if let Ok(tx) = refund {
-                        self.gate.emit(ClientOutput::Broadcast(tx));
+                    match refund {
+                        Ok(tx) => self.gate.emit(ClientOutput::Broadcast(tx)),
+                        Err(e) => self.event(ClientEvent::RefundFailed(e.to_string())),
                     }
                 }
             }
@@ -701,6 +725,7 @@ impl Client {
         let mut w = W(Vec::with_capacity(1024));
         w.raw(MAGIC);
         w.u8(FORMAT);
+        w.u64(self.gate.next_version());
         w.u64(self.key_index);
         w.opt(self.tip, W::u32);
         match &self.phase {
@@ -770,6 +795,7 @@ impl Client {
         if r.take(4)? != MAGIC || r.u8()? != FORMAT {
             return Err(RestoreError::Format.into());
         }
+        let version = r.u64()?;
         let key_index = r.u64()?;
         let tip = r.opt(R::u32)?;
         let ours = signer.public_key(KeyRole::Oneway(key_index));
@@ -833,6 +859,7 @@ impl Client {
         if !r.0.is_empty() {
             return Err(RestoreError::Invalid("trailing bytes").into());
         }
-        Ok(Client { signer, config, key_index, phase, tip, refused: None, gate: Gate::resumed(0) })
+        // Versions go on from the stored one (ADR 0003).
+        Ok(Client { signer, config, key_index, phase, tip, refused: None, gate: Gate::resumed(version) })
     }
 }

@@ -55,6 +55,12 @@ impl<O> Gate<O> {
         self.dirty = true;
     }
 
+    /// The version the next state will be written as (stored in it, so
+    /// that versions go on increasing across restores).
+    pub(crate) fn next_version(&self) -> u64 {
+        self.version + 1
+    }
+
     /// Whether the state changed since the last flush.
     pub(crate) fn is_dirty(&self) -> bool {
         self.dirty

@@ -35,6 +35,9 @@ use super::tx::{dust_threshold, is_standard_payout, ChannelOutput, DustPolicy};
 use super::wire::{Code, Message, Policy, Refusal, SessionId};
 use crate::tx::{KeyRole, Signer};
 
+/// The most sessions handed out and not yet announced that are kept.
+pub const MAX_SESSIONS: usize = 10_000;
+
 /// The largest PSBT the merchant reads (M2-a).
 pub const MAX_PSBT_LEN: usize = 256 * 1024;
 
@@ -156,6 +159,13 @@ pub enum MerchantError {
     /// An invoice is outstanding.
     #[error("invoice {0} is still outstanding")]
     Outstanding(u64),
+    /// The merchant has no fresh chain tip to judge the deadline by (E4).
+    #[error("no fresh chain tip (E4)")]
+    NoFreshTip,
+    /// The close could not be signed (the signer failed): the channel stays
+    /// open and the close is tried again at the next block.
+    #[error("the close could not be signed: {0}")]
+    Signer(String),
 }
 
 /// Answers to [`MerchantOutput::QueryFunding`].
@@ -254,6 +264,9 @@ pub struct Merchant {
     /// The tip's time, and the caller's latest clock reading (E4).
     tip_time: u32,
     now: u32,
+    /// A block arrived since this object was made: a restored tip is stale
+    /// until then.
+    fresh: bool,
     gate: Gate<MerchantOutput>,
 }
 
@@ -289,6 +302,7 @@ impl Merchant {
             tip: None,
             tip_time: 0,
             now: 0,
+            fresh: false,
             gate: Gate::default(),
         }
     }
@@ -359,7 +373,8 @@ impl Merchant {
             Message::Announce { session_id, psbt } => self.on_announce(peer, session_id, &psbt),
             Message::Payment { channel_id, invoice_id, psbt } => self.on_payment(peer, channel_id, invoice_id, &psbt),
             Message::Close { channel_id, .. } => {
-                if self.channels.get(&channel_id).is_some_and(|c| c.closing.is_none()) {
+                // Only the connection the channel pays over may ask.
+                if self.channels.get(&channel_id).is_some_and(|c| c.closing.is_none() && c.peer == peer) {
                     let _ = self.close(channel_id);
                     return;
                 }
@@ -395,6 +410,13 @@ impl Merchant {
         if network != self.config.network {
             let why = format!("network {network} is not served; this merchant serves {}", self.config.network);
             return self.error(peer, refusal(Code::UnsupportedNetwork, why), false);
+        }
+        // A bound on sessions nobody announced (M1-a asks for nothing to
+        // prove first): the oldest goes.
+        if self.sessions.len() >= MAX_SESSIONS {
+            if let Some(oldest) = self.sessions.iter().min_by_key(|(_, s)| s.key_index).map(|(id, _)| *id) {
+                self.sessions.remove(&oldest);
+            }
         }
         let key_index = self.next_key;
         self.next_key += 1;
@@ -513,7 +535,7 @@ impl Merchant {
             return Err(refusal(Code::WrongMerchantKey, "the script's merchant key is not this session's (M2-c)"));
         }
         // M2-d, E4: judged on a fresh tip only.
-        let Some(tip) = self.tip.filter(|_| self.now.saturating_sub(self.tip_time) <= self.config.max_tip_age) else {
+        let Some(tip) = self.fresh_tip() else {
             return Err(refusal(Code::NoFreshTip, "the merchant has no fresh chain tip to judge the lock time (E4)"));
         };
         let t = parsed.locktime().to_consensus_u32();
@@ -575,11 +597,19 @@ impl Merchant {
             self.flush();
             return;
         }
-        // M2-g: recorded before `accept` leaves; the session is used.
-        let session = self.sessions.remove(&session_id).expect("found");
         let t = pending.output.script.locktime().to_consensus_u32();
         let p = &self.config.policy;
         let deadline = t.saturating_sub(p.settle_margin).saturating_sub(p.accept_margin);
+        // M2-d again, now that the chain answered: the channel must still
+        // leave time to pay.
+        if self.tip.is_none_or(|tip| tip >= deadline) {
+            self.sessions.get_mut(&session_id).expect("found").pending = None;
+            self.reject(peer, refusal_expecting(Code::LocktimeTooSoon, "T leaves no time to pay", u64::from(deadline)));
+            self.flush();
+            return;
+        }
+        // M2-g: recorded before `accept` leaves; the session is used.
+        let session = self.sessions.remove(&session_id).expect("found");
         let capacity = pending.output.value;
         self.used.insert(outpoint);
         self.channels.insert(
@@ -609,7 +639,7 @@ impl Merchant {
     /// Invoices an order of `amount` on `channel_id` (M3-a): the total is
     /// the best so far plus `amount`. Returns the invoice id.
     pub fn invoice(&mut self, channel_id: OutPoint, amount: Amount) -> Result<u64, MerchantError> {
-        let tip = self.tip.unwrap_or(0);
+        let tip = self.fresh_tip().ok_or(MerchantError::NoFreshTip)?;
         let c = self.channels.get(&channel_id).filter(|c| c.closing.is_none());
         let c = c.ok_or(MerchantError::UnknownChannel(channel_id))?;
         if let Some(i) = &c.invoice {
@@ -639,6 +669,17 @@ impl Merchant {
         self.send(peer, Message::Invoice { channel_id, invoice_id: id, amount, total, payout_script });
         self.flush();
         Ok(id)
+    }
+
+    /// Withdraws the outstanding invoice of `channel_id` (one the client
+    /// cannot or will not pay), so that another can be made.
+    pub fn cancel_invoice(&mut self, channel_id: OutPoint) -> Result<(), MerchantError> {
+        let c = self.channels.get_mut(&channel_id).ok_or(MerchantError::UnknownChannel(channel_id))?;
+        if c.invoice.take().is_some() {
+            self.gate.touch();
+            self.flush();
+        }
+        Ok(())
     }
 
     /// Sends the outstanding invoice of `channel_id` again (after the
@@ -682,7 +723,10 @@ impl Merchant {
             }
         }
         match self.check_payment(&c, invoice_id, bytes) {
-            Err(r) => self.error(peer, r, false),
+            Err(r) => {
+                let transient = matches!(r.code, Code::Transient | Code::NoFreshTip);
+                self.error(peer, r, transient)
+            }
             Ok((best, tx)) => {
                 let _ = tx;
                 let amount = best.amount;
@@ -704,7 +748,10 @@ impl Merchant {
     }
 
     fn check_payment(&self, c: &Chan, invoice_id: u64, bytes: &[u8]) -> Result<(Best, Transaction), Refusal> {
-        let tip = self.tip.unwrap_or(0);
+        // E4: no payment is taken on a tip that may be past the deadline.
+        let Some(tip) = self.fresh_tip() else {
+            return Err(refusal(Code::NoFreshTip, "the merchant's chain tip is stale; try again (E4)"));
+        };
         if c.closing.is_some() {
             return Err(refusal(Code::PastDeadline, "the channel is closing"));
         }
@@ -797,7 +844,10 @@ impl Merchant {
         let floor = Amount::from_sat(p.min_fee_rate.saturating_mul(size).div_ceil(1000));
         let dust_allowance =
             dust_threshold(&ScriptBuf::new_p2pkh(&bitcoin::PubkeyHash::all_zeros()), &self.config.dust);
-        let ceiling = Amount::from_sat(p.max_fee_rate.saturating_mul(size) / 1000) + dust_allowance;
+        // E6: a client whose change was dust left it out; its fee was
+        // computed with the change output (at most 43 bytes, a P2TR one) and
+        // the dust went to the fee on top.
+        let ceiling = Amount::from_sat(p.max_fee_rate.saturating_mul(size + 43) / 1000) + dust_allowance;
         if fee < floor {
             return Err(refusal_expecting(Code::FeeTooLow, "the fee is below the floor (M3-d)", floor.to_sat()));
         }
@@ -838,7 +888,9 @@ impl Merchant {
         // the payment is taken.
         let mut check = c.clone();
         check.best = Some(best.clone());
-        let final_tx = self.finalised(&check).map_err(|e| refusal(Code::FinalCheck, e))?;
+        // A failure here is the signer's (both signatures verified above):
+        // transient, the client may try again (M5-b).
+        let final_tx = self.finalised(&check).map_err(|e| refusal(Code::Transient, e))?;
         Ok((best, final_tx))
     }
 
@@ -865,7 +917,12 @@ impl Merchant {
     pub fn close(&mut self, channel_id: OutPoint) -> Result<(), MerchantError> {
         let c = self.channels.get(&channel_id).filter(|c| c.closing.is_none());
         let c = c.ok_or(MerchantError::UnknownChannel(channel_id))?.clone();
-        let tx = if c.best.is_some() { self.finalised(&c).ok() } else { None };
+        // A payment whose close cannot be signed now (a signer offline)
+        // keeps the channel: the close is tried again at the next block.
+        let tx = match c.best {
+            Some(_) => Some(self.finalised(&c).map_err(MerchantError::Signer)?),
+            None => None,
+        };
         if let Some(tx) = &tx {
             self.gate.emit(MerchantOutput::Broadcast(tx.clone()));
         }
@@ -881,6 +938,12 @@ impl Merchant {
         Ok(())
     }
 
+    /// The tip, if fresh (E4): a block arrived since start, and it is at
+    /// most `max_tip_age` behind the caller's clock.
+    fn fresh_tip(&self) -> Option<u32> {
+        self.tip.filter(|_| self.fresh && self.now.saturating_sub(self.tip_time) <= self.config.max_tip_age)
+    }
+
     /// The caller's clock, in seconds (as block times): a tip older than
     /// `max_tip_age` behind it is not fresh enough to judge `T` by (E4).
     /// Times that go backwards are ignored.
@@ -892,9 +955,11 @@ impl Merchant {
     /// reached `T - settle_margin` (M4-b), re-broadcasts what is closing and
     /// asks whether it is spent.
     pub fn handle_block(&mut self, height: u32, time: u32) {
-        if self.tip.is_some_and(|t| height <= t) {
+        // The same height again only refreshes a restored tip.
+        if self.tip.is_some_and(|t| height < t || (height == t && self.fresh)) {
             return;
         }
+        self.fresh = true;
         self.tip = Some(height);
         self.tip_time = time;
         self.now = self.now.max(time);
@@ -1006,6 +1071,7 @@ impl Merchant {
         let mut w = W(Vec::with_capacity(256 + 512 * self.channels.len()));
         w.raw(MAGIC);
         w.u8(FORMAT);
+        w.u64(self.gate.next_version());
         w.u64(self.next_key);
         w.opt(self.tip, W::u32);
         w.u32(self.sessions.len() as u32);
@@ -1065,6 +1131,7 @@ impl Merchant {
             return Err(RestoreError::Format.into());
         }
         let mut m = Merchant::new(config, signer);
+        let version = r.u64()?;
         m.next_key = r.u64()?;
         m.tip = r.opt(R::u32)?;
         for _ in 0..r.u32()? {
@@ -1097,8 +1164,14 @@ impl Merchant {
             }
             let chan =
                 Chan { output, key_index, peer, deadline, next_invoice, invoice, best, closing: closing.map(Some) };
-            if chan.best.is_some() && m.finalised(&chan).is_err() {
-                return Err(MerchantRestoreError::Inconsistent("a stored payment does not verify"));
+            // The client's signature is checked; ours is made at the close,
+            // so a signer offline at startup does not stop the restore.
+            if let Some(b) = &chan.best {
+                if chan.output.verify(&b.tx, &chan.output.script.client(), &b.client_sig).is_err()
+                    || b.tx.output.iter().all(|o| o.value != b.total)
+                {
+                    return Err(MerchantRestoreError::Inconsistent("a stored payment does not verify"));
+                }
             }
             m.channels.insert(chan.output.outpoint, chan);
         }
@@ -1111,7 +1184,8 @@ impl Merchant {
         if m.channels.keys().any(|o| !m.used.contains(o)) {
             return Err(MerchantRestoreError::Inconsistent("a channel missing from the used outpoints"));
         }
-        m.gate = Gate::resumed(0);
+        // Versions go on from the stored one (ADR 0003).
+        m.gate = Gate::resumed(version);
         let reports: Vec<MerchantEvent> = m
             .channels
             .iter()
