@@ -23,7 +23,7 @@ use bitcoin::{BlockHash, Transaction};
 
 use super::update::{ChannelParams, HtlcRecord, MonitorUpdate};
 use super::{Confirmed, Known, Monitor, MonitorConfig, State, Tip};
-use crate::channel::persist::{checksum, R, W};
+use crate::channel::persist::{open, unseal, R, W};
 use crate::channel::{RestoreError, Role, Side};
 use crate::shachain::ShachainStore;
 use crate::tx::Signer;
@@ -109,23 +109,6 @@ pub(crate) enum Entry {
     Update(MonitorUpdate),
     Block { height: u32, hash: BlockHash, time: u32, txs: Vec<Transaction> },
     Disconnect { height: u32 },
-}
-
-fn seal(mut w: W) -> Vec<u8> {
-    let sum = checksum(&w.0);
-    w.raw(&sum);
-    w.0
-}
-
-fn open(bytes: &[u8]) -> Result<R<'_>, RestoreError> {
-    if bytes.len() < 8 {
-        return Err(RestoreError::Truncated);
-    }
-    let (body, sum) = bytes.split_at(bytes.len() - 8);
-    if checksum(body) != sum {
-        return Err(RestoreError::Checksum);
-    }
-    Ok(R(body))
 }
 
 impl W {
@@ -238,13 +221,6 @@ impl R<'_> {
     fn range(&mut self) -> Result<Option<(u64, Option<u64>)>, RestoreError> {
         self.opt(|r| Ok((r.u64()?, r.opt(R::u64)?)))
     }
-    fn done(&self) -> Result<(), RestoreError> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(RestoreError::Invalid("trailing bytes"))
-        }
-    }
 }
 
 pub(crate) fn encode_entry(seq: u64, entry: &Entry) -> Vec<u8> {
@@ -270,11 +246,11 @@ pub(crate) fn encode_entry(seq: u64, entry: &Entry) -> Vec<u8> {
             w.u32(*height);
         }
     }
-    seal(w)
+    w.seal()
 }
 
 fn decode_entry(bytes: &[u8]) -> Result<(u64, Entry), RestoreError> {
-    let mut r = open(bytes)?;
+    let mut r = unseal(bytes)?;
     let seq = r.u64()?;
     let entry = match r.u8()? {
         0 => Entry::Update(r.update()?),
@@ -297,9 +273,7 @@ fn decode_entry(bytes: &[u8]) -> Result<(u64, Entry), RestoreError> {
 }
 
 fn encode_state(seq: u64, s: &State) -> Vec<u8> {
-    let mut w = W(Vec::with_capacity(256 + s.records.len() * 80));
-    w.raw(MAGIC);
-    w.u8(FORMAT);
+    let mut w = W::header(MAGIC, FORMAT, 256 + s.records.len() * 80);
     w.u64(seq);
     w.opt(s.params.as_ref(), |w, p| w.update(&MonitorUpdate::Setup(Box::new(p.clone()))));
     w.u32(s.records.len() as u32);
@@ -327,14 +301,11 @@ fn encode_state(seq: u64, s: &State) -> Vec<u8> {
         w.u32(c.time);
         w.tx(&c.tx);
     }
-    seal(w)
+    w.seal()
 }
 
 fn decode_state(bytes: &[u8]) -> Result<(u64, State), RestoreError> {
-    let mut r = open(bytes)?;
-    if r.take(4)? != MAGIC || r.u8()? != FORMAT {
-        return Err(RestoreError::Format);
-    }
+    let mut r = open(bytes, MAGIC, FORMAT)?;
     let seq = r.u64()?;
     let params = r.opt(|r| match r.update()? {
         MonitorUpdate::Setup(p) => Ok(*p),

@@ -87,7 +87,49 @@ pub enum RestoreError {
 
 pub(crate) struct W(pub(crate) Vec<u8>);
 
+/// The body of a stored piece sealed by [`W::seal`], once its checksum
+/// matches.
+pub(crate) fn unseal(bytes: &[u8]) -> Result<R<'_>, RestoreError> {
+    if bytes.len() < CHECKSUM_LEN {
+        return Err(RestoreError::Truncated);
+    }
+    let (body, sum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
+    if checksum(body) != sum {
+        return Err(RestoreError::Checksum);
+    }
+    Ok(R(body))
+}
+
+/// The body of a stored state that starts with `magic` and `format` (see
+/// [`W::header`]) after them: [`RestoreError::Format`] for another kind or
+/// version of state, [`RestoreError::Checksum`] for damaged bytes.
+pub(crate) fn open<'a>(bytes: &'a [u8], magic: &[u8; 4], format: u8) -> Result<R<'a>, RestoreError> {
+    if bytes.len() < magic.len() + 1 + CHECKSUM_LEN {
+        return Err(RestoreError::Truncated);
+    }
+    if bytes[..4] != *magic || bytes[4] != format {
+        return Err(RestoreError::Format);
+    }
+    let mut r = unseal(bytes)?;
+    r.take(5)?;
+    Ok(r)
+}
+
 impl W {
+    /// A stored state's start: its magic and format version ([`open`]).
+    pub(crate) fn header(magic: &[u8; 4], format: u8, capacity: usize) -> W {
+        let mut w = W(Vec::with_capacity(capacity));
+        w.raw(magic);
+        w.u8(format);
+        w
+    }
+    /// Ends a stored piece with the checksum of everything before it
+    /// ([`unseal`]).
+    pub(crate) fn seal(mut self) -> Vec<u8> {
+        let sum = checksum(&self.0);
+        self.raw(&sum);
+        self.0
+    }
     pub(crate) fn u8(&mut self, v: u8) {
         self.0.push(v);
     }
@@ -282,6 +324,22 @@ impl<'a> R<'a> {
     pub(crate) fn u64(&mut self) -> Result<u64, RestoreError> {
         Ok(u64::from_be_bytes(self.array()?))
     }
+    /// An amount of at most 21 million bitcoin.
+    pub(crate) fn amount(&mut self) -> Result<Amount, RestoreError> {
+        let a = Amount::from_sat(self.u64()?);
+        if a > Amount::MAX_MONEY {
+            return Err(RestoreError::Invalid("amount above 21 million bitcoin"));
+        }
+        Ok(a)
+    }
+    /// Every byte was read.
+    pub(crate) fn done(&self) -> Result<(), RestoreError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(RestoreError::Invalid("trailing bytes"))
+        }
+    }
     pub(crate) fn bytes(&mut self) -> Result<Vec<u8>, RestoreError> {
         let n = self.u32()? as usize;
         Ok(self.take(n)?.to_vec())
@@ -462,9 +520,7 @@ impl Channel {
     /// The whole state, as [`Output::Persist`]
     /// carries it.
     pub(crate) fn to_bytes(&self) -> Vec<u8> {
-        let mut w = W(Vec::with_capacity(self.state_len_hint.max(1024)));
-        w.raw(MAGIC);
-        w.u8(FORMAT);
+        let mut w = W::header(MAGIC, FORMAT, self.state_len_hint.max(1024));
         let c = &self.config;
         w.u32(u32::from(c.max_delay_blocks));
         w.u32(c.max_delay_seconds);
@@ -597,9 +653,7 @@ impl Channel {
             w.output(o);
         }
         w.u64(self.version);
-        let digest = checksum(&w.0);
-        w.raw(&digest);
-        w.0
+        w.seal()
     }
 
     /// Continues a channel from a state an [`Output::Persist`]
@@ -619,17 +673,7 @@ impl Channel {
     /// channel relies on ([`RestoreError::Inconsistent`]): no stored byte
     /// can make the channel panic.
     pub fn restore(state: &[u8], signer: Arc<dyn Signer + Send + Sync>) -> Result<Channel, RestoreError> {
-        if state.len() < MAGIC.len() + 1 + CHECKSUM_LEN {
-            return Err(RestoreError::Truncated);
-        }
-        let (body, check) = state.split_at(state.len() - CHECKSUM_LEN);
-        let mut r = R(body);
-        if r.take(4)? != MAGIC || r.u8()? != FORMAT {
-            return Err(RestoreError::Format);
-        }
-        if checksum(body) != *check {
-            return Err(RestoreError::Checksum);
-        }
+        let mut r = open(state, MAGIC, FORMAT)?;
         let config = ChannelConfig {
             max_delay_blocks: u16::try_from(r.u32()?).map_err(|_| RestoreError::Invalid("max_delay_blocks"))?,
             max_delay_seconds: r.u32()?,
@@ -761,9 +805,7 @@ impl Channel {
             unreleased.push(r.output()?);
         }
         let version = r.u64()?;
-        if !r.0.is_empty() {
-            return Err(RestoreError::Invalid("trailing bytes"));
-        }
+        r.done()?;
         let ch = Channel {
             signer,
             config,

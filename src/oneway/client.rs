@@ -668,7 +668,7 @@ impl Client {
 const MAGIC: &[u8; 4] = b"PCLI";
 const FORMAT: u8 = 1;
 
-use crate::channel::persist::{checksum, R, W};
+use crate::channel::persist::{open, R, W};
 use crate::channel::RestoreError;
 
 /// Why a stored client state could not be restored.
@@ -698,16 +698,9 @@ impl W {
 
 impl R<'_> {
     fn policy(&mut self) -> Result<Policy, RestoreError> {
-        let amount = |r: &mut Self| {
-            let a = Amount::from_sat(r.u64()?);
-            if a > Amount::MAX_MONEY {
-                return Err(RestoreError::Invalid("amount"));
-            }
-            Ok(a)
-        };
         Ok(Policy {
-            min_capacity: amount(self)?,
-            max_capacity: amount(self)?,
+            min_capacity: self.amount()?,
+            max_capacity: self.amount()?,
             min_lock_delta: self.u32()?,
             max_lock_delta: self.u32()?,
             min_depth: self.u32()?,
@@ -722,9 +715,7 @@ impl R<'_> {
 
 impl Client {
     fn to_bytes(&self) -> Vec<u8> {
-        let mut w = W(Vec::with_capacity(1024));
-        w.raw(MAGIC);
-        w.u8(FORMAT);
+        let mut w = W::header(MAGIC, FORMAT, 1024);
         w.u64(self.gate.next_version());
         w.u64(self.key_index);
         w.opt(self.tip, W::u32);
@@ -772,9 +763,7 @@ impl Client {
             }
             Phase::Settled => w.u8(5),
         }
-        let sum = checksum(&w.0);
-        w.raw(&sum);
-        w.0
+        w.seal()
     }
 
     /// A client from its last stored state; the caller feeds blocks again
@@ -784,17 +773,7 @@ impl Client {
         signer: Arc<dyn Signer + Send + Sync>,
         bytes: &[u8],
     ) -> Result<Client, ClientRestoreError> {
-        if bytes.len() < 8 {
-            return Err(RestoreError::Truncated.into());
-        }
-        let (body, sum) = bytes.split_at(bytes.len() - 8);
-        if checksum(body) != sum {
-            return Err(RestoreError::Checksum.into());
-        }
-        let mut r = R(body);
-        if r.take(4)? != MAGIC || r.u8()? != FORMAT {
-            return Err(RestoreError::Format.into());
-        }
+        let mut r = open(bytes, MAGIC, FORMAT)?;
         let version = r.u64()?;
         let key_index = r.u64()?;
         let tip = r.opt(R::u32)?;
@@ -805,13 +784,6 @@ impl Client {
             } else {
                 Err(ClientRestoreError::Inconsistent("a channel key the signer does not hold"))
             }
-        };
-        let amount = |r: &mut R<'_>| -> Result<Amount, RestoreError> {
-            let a = Amount::from_sat(r.u64()?);
-            if a > Amount::MAX_MONEY {
-                return Err(RestoreError::Invalid("amount"));
-            }
-            Ok(a)
         };
         let phase = match r.u8()? {
             0 => Phase::Requested,
@@ -836,10 +808,10 @@ impl Client {
                 let funding = r.tx()?;
                 let policy = r.policy()?;
                 let deadline = r.u32()?;
-                let invoice = r.opt(|r| Ok((r.u64()?, amount(r)?, amount(r)?, ScriptBuf::from_bytes(r.bytes()?))))?;
+                let invoice = r.opt(|r| Ok((r.u64()?, r.amount()?, r.amount()?, ScriptBuf::from_bytes(r.bytes()?))))?;
                 let last_invoice = r.u64()?;
-                let signed = r.opt(|r| Ok((r.u64()?, amount(r)?, r.tx()?)))?;
-                let acked = amount(&mut r)?;
+                let signed = r.opt(|r| Ok((r.u64()?, r.amount()?, r.tx()?)))?;
+                let acked = r.amount()?;
                 let close = r.opt(R::tx)?;
                 check(&output)?;
                 if signed.as_ref().is_some_and(|s| s.1 > output.value) || acked > output.value {
@@ -856,9 +828,7 @@ impl Client {
             5 => Phase::Settled,
             _ => return Err(RestoreError::Invalid("phase").into()),
         };
-        if !r.0.is_empty() {
-            return Err(RestoreError::Invalid("trailing bytes").into());
-        }
+        r.done()?;
         // Versions go on from the stored one (ADR 0003).
         Ok(Client { signer, config, key_index, phase, tip, refused: None, gate: Gate::resumed(version) })
     }

@@ -1023,7 +1023,7 @@ pub enum MerchantRestoreError {
     Inconsistent(&'static str),
 }
 
-use crate::channel::persist::{checksum, R, W};
+use crate::channel::persist::{open, R, W};
 use crate::channel::RestoreError;
 
 impl W {
@@ -1043,7 +1043,7 @@ impl W {
 impl R<'_> {
     pub(super) fn channel_output(&mut self) -> Result<ChannelOutput, RestoreError> {
         let outpoint = self.outpoint()?;
-        let value = Amount::from_sat(self.u64()?);
+        let value = self.amount()?;
         let (client, merchant) = (self.key()?, self.key()?);
         let t = absolute::Height::from_consensus(self.u32()?).map_err(|_| RestoreError::Invalid("lock time"))?;
         let kind = match self.u8()? {
@@ -1052,25 +1052,13 @@ impl R<'_> {
             _ => return Err(RestoreError::Invalid("output kind")),
         };
         let script = ChannelScript::new(client, merchant, t).map_err(|_| RestoreError::Invalid("channel script"))?;
-        if value > Amount::MAX_MONEY {
-            return Err(RestoreError::Invalid("capacity"));
-        }
         Ok(ChannelOutput { outpoint, value, script, kind })
-    }
-    fn amount(&mut self) -> Result<Amount, RestoreError> {
-        let a = Amount::from_sat(self.u64()?);
-        if a > Amount::MAX_MONEY {
-            return Err(RestoreError::Invalid("amount"));
-        }
-        Ok(a)
     }
 }
 
 impl Merchant {
     fn to_bytes(&self) -> Vec<u8> {
-        let mut w = W(Vec::with_capacity(256 + 512 * self.channels.len()));
-        w.raw(MAGIC);
-        w.u8(FORMAT);
+        let mut w = W::header(MAGIC, FORMAT, 256 + 512 * self.channels.len());
         w.u64(self.gate.next_version());
         w.u64(self.next_key);
         w.opt(self.tip, W::u32);
@@ -1104,9 +1092,7 @@ impl Merchant {
         for o in &self.used {
             w.outpoint(o);
         }
-        let sum = checksum(&w.0);
-        w.raw(&sum);
-        w.0
+        w.seal()
     }
 
     /// A merchant from its last stored state. Every channel's best payment
@@ -1119,17 +1105,7 @@ impl Merchant {
         signer: Arc<dyn Signer + Send + Sync>,
         bytes: &[u8],
     ) -> Result<Merchant, MerchantRestoreError> {
-        if bytes.len() < 8 {
-            return Err(RestoreError::Truncated.into());
-        }
-        let (body, sum) = bytes.split_at(bytes.len() - 8);
-        if checksum(body) != sum {
-            return Err(RestoreError::Checksum.into());
-        }
-        let mut r = R(body);
-        if r.take(4)? != MAGIC || r.u8()? != FORMAT {
-            return Err(RestoreError::Format.into());
-        }
+        let mut r = open(bytes, MAGIC, FORMAT)?;
         let mut m = Merchant::new(config, signer);
         let version = r.u64()?;
         m.next_key = r.u64()?;
@@ -1178,9 +1154,7 @@ impl Merchant {
         for _ in 0..r.u32()? {
             m.used.insert(r.outpoint()?);
         }
-        if !r.0.is_empty() {
-            return Err(RestoreError::Invalid("trailing bytes").into());
-        }
+        r.done()?;
         if m.channels.keys().any(|o| !m.used.contains(o)) {
             return Err(MerchantRestoreError::Inconsistent("a channel missing from the used outpoints"));
         }
