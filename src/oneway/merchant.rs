@@ -698,15 +698,9 @@ impl Merchant {
     /// A payment's shape, for its size: the channel input, the payee and a
     /// change output.
     fn example_payment(&self, c: &Chan, total: Amount) -> Transaction {
-        Transaction {
-            version: bitcoin::transaction::Version::TWO,
-            lock_time: absolute::LockTime::ZERO,
-            input: vec![bitcoin::TxIn { previous_output: c.output.outpoint, ..Default::default() }],
-            output: vec![
-                TxOut { value: total, script_pubkey: self.config.payout_script.clone() },
-                TxOut { value: Amount::ZERO, script_pubkey: self.config.payout_script.clone() },
-            ],
-        }
+        let payee = TxOut { value: total, script_pubkey: self.config.payout_script.clone() };
+        let change = TxOut { value: Amount::ZERO, script_pubkey: self.config.payout_script.clone() };
+        c.output.spending(vec![payee, change])
     }
 
     /// M3-c..M3-g.

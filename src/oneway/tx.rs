@@ -127,6 +127,23 @@ pub struct ChannelOutput {
 }
 
 impl ChannelOutput {
+    /// A final version-2 transaction whose one input spends the channel
+    /// (nSequence 0xFFFFFFFF, nLockTime 0, no signature yet) and pays
+    /// `outputs`: the shape of every payment (M3-b) and of the announce.
+    pub fn spending(&self, outputs: Vec<TxOut>) -> Transaction {
+        Transaction {
+            version: transaction::Version::TWO,
+            lock_time: absolute::LockTime::ZERO,
+            input: vec![TxIn {
+                previous_output: self.outpoint,
+                script_sig: ScriptBuf::new(),
+                sequence: Sequence::MAX,
+                witness: Witness::new(),
+            }],
+            output: outputs,
+        }
+    }
+
     /// The output the funding transaction pays (M1-c).
     pub fn txout(&self) -> TxOut {
         TxOut { value: self.value, script_pubkey: self.script.script_pubkey(self.kind) }
@@ -306,17 +323,9 @@ impl ChannelOutput {
         if key != self.script.client() {
             return Err(TxError::NotTheClient(key));
         }
-        let mut tx = Transaction {
-            version: transaction::Version::TWO,
-            lock_time: absolute::LockTime::Blocks(self.script.locktime()),
-            input: vec![TxIn {
-                previous_output: self.outpoint,
-                script_sig: ScriptBuf::new(),
-                sequence: REFUND_SEQUENCE,
-                witness: Witness::new(),
-            }],
-            output: vec![TxOut { value: Amount::ZERO, script_pubkey: destination }],
-        };
+        let mut tx = self.spending(vec![TxOut { value: Amount::ZERO, script_pubkey: destination }]);
+        tx.lock_time = absolute::LockTime::Blocks(self.script.locktime());
+        tx.input[0].sequence = REFUND_SEQUENCE;
         let size = self.refund_size(&tx);
         let fee = fee_for(fee_rate, size).ok_or(TxError::FeeOverflow { fee_rate, size })?;
         let value = self.value.checked_sub(fee).ok_or(TxError::InsufficientCapacity {
@@ -375,17 +384,7 @@ impl ChannelOutput {
         if total < threshold || total == Amount::ZERO {
             return Err(TxError::PayeeBelowDust { value: total, threshold });
         }
-        let mut tx = Transaction {
-            version: transaction::Version::TWO,
-            lock_time: absolute::LockTime::ZERO,
-            input: vec![TxIn {
-                previous_output: self.outpoint,
-                script_sig: ScriptBuf::new(),
-                sequence: Sequence::MAX,
-                witness: Witness::new(),
-            }],
-            output: vec![TxOut { value: total, script_pubkey: payee }],
-        };
+        let mut tx = self.spending(vec![TxOut { value: total, script_pubkey: payee }]);
         // Without change: the least the payment can cost.
         let size = self.finalized_size(&tx);
         let fee = fee_for(fee_rate, size).ok_or(TxError::FeeOverflow { fee_rate, size })?;
@@ -448,17 +447,7 @@ impl ChannelOutput {
     /// for P2SH `redeem_script`. Nothing else is set.
     pub fn announce_psbt(&self, funding_tx: &Transaction) -> Result<Psbt, TxError> {
         let input = self.psbt_input(funding_tx)?;
-        let unsigned_tx = Transaction {
-            version: transaction::Version::TWO,
-            lock_time: absolute::LockTime::ZERO,
-            input: vec![TxIn {
-                previous_output: self.outpoint,
-                script_sig: ScriptBuf::new(),
-                sequence: Sequence::MAX,
-                witness: Witness::new(),
-            }],
-            output: vec![],
-        };
+        let unsigned_tx = self.spending(vec![]);
         Ok(psbt_of(unsigned_tx, input))
     }
 

@@ -464,6 +464,11 @@ impl At {
     }
 }
 
+/// A refusal as received: its text cut like the peer protocol's errors.
+fn refusal_of(code: u32, explanation: &str, expected: Option<u64>) -> Refusal {
+    Refusal { code: Code::from_u32(code), explanation: crate::wire::bounded_error_text(explanation), expected }
+}
+
 /// Decodes one message. See the module documentation for what is checked.
 pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
     if bytes.len() > MAX_MSG_LEN {
@@ -518,11 +523,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
                 deadline: at.height("deadline", m.deadline)?,
             }
         }
-        M::Reject(m) => Message::Reject(Refusal {
-            code: Code::from_u32(m.code),
-            explanation: crate::wire::bounded_error_text(&m.explanation),
-            expected: m.expected,
-        }),
+        M::Reject(m) => Message::Reject(refusal_of(m.code, &m.explanation, m.expected)),
         M::Invoice(m) => {
             let at = At("invoice");
             Message::Invoice {
@@ -555,11 +556,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
             Message::Close { channel_id: at.outpoint("channel_id", &m.channel_id)?, tx }
         }
         M::Error(m) => Message::Error {
-            refusal: Refusal {
-                code: Code::from_u32(m.code),
-                explanation: crate::wire::bounded_error_text(&m.explanation),
-                expected: m.expected,
-            },
+            refusal: refusal_of(m.code, &m.explanation, m.expected),
             transient: m.transient.unwrap_or(false),
         },
     })
