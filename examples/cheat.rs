@@ -9,31 +9,18 @@
 //!
 //! Run with `cargo run --example cheat`.
 
+#[path = "support/interpreter.rs"]
+mod interpreter;
+
 use std::collections::BTreeMap;
 
-use bitcoin::consensus::serialize;
-use bitcoin::{Amount, ScriptBuf, Transaction, TxOut, Txid};
+use bitcoin::{Amount, ScriptBuf, Transaction, Txid};
 use paychan::chain::{Balance, MonitorEvent, Resolution};
 use paychan::channel::ChannelConfig;
-use paychan::sim::chain::SimChain;
 use paychan::sim::destination;
 use paychan::sim::net::Net;
 use paychan::types::Delay;
 use paychan::Preimage;
-
-fn verified_chain() -> SimChain {
-    SimChain::with_verifier(Box::new(|tx: &Transaction, index: usize, spent: &TxOut| {
-        bitcoinconsensus::verify_with_flags(
-            spent.script_pubkey.as_bytes(),
-            spent.value.to_sat(),
-            &serialize(tx),
-            None,
-            index,
-            bitcoinconsensus::VERIFY_ALL_PRE_TAPROOT,
-        )
-        .map_err(|e| format!("{e:?}"))
-    }))
-}
 
 /// Names for the transactions of the story.
 #[derive(Default)]
@@ -132,7 +119,7 @@ fn config() -> ChannelConfig {
 
 fn cheat() {
     println!("== 1. B broadcasts a revoked commitment ==");
-    let mut net = Net::open_with(config(), verified_chain());
+    let mut net = Net::open_with(config(), interpreter::verified_chain());
     let mut story = Story::default();
     story.name(net.p.a.anchor.as_ref().expect("funded"), "anchor");
     story.printed = net.height() - 1;
@@ -177,7 +164,7 @@ fn cheat() {
 
 fn vanish() {
     println!("== 2. B vanishes with HTLCs in flight ==");
-    let mut net = Net::open_with(config(), verified_chain());
+    let mut net = Net::open_with(config(), interpreter::verified_chain());
     let mut story = Story::default();
     story.name(net.p.a.anchor.as_ref().expect("funded"), "anchor");
     story.printed = net.height() - 1;

@@ -6,30 +6,16 @@
 //!
 //! Run with `cargo run --example merchant`.
 
+#[path = "support/interpreter.rs"]
+mod interpreter;
+
 use bitcoin::consensus::serialize;
-use bitcoin::{Amount, FeeRate, ScriptBuf, Transaction, TxOut};
+use bitcoin::{Amount, ScriptBuf};
 use paychan::oneway::client::ClientConfig;
 use paychan::oneway::merchant::{Merchant, MerchantConfig};
 use paychan::oneway::script::OutputKind;
-use paychan::oneway::tx::DustPolicy;
-use paychan::oneway::wire::Policy;
-use paychan::sim::chain::SimChain;
 use paychan::sim::oneway::Shop;
 use paychan::sim::secret;
-
-fn verified_chain() -> SimChain {
-    SimChain::with_verifier(Box::new(|tx: &Transaction, index: usize, spent: &TxOut| {
-        bitcoinconsensus::verify_with_flags(
-            spent.script_pubkey.as_bytes(),
-            spent.value.to_sat(),
-            &serialize(tx),
-            None,
-            index,
-            bitcoinconsensus::VERIFY_ALL_PRE_TAPROOT,
-        )
-        .map_err(|e| format!("{e:?}"))
-    }))
-}
 
 fn p2wpkh(n: u64) -> ScriptBuf {
     let secp = bitcoin::secp256k1::Secp256k1::new();
@@ -38,40 +24,11 @@ fn p2wpkh(n: u64) -> ScriptBuf {
 }
 
 fn merchant_config(kind: OutputKind) -> MerchantConfig {
-    MerchantConfig {
-        network: "regtest".into(),
-        policy: Policy {
-            min_capacity: Amount::from_sat(10_000),
-            max_capacity: Amount::from_sat(100_000_000),
-            min_lock_delta: 50,
-            max_lock_delta: 5_000,
-            min_depth: 3,
-            accept_margin: 6,
-            settle_margin: 6,
-            min_fee_rate: 1_000,
-            max_fee_rate: 50_000,
-            kind,
-        },
-        payout_script: p2wpkh(99),
-        dust: DustPolicy::default(),
-        bury_depth: 6,
-        max_tip_age: 7_200,
-    }
+    paychan::sim::oneway::merchant_config(kind, p2wpkh(99), 3)
 }
 
 fn client_config(n: u64) -> ClientConfig {
-    ClientConfig {
-        network: "regtest".into(),
-        pinned_merchant_key: None,
-        capacity: Amount::from_sat(250_000),
-        lock_delta: 150,
-        fee_rate: FeeRate::from_sat_per_vb_u32(2),
-        refund_fee_rate: FeeRate::from_sat_per_vb_u32(2),
-        change_script: p2wpkh(500 + n),
-        kinds: vec![OutputKind::P2wsh, OutputKind::P2sh],
-        dust: DustPolicy::default(),
-        bury_depth: 6,
-    }
+    paychan::sim::oneway::client_config(Amount::from_sat(250_000), 150, p2wpkh(500 + n))
 }
 
 /// Prints the shop's log since `from` as lines of the seed's diagram.
@@ -109,7 +66,7 @@ fn diagram(shop: &Shop, from: usize) -> usize {
 fn main() {
     println!("== Alice and Bob (P2WSH) ==");
     println!("              [ Alice ]                              [ Bob ]");
-    let mut shop = Shop::new(merchant_config(OutputKind::P2wsh), verified_chain());
+    let mut shop = Shop::new(merchant_config(OutputKind::P2wsh), interpreter::verified_chain());
     shop.add_client(client_config(1), 1);
     let mut seen = diagram(&shop, 0);
     let id = *shop.merchant.channels().next().expect("Bob accepted the channel");
@@ -139,7 +96,7 @@ fn main() {
 
     println!();
     println!("== Carol and a merchant that never closes (P2SH) ==");
-    let mut shop = Shop::new(merchant_config(OutputKind::P2sh), verified_chain());
+    let mut shop = Shop::new(merchant_config(OutputKind::P2sh), interpreter::verified_chain());
     let carol = shop.add_client(client_config(2), 2);
     let id = *shop.merchant.channels().next().expect("accepted");
     let invoice = shop.merchant.invoice(id, Amount::from_sat(20_000)).expect("payable");

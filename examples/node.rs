@@ -10,6 +10,8 @@
 //!
 //! Run with `cargo run --example node`.
 
+#[path = "support/interpreter.rs"]
+mod interpreter;
 #[path = "../tests/common/regtest.rs"]
 #[allow(dead_code)]
 mod regtest;
@@ -277,17 +279,7 @@ impl Chain {
                 Chain::Regtest(node, wallet)
             }
             None => {
-                let mut chain = paychan::sim::chain::SimChain::with_verifier(Box::new(|tx, i, spent| {
-                    bitcoinconsensus::verify_with_flags(
-                        spent.script_pubkey.as_bytes(),
-                        spent.value.to_sat(),
-                        &bitcoin::consensus::serialize(tx),
-                        None,
-                        i,
-                        bitcoinconsensus::VERIFY_ALL_PRE_TAPROOT,
-                    )
-                    .map_err(|e| format!("{e:?}"))
-                }));
+                let mut chain = interpreter::verified_chain();
                 chain.mine_empty(99);
                 Chain::Sim(chain)
             }

@@ -10,7 +10,6 @@ use common::chain::verify_input;
 use paychan::oneway::client::{ClientConfig, ClientEvent};
 use paychan::oneway::merchant::{MerchantConfig, MerchantEvent};
 use paychan::oneway::script::OutputKind;
-use paychan::oneway::tx::DustPolicy;
 use paychan::oneway::wire::{Code, Message, Policy};
 use paychan::sim::chain::SimChain;
 use paychan::sim::oneway::Shop;
@@ -19,47 +18,14 @@ fn p2wpkh(n: u64) -> ScriptBuf {
     ScriptBuf::new_p2wpkh(&common::pubkey(n).wpubkey_hash())
 }
 
-fn verified_chain() -> SimChain {
-    SimChain::with_verifier(Box::new(|tx: &Transaction, i: usize, spent: &bitcoin::TxOut| {
-        verify_input(tx, i, spent).map_err(|e| format!("{e:?}"))
-    }))
-}
+use common::chain::verified_chain;
 
 fn merchant_config(kind: OutputKind) -> MerchantConfig {
-    MerchantConfig {
-        network: "regtest".into(),
-        policy: Policy {
-            min_capacity: Amount::from_sat(10_000),
-            max_capacity: Amount::from_sat(1_000_000_000),
-            min_lock_delta: 50,
-            max_lock_delta: 5_000,
-            min_depth: 3,
-            accept_margin: 6,
-            settle_margin: 6,
-            min_fee_rate: 1_000,
-            max_fee_rate: 50_000,
-            kind,
-        },
-        payout_script: p2wpkh(99),
-        dust: DustPolicy::default(),
-        bury_depth: 6,
-        max_tip_age: 7_200,
-    }
+    paychan::sim::oneway::merchant_config(kind, p2wpkh(99), 3)
 }
 
 fn client_config(seed: u64) -> ClientConfig {
-    ClientConfig {
-        network: "regtest".into(),
-        pinned_merchant_key: None,
-        capacity: Amount::from_sat(1_000_000),
-        lock_delta: 200,
-        fee_rate: FeeRate::from_sat_per_vb_u32(2),
-        refund_fee_rate: FeeRate::from_sat_per_vb_u32(2),
-        change_script: p2wpkh(500 + seed),
-        kinds: vec![OutputKind::P2wsh, OutputKind::P2sh],
-        dust: DustPolicy::default(),
-        bury_depth: 6,
-    }
+    paychan::sim::oneway::client_config(Amount::from_sat(1_000_000), 200, p2wpkh(500 + seed))
 }
 
 /// A shop with one client whose channel is open.

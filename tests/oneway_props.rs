@@ -8,14 +8,11 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use bitcoin::{Amount, FeeRate, ScriptBuf, Transaction};
+use bitcoin::{Amount, FeeRate, ScriptBuf};
 use common::chain::verify_input;
 use paychan::oneway::client::ClientConfig;
-use paychan::oneway::merchant::{MerchantConfig, MerchantEvent};
+use paychan::oneway::merchant::MerchantEvent;
 use paychan::oneway::script::OutputKind;
-use paychan::oneway::tx::DustPolicy;
-use paychan::oneway::wire::Policy;
-use paychan::sim::chain::SimChain;
 use paychan::sim::oneway::Shop;
 use proptest::prelude::*;
 
@@ -54,40 +51,11 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn run(ops: &[Op], kind: OutputKind, fee_sat_per_vb: u32) -> Result<(), TestCaseError> {
-    let chain = SimChain::with_verifier(Box::new(|tx: &Transaction, i: usize, spent: &bitcoin::TxOut| {
-        verify_input(tx, i, spent).map_err(|e| format!("{e:?}"))
-    }));
-    let config = MerchantConfig {
-        network: "regtest".into(),
-        policy: Policy {
-            min_capacity: Amount::from_sat(10_000),
-            max_capacity: Amount::from_sat(100_000_000),
-            min_lock_delta: 50,
-            max_lock_delta: 5_000,
-            min_depth: 1,
-            accept_margin: 6,
-            settle_margin: 6,
-            min_fee_rate: 1_000,
-            max_fee_rate: 50_000,
-            kind,
-        },
-        payout_script: p2wpkh(99),
-        dust: DustPolicy::default(),
-        bury_depth: 6,
-        max_tip_age: 7_200,
-    };
-    let mut shop = Shop::new(config, chain);
+    let config = paychan::sim::oneway::merchant_config(kind, p2wpkh(99), 1);
+    let mut shop = Shop::new(config, common::chain::verified_chain());
     let client = ClientConfig {
-        network: "regtest".into(),
-        pinned_merchant_key: None,
-        capacity: Amount::from_sat(1_000_000),
-        lock_delta: 400,
         fee_rate: FeeRate::from_sat_per_vb_u32(fee_sat_per_vb),
-        refund_fee_rate: FeeRate::from_sat_per_vb_u32(2),
-        change_script: p2wpkh(501),
-        kinds: vec![OutputKind::P2wsh, OutputKind::P2sh],
-        dust: DustPolicy::default(),
-        bury_depth: 6,
+        ..paychan::sim::oneway::client_config(Amount::from_sat(1_000_000), 400, p2wpkh(501))
     };
     shop.add_client(client, 1);
     let Some(id) = shop.merchant.channels().next().copied() else {

@@ -8,12 +8,11 @@ use std::sync::{Arc, LazyLock};
 
 use libfuzzer_sys::fuzz_target;
 use paychan::bitcoin::psbt::Psbt;
-use paychan::bitcoin::{Amount, FeeRate, OutPoint, ScriptBuf};
+use paychan::bitcoin::{Amount, OutPoint, ScriptBuf};
 use paychan::oneway::client::{Client, ClientConfig, ClientOutput};
 use paychan::oneway::merchant::{Merchant, MerchantConfig, MerchantOutput};
 use paychan::oneway::script::OutputKind;
-use paychan::oneway::tx::DustPolicy;
-use paychan::oneway::wire::{self, Message, Policy, SessionId};
+use paychan::oneway::wire::{self, Message, SessionId};
 use paychan::sim::chain::SimChain;
 use paychan::sim::oneway::Shop;
 use paychan::tx::InMemorySigner;
@@ -36,37 +35,8 @@ fn p2wpkh(n: u8) -> ScriptBuf {
 use paychan::bitcoin::hashes::Hash as _;
 
 static BASE: LazyLock<Base> = LazyLock::new(|| {
-    let config = MerchantConfig {
-        network: "regtest".into(),
-        policy: Policy {
-            min_capacity: Amount::from_sat(10_000),
-            max_capacity: Amount::from_sat(100_000_000),
-            min_lock_delta: 50,
-            max_lock_delta: 5_000,
-            min_depth: 1,
-            accept_margin: 6,
-            settle_margin: 6,
-            min_fee_rate: 1_000,
-            max_fee_rate: 50_000,
-            kind: OutputKind::P2wsh,
-        },
-        payout_script: p2wpkh(99),
-        dust: DustPolicy::default(),
-        bury_depth: 6,
-        max_tip_age: 7_200,
-    };
-    let client = ClientConfig {
-        network: "regtest".into(),
-        pinned_merchant_key: None,
-        capacity: Amount::from_sat(1_000_000),
-        lock_delta: 400,
-        fee_rate: FeeRate::from_sat_per_vb_u32(2),
-        refund_fee_rate: FeeRate::from_sat_per_vb_u32(2),
-        change_script: p2wpkh(5),
-        kinds: vec![OutputKind::P2wsh],
-        dust: DustPolicy::default(),
-        bury_depth: 6,
-    };
+    let config = paychan::sim::oneway::merchant_config(OutputKind::P2wsh, p2wpkh(99), 1);
+    let client = paychan::sim::oneway::client_config(Amount::from_sat(1_000_000), 400, p2wpkh(5));
     let mut shop = Shop::new(config.clone(), SimChain::new());
     shop.add_client(client.clone(), 1);
     let channel = *shop.merchant.channels().next().expect("open");

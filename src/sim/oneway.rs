@@ -12,8 +12,53 @@ use bitcoin::{Amount, OutPoint, ScriptBuf, Transaction};
 use super::chain::{Reject, SimChain};
 use crate::oneway::client::{Client, ClientConfig, ClientEvent, ClientOutput};
 use crate::oneway::merchant::{FundingStatus, Merchant, MerchantConfig, MerchantEvent, MerchantOutput, OutpointStatus};
-use crate::oneway::wire;
+use crate::oneway::script::OutputKind;
+use crate::oneway::tx::DustPolicy;
+use crate::oneway::wire::{self, Policy};
 use crate::tx::InMemorySigner;
+
+/// The merchant settings the simulator's tests, examples and fuzz target
+/// use: channels of 10,000 sat to 10 BTC, `T` 50 to 5,000 blocks away, 6
+/// blocks of margin each way, fees of 1 to 50 sat/vB, Bitcoin Core's dust
+/// rule, final after 6 blocks, a tip at most two hours old.
+pub fn merchant_config(kind: OutputKind, payout_script: ScriptBuf, min_depth: u32) -> MerchantConfig {
+    MerchantConfig {
+        network: "regtest".into(),
+        policy: Policy {
+            min_capacity: Amount::from_sat(10_000),
+            max_capacity: Amount::from_sat(1_000_000_000),
+            min_lock_delta: 50,
+            max_lock_delta: 5_000,
+            min_depth,
+            accept_margin: 6,
+            settle_margin: 6,
+            min_fee_rate: 1_000,
+            max_fee_rate: 50_000,
+            kind,
+        },
+        payout_script,
+        dust: DustPolicy::default(),
+        bury_depth: 6,
+        max_tip_age: 7_200,
+    }
+}
+
+/// The client settings to match [`merchant_config`]: `capacity` locked
+/// `lock_delta` blocks, payments and refund at 2 sat/vB, either output kind.
+pub fn client_config(capacity: Amount, lock_delta: u32, change_script: ScriptBuf) -> ClientConfig {
+    ClientConfig {
+        network: "regtest".into(),
+        pinned_merchant_key: None,
+        capacity,
+        lock_delta,
+        fee_rate: bitcoin::FeeRate::from_sat_per_vb_u32(2),
+        refund_fee_rate: bitcoin::FeeRate::from_sat_per_vb_u32(2),
+        change_script,
+        kinds: vec![OutputKind::P2wsh, OutputKind::P2sh],
+        dust: DustPolicy::default(),
+        bury_depth: 6,
+    }
+}
 
 /// One client and what it emitted.
 pub struct ClientNode {

@@ -123,6 +123,14 @@ pub mod chain {
     #[allow(unused_imports)]
     pub use paychan::sim::funding_tx;
 
+    /// A simulated chain whose every accepted input passes the
+    /// interpreter ([`verify_input`]).
+    pub fn verified_chain() -> paychan::sim::chain::SimChain {
+        paychan::sim::chain::SimChain::with_verifier(Box::new(|tx: &Transaction, i: usize, spent: &TxOut| {
+            verify_input(tx, i, spent).map_err(|e| format!("{e:?}"))
+        }))
+    }
+
     /// Replaces the signature (witness element 0) of input `index` with a
     /// fresh one by `key` over the transaction as it is now: for negative
     /// tests that change a field and must re-sign to isolate that change.

@@ -1,26 +1,11 @@
 //! The world of the on-chain tests: [`paychan::sim::net::Net`] on a chain
 //! whose every accepted input passes Bitcoin Core's script interpreter.
 
-use bitcoin::consensus::serialize;
 use bitcoin::{Amount, FeeRate, Transaction};
-use paychan::sim::chain::SimChain;
 
 pub use paychan::sim::net::Net;
 
-/// A simulated chain checking every input with libbitcoinconsensus.
-pub fn verified_chain() -> SimChain {
-    SimChain::with_verifier(Box::new(|tx: &Transaction, index: usize, spent: &bitcoin::TxOut| {
-        bitcoinconsensus::verify_with_flags(
-            spent.script_pubkey.as_bytes(),
-            spent.value.to_sat(),
-            &serialize(tx),
-            None,
-            index,
-            bitcoinconsensus::VERIFY_ALL_PRE_TAPROOT,
-        )
-        .map_err(|e| format!("{e:?}"))
-    }))
-}
+pub use super::chain::verified_chain;
 
 /// An open channel on a verified chain.
 pub fn open() -> Net {
