@@ -117,17 +117,24 @@ fn config() -> ChannelConfig {
     ChannelConfig { delay: Delay::Blocks(30), ..ChannelConfig::default() }
 }
 
-fn cheat() {
-    println!("== 1. B broadcasts a revoked commitment ==");
+/// An open channel on the verified chain in which A has paid B 300,000 sat,
+/// and the story that names its transactions.
+fn opened() -> (Net, Story) {
     let mut net = Net::open_with(config(), interpreter::verified_chain());
     let mut story = Story::default();
     story.name(net.p.a.anchor.as_ref().expect("funded"), "anchor");
     story.printed = net.height() - 1;
-    // A pays B 300,000 sat; then HTLCs in flight both ways.
     net.offer('A', 300_000_000, 9, 200);
     net.p.settle();
     net.p.b.ch.fulfill_htlc(0, Preimage([9; 32])).expect("committed");
     net.p.settle();
+    (net, story)
+}
+
+fn cheat() {
+    println!("== 1. B broadcasts a revoked commitment ==");
+    let (mut net, mut story) = opened();
+    // HTLCs in flight both ways.
     for (from, msat, tag) in [('A', 40_000_000, 1), ('A', 25_000_000, 2), ('B', 30_000_000, 3)] {
         net.offer(from, msat, tag, 200);
     }
@@ -164,14 +171,7 @@ fn cheat() {
 
 fn vanish() {
     println!("== 2. B vanishes with HTLCs in flight ==");
-    let mut net = Net::open_with(config(), interpreter::verified_chain());
-    let mut story = Story::default();
-    story.name(net.p.a.anchor.as_ref().expect("funded"), "anchor");
-    story.printed = net.height() - 1;
-    net.offer('A', 300_000_000, 9, 200);
-    net.p.settle();
-    net.p.b.ch.fulfill_htlc(0, Preimage([9; 32])).expect("committed");
-    net.p.settle();
+    let (mut net, mut story) = opened();
     // A offers two (B will learn R of the first), B offers one (A never
     // learns its R).
     net.offer('A', 40_000_000, 1, 80);
