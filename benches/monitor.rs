@@ -9,7 +9,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use paychan::chain::{Monitor, MonitorOutput, MonitorUpdate, SpendKind};
 use paychan::channel::{Htlc, Side};
 use paychan::shachain::RevocationSecrets;
-use paychan::sim::{MonitorStore, Pair};
+use paychan::sim::{Pair, Store};
 use paychan::tx::commitment::{self, CommitmentNumber, CommitmentSpec, HtlcDirection, HtlcSpec};
 use paychan::types::HtlcMsat;
 use paychan::MilliSats;
@@ -17,7 +17,7 @@ use paychan::Preimage;
 
 const STATES: u64 = 1_000_000;
 
-fn drain(m: &mut Monitor, store: &mut MonitorStore) -> usize {
+fn drain(m: &mut Monitor, store: &mut Store) -> usize {
     let mut broadcasts = 0;
     while let Some(o) = m.poll_output() {
         match o {
@@ -35,10 +35,10 @@ fn drain(m: &mut Monitor, store: &mut MonitorStore) -> usize {
 /// A's monitor of a fresh channel, fed B's revocations of `states`
 /// commitments and `htlcs` HTLC records held from commitment 0 on; and B's
 /// revoked commitment `states / 2` holding them.
-fn setup(states: u64, htlcs: u64) -> (Monitor, MonitorStore, Transaction) {
+fn setup(states: u64, htlcs: u64) -> (Monitor, Store, Transaction) {
     let p = Pair::open();
     let mut m = Monitor::new(p.a.monitor.config().clone(), p.a.signer.clone());
-    let mut store = MonitorStore::default();
+    let mut store = Store::default();
     for u in &p.a.monitor_updates {
         m.update(u.clone()).expect("the channel's updates");
     }

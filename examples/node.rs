@@ -1,9 +1,10 @@
 //! Two nodes as two threads, talking over real loopback TCP with the plain
-//! framing (ruling D8), each storing its channel state in a file (write to a
-//! temporary file, fsync, rename, fsync the directory) before it calls
-//! `handle_persisted`. The run makes payments, cuts the TCP connection in
+//! framing (ruling D8), each storing its channel in two files before it
+//! calls `handle_persisted`: a journal the entries are appended to (and
+//! fsynced), and a snapshot replaced atomically (write to a temporary file,
+//! fsync, rename, fsync the directory), after which the journal is emptied. The run makes payments, cuts the TCP connection in
 //! the middle of a round, kills one node without any shutdown in the middle
-//! of a payment, restarts it from its file, reconnects (R1.2), finishes the
+//! of a payment, restarts it from its files, reconnects (R1.2), finishes the
 //! payments and closes. The chain is a real Bitcoin Core node in regtest
 //! when `BITCOIND_EXE` is set, the simulated chain otherwise: the anchor and
 //! the close are accepted and mined there.
@@ -16,7 +17,7 @@ mod interpreter;
 #[allow(dead_code)]
 mod regtest;
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ use std::time::{Duration, Instant};
 use bitcoin::absolute::LockTime;
 use bitcoin::{Amount, Transaction};
 use paychan::channel::{Channel, ChannelConfig, Event, Output};
+use paychan::journal;
 use paychan::sim::{funding_tx, secret};
 use paychan::tx::{InMemorySigner, KeyRole, Signer};
 use paychan::wire::frame::{encode_frame, FrameDecoder};
@@ -57,20 +59,64 @@ enum Report {
     Event(Event),
 }
 
-/// Writes `state` to `path` atomically and durably.
-fn store(path: &Path, state: &[u8]) {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).expect("a temporary file");
-    f.write_all(state).expect("written");
-    f.sync_all().expect("fsynced");
-    fs::rename(&tmp, path).expect("renamed");
-    File::open(path.parent().expect("a directory")).and_then(|d| d.sync_all()).expect("directory fsynced");
+/// A channel's store on disk: `NAME.snapshot` and `NAME.journal`, whose
+/// entries are each a 4-byte big-endian length and the entry.
+struct FileStore {
+    snapshot: PathBuf,
+    journal: PathBuf,
+}
+
+impl FileStore {
+    fn new(dir: &Path, name: &str) -> Self {
+        FileStore { snapshot: dir.join(format!("{name}.snapshot")), journal: dir.join(format!("{name}.journal")) }
+    }
+
+    /// Makes one write durable.
+    fn write(&self, w: &journal::Write) {
+        match w {
+            journal::Write::Append { entry, .. } => {
+                let mut f = OpenOptions::new().create(true).append(true).open(&self.journal).expect("the journal");
+                let mut bytes = (entry.len() as u32).to_be_bytes().to_vec();
+                bytes.extend_from_slice(entry);
+                f.write_all(&bytes).expect("appended");
+                f.sync_data().expect("fsynced");
+            }
+            journal::Write::Snapshot { state, .. } => {
+                let tmp = self.snapshot.with_extension("tmp");
+                let mut f = File::create(&tmp).expect("a temporary file");
+                f.write_all(state).expect("written");
+                f.sync_all().expect("fsynced");
+                fs::rename(&tmp, &self.snapshot).expect("renamed");
+                let dir = self.snapshot.parent().expect("a directory");
+                File::open(dir).and_then(|d| d.sync_all()).expect("directory fsynced");
+                // Every entry so far is in the snapshot. A crash before this
+                // leaves them in the journal, and `restore` skips them.
+                File::create(&self.journal).and_then(|f| f.sync_all()).expect("journal emptied");
+            }
+        }
+    }
+
+    /// The channel as stored. A last entry cut short by the crash is passed
+    /// on as it is: `restore` drops it.
+    fn restore(&self, signer: Arc<InMemorySigner>) -> Channel {
+        let snapshot = fs::read(&self.snapshot).expect("the snapshot");
+        let journal = fs::read(&self.journal).unwrap_or_default();
+        let mut entries = Vec::new();
+        let mut rest = journal.as_slice();
+        while rest.len() >= 4 {
+            let len = u32::from_be_bytes(rest[..4].try_into().expect("four bytes")) as usize;
+            let end = (4 + len).min(rest.len());
+            entries.push(&rest[4..end]);
+            rest = &rest[end..];
+        }
+        Channel::restore(&snapshot, entries, signer).expect("restores")
+    }
 }
 
 struct Node {
     name: &'static str,
     ch: Channel,
-    file: PathBuf,
+    store: FileStore,
     stream: Option<TcpStream>,
     decoder: FrameDecoder,
     reports: Sender<Report>,
@@ -80,9 +126,9 @@ impl Node {
     fn drain(&mut self) {
         while let Some(out) = self.ch.poll_output() {
             match out {
-                Output::Persist { version, state } => {
-                    store(&self.file, &state);
-                    self.ch.handle_persisted(version);
+                Output::Persist(w) => {
+                    self.store.write(&w);
+                    self.ch.handle_persisted(w.seq());
                 }
                 Output::Send { message, acknowledge } => {
                     let mut bytes = Vec::new();
@@ -163,17 +209,17 @@ fn spawn(
     cmds: Receiver<Cmd>,
     reports: Sender<Report>,
 ) -> JoinHandle<()> {
-    let file = dir.join(format!("{name}.state"));
+    let store = FileStore::new(dir, name);
     std::thread::spawn(move || {
         let config = ChannelConfig::default();
         let ch = if restore {
-            Channel::restore(&fs::read(&file).expect("the state file"), signer(name)).expect("restores")
+            store.restore(signer(name))
         } else if name == "A" {
             Channel::new_funder(config, signer(name), [0xa1; 32], Amount::from_sat(1_000_000)).expect("valid")
         } else {
             Channel::new_fundee(config, signer(name), [0xb2; 32]).expect("valid")
         };
-        let mut node = Node { name, ch, file, stream: None, decoder: FrameDecoder::new(), reports };
+        let mut node = Node { name, ch, store, stream: None, decoder: FrameDecoder::new(), reports };
         node.drain();
         let listener = (name == "A").then(|| {
             let l = TcpListener::bind(("127.0.0.1", port)).expect("the port");
@@ -396,7 +442,10 @@ fn main() {
     std::thread::sleep(Duration::from_millis(2));
     b.send(Cmd::Crash).unwrap();
     hb.join().expect("B stopped");
-    println!("payment 5: B was killed mid-payment (no shutdown); restarting it from {}", dir.join("B.state").display());
+    println!(
+        "payment 5: B was killed mid-payment (no shutdown); restarting it from {} and its journal",
+        dir.join("B.snapshot").display()
+    );
     let (b2, hb2) = start("B", true);
     b = b2;
     hb = hb2;

@@ -21,6 +21,7 @@
 //! | [`fees`] | commitment fee, dust, and the split of a fee between the two sides | section 3.6 |
 //! | [`tx`] | funding, commitment, HTLC, sweep, close and penalty transactions; signing | sections 2.2, 3, 4.2, 6 |
 //! | [`channel`] | the sans-IO state machine: establishment, updates, close, failure, persistence | sections 1.2, 2, 3, 4, 6.3 |
+//! | [`journal`] | incremental persistence: entries appended, snapshots now and then | |
 //! | [`chain`] | the on-chain monitor: classifying the anchor's spend, sweeps, HTLC claims, penalties, reorgs | section 6 |
 //! | [`oneway`] | the one-way merchant channel: its script, transactions and PSBTs, wire messages, client and merchant (E1-E7, M1-M5) | `002_eae50c3ad23eff4b.txt`, `oneway.md` |
 //! | [`sim`] | two channels in memory and a simulated chain, for tests, examples and experiments | |
@@ -41,6 +42,7 @@
 //! use bitcoin::hashes::Hash as _;
 //! use paychan::chain::{Monitor, MonitorConfig, MonitorEvent, MonitorOutput, SpendKind};
 //! use paychan::channel::{Channel, ChannelConfig, Event, Output, Watch};
+//! use paychan::journal::Write;
 //! use paychan::sim::{funding_tx, secret};
 //! use paychan::tx::InMemorySigner;
 //! use paychan::wire::{self, Message};
@@ -50,15 +52,29 @@
 //! /// channel's on-chain monitor (which could live in another process).
 //! #[derive(Default)]
 //! struct World {
-//!     outbox: VecDeque<(u64, Vec<u8>)>, db: Vec<u8>, chain: Vec<bitcoin::Transaction>, events: Vec<Event>,
-//!     monitor: Option<Monitor>, monitor_db: Vec<Vec<u8>>, monitor_events: Vec<MonitorEvent>,
+//!     outbox: VecDeque<(u64, Vec<u8>)>, db: Db, chain: Vec<bitcoin::Transaction>, events: Vec<Event>,
+//!     monitor: Option<Monitor>, monitor_db: Db, monitor_events: Vec<MonitorEvent>,
+//! }
+//!
+//! /// A store: the last snapshot and the journal entries after it.
+//! #[derive(Default)]
+//! struct Db { snapshot: Vec<u8>, journal: Vec<Vec<u8>> }
+//!
+//! impl Db {
+//!     fn write(&mut self, write: Write) {
+//!         match write {
+//!             Write::Append { entry, .. } => self.journal.push(entry),
+//!             // Every entry so far is in the snapshot.
+//!             Write::Snapshot { state, .. } => { self.snapshot = state; self.journal.clear(); }
+//!         }
+//!     }
 //! }
 //!
 //! fn drain_monitor(w: &mut World) {
 //!     let Some(m) = w.monitor.as_mut() else { return };
 //!     while let Some(out) = m.poll_output() {
 //!         match out {
-//!             MonitorOutput::Persist(p) => { w.monitor_db.push(p.bytes().to_vec()); m.handle_persisted(p.seq()); }
+//!             MonitorOutput::Persist(p) => { let seq = p.seq(); w.monitor_db.write(p); m.handle_persisted(seq); }
 //!             MonitorOutput::Broadcast(tx) => w.chain.push(tx),
 //!             MonitorOutput::Event(e) => w.monitor_events.push(e),
 //!             _ => {} // watches: a node with a full chain needs none
@@ -71,8 +87,8 @@
 //!         match out {
 //!             // The monitor's updates come first and are stored first (C1-i)...
 //!             Output::Monitor(u) => { if let Some(m) = w.monitor.as_mut() { m.update(u).unwrap(); } drain_monitor(w); }
-//!             // ...then the state; only then is anything that depends on it released.
-//!             Output::Persist { version, state } => { w.db = state; ch.handle_persisted(version); }
+//!             // ...then the change; only then is anything that depends on it released.
+//!             Output::Persist(p) => { let seq = p.seq(); w.db.write(p); ch.handle_persisted(seq); }
 //!             Output::Send { message, acknowledge } => w.outbox.push_back((acknowledge, wire::encode(&message).unwrap())),
 //!             // The funder's wallet builds the anchor; it is broadcast later, when the channel says so.
 //!             Output::FundAnchor { amount, script_pubkey } => ch.provide_anchor(funding_tx(script_pubkey, amount), 0).unwrap(),
@@ -161,8 +177,9 @@
 //! run(&mut a, &mut wa, &mut b, &mut wb);
 //! assert!(a.is_terminal() && b.is_terminal());
 //! assert_eq!(wa.chain.last(), wb.chain.last());
-//! // The channel's state can be restored from what it last persisted.
-//! let restored = Channel::restore(&wb.db, Arc::new(InMemorySigner::new(secret(3), secret(4)))).unwrap();
+//! // The channel can be restored from its store: the snapshot, then the journal.
+//! let journal = wb.db.journal.iter().map(Vec::as_slice);
+//! let restored = Channel::restore(&wb.db.snapshot, journal, Arc::new(InMemorySigner::new(secret(3), secret(4)))).unwrap();
 //! assert!(restored.is_terminal());
 //! // The close confirms: A's monitor classifies the anchor's spend (C1-b).
 //! let close = wa.chain.last().unwrap().clone();
@@ -237,6 +254,7 @@ pub(crate) mod prelude {
 pub mod chain;
 pub mod channel;
 pub mod fees;
+pub mod journal;
 pub mod oneway;
 pub mod rules;
 pub mod shachain;

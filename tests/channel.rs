@@ -259,7 +259,7 @@ fn revocation_follows_section_3_5() {
 #[test]
 fn caller_mistakes_change_nothing() {
     let mut p = Pair::open();
-    let before = (p.a.persisted_version, p.a.persisted.clone());
+    let before = (p.a.persisted_version, p.a.ch.snapshot());
     let r = Preimage([3; 32]);
     // Every refusal below leaves A exactly as it was.
     // R3.2-b
@@ -278,7 +278,7 @@ fn caller_mistakes_change_nothing() {
         Err(ChannelError::ExpiryTooSoon { earliest, .. }) if earliest == height(244)
     ));
     p.pump();
-    assert_eq!((p.a.persisted_version, p.a.persisted.clone()), before);
+    assert_eq!((p.a.persisted_version, p.a.ch.snapshot()), before);
     assert!(p.a_to_b.is_empty() && p.b_to_a.is_empty());
     // R3.3-a: we can only remove the peer's HTLCs.
     let id = offer(&mut p.a, 1_000_000, 4);
@@ -291,13 +291,13 @@ fn caller_mistakes_change_nothing() {
     p.pump();
     p.settle();
     // R3.5-a: nothing staged, nothing to commit.
-    let quiet = (p.a.persisted_version, p.a.persisted.clone());
+    let quiet = (p.a.persisted_version, p.a.ch.snapshot());
     assert_eq!(p.a.ch.commit(), Err(ChannelError::NothingToCommit));
     assert_eq!(p.b.ch.fulfill_htlc(id, Preimage([5; 32])), Err(ChannelError::WrongPreimage(id)));
     assert_eq!(p.a.ch.update_fee(0), Err(ChannelError::BadFeeRate));
     p.pump();
     // Nothing was persisted, queued or sent by any of the refusals.
-    assert_eq!((p.a.persisted_version, p.a.persisted.clone()), quiet);
+    assert_eq!((p.a.persisted_version, p.a.ch.snapshot()), quiet);
     assert!(p.a_to_b.is_empty() && p.b_to_a.is_empty());
     // R2.2-c: we never offer an anchor above 4294967 sat.
     let signer = std::sync::Arc::new(paychan::tx::InMemorySigner::new(common::secret(1), common::secret(2)));
@@ -384,21 +384,27 @@ fn outputs_wait_for_persistence() {
     p.a.ch.offer_htlc(msat(1_000_000), Preimage([1; 32]).hash(), height(5000), vec![]).unwrap();
     // The state change is offered for persistence, and nothing else yet.
     let first = p.a.ch.poll_output();
-    let Some(Output::Persist { version, state }) = first else { panic!("persist first, got {first:?}") };
+    let Some(Output::Persist(write)) = first else { panic!("persist first, got {first:?}") };
+    // A journal entry, not the whole state.
+    assert!(!write.is_snapshot() && write.bytes().len() < 200, "{write:?}");
     assert_eq!(p.a.ch.poll_output(), None, "the update_add_htlc waits for durability");
-    p.a.ch.handle_persisted(version);
+    p.a.ch.handle_persisted(write.seq());
     assert!(matches!(p.a.ch.poll_output(), Some(Output::Send { message: Message::UpdateAddHtlc(_), .. })));
-    // The persisted state restores to a channel that continues.
-    let signer = p.a.signer.clone();
-    let mut restored = Channel::restore(&state, signer).unwrap();
+    // The store with the entry appended restores to a channel that
+    // continues.
+    let mut store = p.a.store.clone();
+    store.apply(&write);
+    let mut restored = store.channel(p.a.signer.clone()).unwrap();
     assert_eq!(restored.our_staged(), p.a.ch.our_staged());
     assert_eq!(restored.our_commitment(), p.a.ch.our_commitment());
+    assert_eq!(restored.version(), write.seq());
+    let state = p.a.ch.snapshot();
     // A restored channel refuses a different signer.
     let other = std::sync::Arc::new(paychan::tx::InMemorySigner::new(common::secret(7), common::secret(8)));
-    assert!(Channel::restore(&state, other).is_err());
+    assert!(Channel::restore(&state, [], other).is_err());
     // Corrupt state never panics.
     for cut in [0, 10, state.len() / 2, state.len() - 1] {
-        assert!(Channel::restore(&state[..cut], p.a.signer.clone()).is_err());
+        assert!(Channel::restore(&state[..cut], [], p.a.signer.clone()).is_err());
     }
     let _ = restored.poll_output();
 }
@@ -409,8 +415,8 @@ fn a_restored_channel_carries_on() {
     offer(&mut p.a, 4_000_000, 1);
     p.settle();
     // A restarts from its last persisted state.
-    let state = p.a.persisted.clone();
-    p.a.ch = Channel::restore(&state, p.a.signer.clone()).unwrap();
+    let state = p.a.ch.snapshot();
+    p.a.ch = Channel::restore(&state, [], p.a.signer.clone()).unwrap();
     // R1.2-a: a restarted node talks to its peer on a new transport.
     p.reconnect();
     p.b.ch.fulfill_htlc(0, Preimage([1; 32])).unwrap();
@@ -497,10 +503,10 @@ fn acknowledge_and_versions_follow_durability() {
     p.b.ch.handle_persisted(version);
     assert_eq!(p.b.ch.acknowledge(), durable_ack + 1);
     // A restored channel continues the version numbers.
-    let mut restored = Channel::restore(&p.b.persisted, p.b.signer.clone()).unwrap();
+    let mut restored = p.b.restored().unwrap();
     restored.handle_block(200, 1_700_000_000);
     let next = std::iter::from_fn(|| restored.poll_output()).find_map(|o| match o {
-        Output::Persist { version, .. } => Some(version),
+        Output::Persist(w) => Some(w.seq()),
         _ => None,
     });
     assert_eq!(next, Some(version + 1));
@@ -518,12 +524,12 @@ fn a_crash_after_a_revocation_loses_no_penalty() {
     // A just received B's revocation. A crash of both the channel and the
     // monitor now loses nothing: the restored channel is at the same state,
     // and the monitor restored from its own store can punish.
-    let restored = Channel::restore(&p.a.persisted, p.a.signer.clone()).unwrap();
+    let restored = p.a.restored().unwrap();
     assert_eq!(restored.their_commitment_tx().unwrap().txid(), p.a.ch.their_commitment_tx().unwrap().txid());
     // C1-i: the monitor had the revocation before the channel's state was
     // written, and its own store holds it.
     assert!(common::classify(&p.a, &p.b.ch.our_commitment_tx().unwrap().tx().clone()).is_some());
-    assert!(p.a.monitor_store.restore(p.a.monitor.config().clone(), p.a.signer.clone()).unwrap().can_punish(0));
+    assert!(p.a.monitor_store.monitor(p.a.monitor.config().clone(), p.a.signer.clone()).unwrap().can_punish(0));
 }
 
 #[test]

@@ -50,8 +50,7 @@ fn failed(node: &Node, rule: &str, broadcast: FailBroadcast) -> Vec<bitcoin::Tra
     }
     assert!(node.ch.is_terminal());
     // Every failed state the channel wrote restores (and stays failed).
-    let restored = paychan::channel::Channel::restore(&node.persisted, node.signer.clone())
-        .unwrap_or_else(|e| panic!("{}: the failed state does not restore: {e}", node.name));
+    let restored = node.restored().unwrap_or_else(|e| panic!("{}: the failed state does not restore: {e}", node.name));
     assert!(restored.is_terminal());
     node.broadcasts.clone()
 }

@@ -219,7 +219,7 @@ proptest! {
             conserved(&p.a.ch)?;
             // Every state the channel writes, whatever the peer sent, is one
             // it can restart from.
-            let restored = Channel::restore(&p.a.persisted, p.a.signer.clone());
+            let restored = p.a.restored();
             prop_assert!(restored.is_ok(), "{:?}", restored.err());
         }
         if let Some(paychan::channel::Event::ChannelFailed { reason, .. }) = p.a.failed() {

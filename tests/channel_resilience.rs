@@ -42,8 +42,8 @@ fn no_failure(p: &Pair) {
 fn drain(ch: &mut Channel) -> Vec<Output> {
     let mut out = Vec::new();
     while let Some(o) = ch.poll_output() {
-        if let Output::Persist { version, .. } = &o {
-            ch.handle_persisted(*version);
+        if let Output::Persist(w) = &o {
+            ch.handle_persisted(w.seq());
         }
         out.push(o);
     }
@@ -192,7 +192,7 @@ fn outputs_of_unconfirmed_writes_come_back_after_a_crash() {
     assert!(!p.a.events.iter().any(|e| matches!(e, Event::HtlcFulfilled { .. })), "nothing released yet");
     // A crashes; its store holds the newest write (the block's), which
     // landed though it was never confirmed.
-    let mut restored = Channel::restore(&p.a.persisted, p.a.signer.clone()).unwrap();
+    let mut restored = p.a.restored().unwrap();
     let out = drain(&mut restored);
     // R6.2-a: R still reaches the application, though it came with an
     // earlier write than the one restored.
@@ -217,7 +217,7 @@ fn the_monitor_has_a_revocation_before_the_state_that_holds_it_is_written() {
     // holds the revocation, so the caller stores it first; a crash after
     // the channel's write can never leave the monitor without it.
     let update = out.iter().position(|o| matches!(o, Output::Monitor(MonitorUpdate::Revoked { number: 0, .. })));
-    let state = out.iter().position(|o| matches!(o, Output::Persist { .. }));
+    let state = out.iter().position(|o| matches!(o, Output::Persist(_)));
     assert!(update.unwrap() < state.unwrap(), "{out:?}");
     // Nothing else is released while the state is not durable.
     assert!(!out.iter().any(|o| matches!(o, Output::Send { .. } | Output::Event(_))));
@@ -418,7 +418,7 @@ fn rich_state() -> (Pair, Vec<u8>, (u64, Message)) {
     p.deliver(Dir::AToB);
     let revocation = p.b_to_a.pop_front().unwrap();
     assert!(matches!(revocation.1, Message::UpdateRevocation(_)));
-    let state = p.a.persisted.clone();
+    let state = p.a.ch.snapshot();
     (p, state, revocation)
 }
 
@@ -446,11 +446,11 @@ fn resealed(mut state: Vec<u8>) -> Vec<u8> {
 #[test]
 fn a_flipped_byte_anywhere_is_refused() {
     let (p, state, _) = rich_state();
-    assert!(Channel::restore(&state, p.a.signer.clone()).is_ok());
+    assert!(Channel::restore(&state, [], p.a.signer.clone()).is_ok());
     for i in 0..state.len() {
         let mut bad = state.clone();
         bad[i] ^= 0x10;
-        assert!(Channel::restore(&bad, p.a.signer.clone()).is_err(), "byte {i}");
+        assert!(Channel::restore(&bad, [], p.a.signer.clone()).is_err(), "byte {i}");
     }
 }
 
@@ -461,7 +461,7 @@ fn no_stored_byte_can_make_the_channel_panic() {
         for bit in [0x01, 0x80] {
             let mut bad = state.clone();
             bad[i] ^= bit;
-            let Ok(mut ch) = Channel::restore(&resealed(bad), p.a.signer.clone()) else { continue };
+            let Ok(mut ch) = Channel::restore(&resealed(bad), [], p.a.signer.clone()) else { continue };
             // Whatever restore accepts works: it takes the revocation it
             // was waiting for (the old code panicked rebuilding a damaged
             // commitment there), then fails and broadcasts.
@@ -485,7 +485,7 @@ fn a_state_whose_balances_do_not_add_up_is_refused() {
     let at = state.windows(8).position(|w| w == to_local.to_be_bytes()).expect("the balance is in the state");
     let mut bad = state.clone();
     bad[at..at + 8].copy_from_slice(&(to_local + 1000).to_be_bytes());
-    assert!(matches!(Channel::restore(&resealed(bad), p.a.signer.clone()), Err(RestoreError::Inconsistent(_))));
+    assert!(matches!(Channel::restore(&resealed(bad), [], p.a.signer.clone()), Err(RestoreError::Inconsistent(_))));
 }
 
 // ---------------------------------------------------------------------------
@@ -501,7 +501,7 @@ fn an_oversized_error_text_is_cut_and_the_state_still_restores() {
     let sent = p.a.sent_error().expect("an error was sent");
     assert_eq!(sent.len(), MAX_ERROR_TEXT);
     // The state with that message unacknowledged restores and resends it.
-    let mut restored = Channel::restore(&p.a.persisted, p.a.signer.clone()).unwrap();
+    let mut restored = p.a.restored().unwrap();
     drain(&mut restored);
     restored.new_transport();
     restored.handle_authenticate(p.b.ch.acknowledge());
@@ -620,7 +620,7 @@ fn an_anchor_too_small_for_the_peers_fee_rate_fails_without_blaming_the_peer() {
         other => panic!("{other:?}"),
     }
     // The failed state restores.
-    assert!(Channel::restore(&p.a.persisted, p.a.signer.clone()).unwrap().is_terminal());
+    assert!(p.a.restored().unwrap().is_terminal());
 }
 
 #[test]
@@ -646,7 +646,7 @@ fn a_message_before_the_peers_authenticate_fails_and_one_without_a_transport_wai
     let add = p.a_to_b.pop_front().unwrap();
     // Restored, with no transport yet: the message is not taken (it could
     // not be numbered) and the peer will resend it.
-    let mut restored = Channel::restore(&p.b.persisted, p.b.signer.clone()).unwrap();
+    let mut restored = p.b.restored().unwrap();
     drain(&mut restored);
     restored.handle_message(add.1.clone(), add.0);
     assert!(drain(&mut restored).is_empty());

@@ -13,7 +13,7 @@ use common::net::{fee_rate, Net};
 use paychan::chain::{Balance, Monitor, MonitorEvent, MonitorOutput, MonitorUpdate, Resolution, SpendKind};
 use paychan::channel::Side;
 use paychan::sim::chain::Reject;
-use paychan::sim::MonitorStore;
+use paychan::sim::Store;
 use paychan::tx::penalty::MAX_PENALTY_TX_SIZE;
 use paychan::Preimage;
 
@@ -324,11 +324,11 @@ fn the_monitor_restored_from_any_stored_version_still_punishes() {
     let updates_end = history.len();
     let mut checked = 0;
     for k in 0..=updates_end {
-        let mut store = MonitorStore::default();
+        let mut store = Store::default();
         for p in &history[..k] {
             store.apply(p);
         }
-        let Ok(mut m) = store.restore(net.p.a.monitor.config().clone(), net.p.a.signer.clone()) else {
+        let Ok(mut m) = store.monitor(net.p.a.monitor.config().clone(), net.p.a.signer.clone()) else {
             panic!("a stored prefix must restore");
         };
         // The channel's updates after the prefix reach it again (the
@@ -683,8 +683,8 @@ fn what_the_monitor_keeps_does_not_grow_with_states() {
     // A's monitor after establishment, fed B's revocations directly (what
     // the channel would hand it, without the signatures).
     let mut m = replayed(&net, |_, _| true);
-    let mut store = MonitorStore::default();
-    let drain = |m: &mut Monitor, store: &mut MonitorStore| {
+    let mut store = Store::default();
+    let drain = |m: &mut Monitor, store: &mut Store| {
         while let Some(o) = m.poll_output() {
             if let MonitorOutput::Persist(p) = o {
                 store.apply(&p);
@@ -705,7 +705,7 @@ fn what_the_monitor_keeps_does_not_grow_with_states() {
     // C1-h, D11: a million revoked states and no HTLCs: a few kilobytes
     // kept, and every state punishable from them.
     assert!(store.len() < 16 * 1024, "{} bytes kept", store.len());
-    let restored = store.restore(m.config().clone(), net.p.a.signer.clone()).unwrap();
+    let restored = store.monitor(m.config().clone(), net.p.a.signer.clone()).unwrap();
     for c in [0, 1, 12_345, 999_998, 999_999] {
         assert!(restored.can_punish(c));
     }
@@ -714,7 +714,7 @@ fn what_the_monitor_keeps_does_not_grow_with_states() {
     // 10,000 states with 20 HTLCs live in each: one record per HTLC ever
     // committed (D11), not one copy per state.
     let mut m = replayed(&net, |_, _| true);
-    let mut store = MonitorStore::default();
+    let mut store = Store::default();
     drain(&mut m, &mut store);
     let htlc = |id: u64| paychan::channel::Htlc {
         offerer: if id % 2 == 0 { Side::Local } else { Side::Remote },

@@ -14,7 +14,7 @@ use paychan::bitcoin::consensus::deserialize;
 use paychan::bitcoin::hashes::Hash as _;
 use paychan::bitcoin::{Amount, BlockHash, FeeRate, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Witness};
 use paychan::chain::{Monitor, MonitorConfig, MonitorOutput, MonitorUpdate};
-use paychan::sim::{MonitorStore, Pair};
+use paychan::sim::{Store, Pair};
 use paychan::tx::InMemorySigner;
 use paychan::{MilliSats, Preimage};
 
@@ -47,7 +47,7 @@ static BASE: LazyLock<Base> = LazyLock::new(|| {
     }
 });
 
-fn drain(m: &mut Monitor, store: &mut MonitorStore) {
+fn drain(m: &mut Monitor, store: &mut Store) {
     while let Some(o) = m.poll_output() {
         if let MonitorOutput::Persist(p) = o {
             store.apply(&p);
@@ -68,7 +68,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let mut m = Monitor::restore(base.config.clone(), base.signer.clone(), Some(&base.snapshot), [])
         .expect("the base snapshot restores");
-    let mut store = MonitorStore { snapshot: Some(base.snapshot.clone()), entries: Vec::new() };
+    let mut store = Store { snapshot: Some(base.snapshot.clone()), entries: Vec::new() };
     drain(&mut m, &mut store);
     let mut height = m.best_block().map_or(1000, |(h, _)| h + 1);
     let mut seen: Vec<Transaction> = base.commitments.clone();
@@ -152,7 +152,7 @@ fuzz_target!(|data: &[u8]| {
                         // A restore from what it stored agrees with it.
                         drain(&mut m, &mut store);
                         let mut restored =
-                            store.restore(base.config.clone(), base.signer.clone()).expect("own store");
+                            store.monitor(base.config.clone(), base.signer.clone()).expect("own store");
                         // Blocks with nothing of interest are not stored:
                         // the caller feeds them again from its best block.
                         let (from, to) = (restored.best_block().map_or(0, |b| b.0), m.best_block().map_or(0, |b| b.0));

@@ -30,7 +30,8 @@ use alloc::sync::Arc;
 use bitcoin::hashes::sha256;
 use bitcoin::{Amount, BlockHash, FeeRate, OutPoint, ScriptBuf, Transaction, Txid};
 
-pub use persist::{MonitorPersist, MonitorRestoreError};
+use crate::journal::{Compaction, Write};
+pub use persist::MonitorRestoreError;
 pub use resolve::{Balance, Resolution, SpendKind};
 pub(crate) use update::HtlcRecord;
 pub use update::{ChannelParams, MonitorUpdate};
@@ -85,9 +86,9 @@ pub enum MonitorOutput {
         /// Its script.
         script_pubkey: ScriptBuf,
     },
-    /// Store this (see [`MonitorPersist`]); then call
+    /// Store this (see [`Write`]); then call
     /// [`Monitor::handle_persisted`] with its sequence number.
-    Persist(MonitorPersist),
+    Persist(Write),
     /// Something the application should know.
     Event(MonitorEvent),
 }
@@ -286,12 +287,11 @@ pub struct Monitor {
     // Persistence.
     seq: u64,
     durable: u64,
-    journal_bytes: usize,
-    snapshot_len: usize,
+    compaction: Compaction,
     // Outputs.
     broadcasts: VecDeque<Transaction>,
     watches: VecDeque<(OutPoint, ScriptBuf)>,
-    persist: VecDeque<MonitorPersist>,
+    persist: VecDeque<Write>,
     events: VecDeque<(u64, MonitorEvent)>,
 }
 
@@ -320,8 +320,7 @@ impl Monitor {
             recent: VecDeque::new(),
             seq: 0,
             durable: 0,
-            journal_bytes: 0,
-            snapshot_len: 0,
+            compaction: Compaction::default(),
             broadcasts: VecDeque::new(),
             watches: VecDeque::new(),
             persist: VecDeque::new(),

@@ -23,54 +23,15 @@ use bitcoin::{BlockHash, Transaction};
 
 use super::update::{ChannelParams, HtlcRecord, MonitorUpdate};
 use super::{Confirmed, Known, Monitor, MonitorConfig, State, Tip};
-use crate::channel::persist::{open, unseal, R, W};
+use crate::channel::persist::{open, R, W};
 use crate::channel::{RestoreError, Role, Side};
+use crate::journal::{self, JournalError, Write};
 use crate::shachain::ShachainStore;
 use crate::tx::Signer;
 use crate::types::{MilliSats, Preimage};
 
 const MAGIC: &[u8; 4] = b"PMON";
 const FORMAT: u8 = 1;
-/// Snapshots are written once the journal since the last one exceeds
-/// twice its size, and at least this.
-const MIN_JOURNAL: usize = 4096;
-
-/// What the caller stores for the monitor.
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub enum MonitorPersist {
-    /// Append this entry to the monitor's journal.
-    Append {
-        /// Its sequence number (one more than the previous entry's).
-        seq: u64,
-        /// The entry.
-        entry: Vec<u8>,
-    },
-    /// Store this snapshot, then drop the previous snapshot and every entry
-    /// up to `seq`: the snapshot holds them.
-    Snapshot {
-        /// The last entry it includes.
-        seq: u64,
-        /// The state.
-        state: Vec<u8>,
-    },
-}
-
-impl MonitorPersist {
-    /// Its sequence number, for [`Monitor::handle_persisted`].
-    pub fn seq(&self) -> u64 {
-        match self {
-            MonitorPersist::Append { seq, .. } | MonitorPersist::Snapshot { seq, .. } => *seq,
-        }
-    }
-
-    /// The bytes to store.
-    pub fn bytes(&self) -> &[u8] {
-        match self {
-            MonitorPersist::Append { entry, .. } => entry,
-            MonitorPersist::Snapshot { state, .. } => state,
-        }
-    }
-}
 
 /// Why a monitor could not be restored.
 #[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
@@ -249,9 +210,8 @@ pub(crate) fn encode_entry(seq: u64, entry: &Entry) -> Vec<u8> {
     w.seal()
 }
 
-fn decode_entry(bytes: &[u8]) -> Result<(u64, Entry), RestoreError> {
-    let mut r = unseal(bytes)?;
-    let seq = r.u64()?;
+/// An entry's body, after its sequence number.
+fn decode_entry(mut r: R<'_>) -> Result<Entry, RestoreError> {
     let entry = match r.u8()? {
         0 => Entry::Update(r.update()?),
         1 => {
@@ -269,7 +229,7 @@ fn decode_entry(bytes: &[u8]) -> Result<(u64, Entry), RestoreError> {
         _ => return Err(RestoreError::Invalid("monitor entry kind")),
     };
     r.done()?;
-    Ok((seq, entry))
+    Ok(entry)
 }
 
 fn encode_state(seq: u64, s: &State) -> Vec<u8> {
@@ -359,18 +319,13 @@ impl Monitor {
     pub(super) fn append(&mut self, entry: Entry) {
         self.seq += 1;
         let bytes = encode_entry(self.seq, &entry);
-        self.journal_bytes += bytes.len();
-        self.persist.push_back(MonitorPersist::Append { seq: self.seq, entry: bytes });
-        if self.journal_bytes > MIN_JOURNAL.max(2 * self.snapshot_len) {
-            self.compact();
+        self.compaction.appended(bytes.len());
+        self.persist.push_back(Write::Append { seq: self.seq, entry: bytes });
+        if self.compaction.due() {
+            let state = encode_state(self.seq, &self.state);
+            self.compaction.snapshotted(state.len());
+            self.persist.push_back(Write::Snapshot { seq: self.seq, state });
         }
-    }
-
-    fn compact(&mut self) {
-        let state = encode_state(self.seq, &self.state);
-        self.snapshot_len = state.len();
-        self.journal_bytes = 0;
-        self.persist.push_back(MonitorPersist::Snapshot { seq: self.seq, state });
     }
 
     /// The monitor's whole state as one snapshot (for a copy to another
@@ -395,19 +350,19 @@ impl Monitor {
             let (seq, state) = decode_state(bytes)?;
             m.seq = seq;
             m.state = state;
-            m.snapshot_len = bytes.len();
+            m.compaction.snapshotted(bytes.len());
             if let Some(t) = m.state.tip {
                 m.recent.push_back(t);
             }
         }
-        for bytes in entries {
-            let (seq, entry) = decode_entry(bytes)?;
-            if seq <= m.seq {
-                continue;
-            }
-            if seq != m.seq + 1 {
-                return Err(MonitorRestoreError::Gap { expected: m.seq + 1, found: seq });
-            }
+        let entries = journal::entries_after(m.seq, entries).map_err(|e| match e {
+            JournalError::Damaged(e) => MonitorRestoreError::Damaged(e),
+            JournalError::Gap { expected, found } => MonitorRestoreError::Gap { expected, found },
+        })?;
+        for (seq, r) in entries {
+            // Its sequence number, its body, its checksum.
+            let len = 8 + r.0.len() + 8;
+            let entry = decode_entry(r)?;
             let inconsistent = |why: String| MonitorRestoreError::Inconsistent { seq, why };
             match entry {
                 Entry::Update(u) => m.apply_update(&u).map_err(|e| inconsistent(e.to_string()))?,
@@ -429,7 +384,7 @@ impl Monitor {
                 }
             }
             m.seq = seq;
-            m.journal_bytes += bytes.len();
+            m.compaction.appended(len);
         }
         m.durable = m.seq;
         m.watched.clear();

@@ -9,6 +9,10 @@ use crate::prelude::*;
 impl Channel {
     /// Begins a cooperative close: sends `close_clearing` (R4.1-b: once).
     pub fn close(&mut self) -> Result<(), ChannelError> {
+        self.step(Input::Close)
+    }
+
+    pub(super) fn apply_close(&mut self) -> Result<(), ChannelError> {
         if self.phase != Phase::Normal {
             return Err(self.wrong_phase("close"));
         }
@@ -17,7 +21,6 @@ impl Channel {
         }
         self.send_clearing();
         self.progress();
-        self.flush();
         Ok(())
     }
 

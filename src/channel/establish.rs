@@ -10,6 +10,10 @@ impl Channel {
     /// Funder: the wallet's anchor transaction (signed, not broadcast,
     /// R2.2-a), paying the anchor at output `vout`.
     pub fn provide_anchor(&mut self, tx: Transaction, vout: u32) -> Result<(), ChannelError> {
+        self.step(Input::ProvideAnchor { tx, vout })
+    }
+
+    pub(super) fn apply_provide_anchor(&mut self, tx: Transaction, vout: u32) -> Result<(), ChannelError> {
         if self.phase != Phase::AwaitAnchorTx {
             return Err(self.wrong_phase("provide_anchor"));
         }
@@ -22,7 +26,6 @@ impl Channel {
             // gets here.
             let problem = "the peer's initial commitment cannot be built";
             self.fail_with(FailOrigin::Local, Some(Rule::R2_2_b), problem.to_string());
-            self.flush();
             return Err(ChannelError::Failed(problem));
         };
         let commit_sig = theirs.sign(&funding, &*self.signer)?;
@@ -35,7 +38,6 @@ impl Channel {
         self.funding = Some(funding);
         self.anchor_tx = Some(tx);
         self.phase = Phase::AwaitCommitSig;
-        self.flush();
         Ok(())
     }
 
@@ -45,6 +47,15 @@ impl Channel {
     /// channel before it opens. A transaction with another txid is not the
     /// anchor and is ignored.
     pub fn handle_anchor_depth(&mut self, anchor: &Transaction, depth: u32) {
+        // Journaled only if it changes something (the common report of a
+        // deeper anchor after the channel opened is cheap to refuse here).
+        if self.is_terminal() || depth <= self.anchor_depth {
+            return;
+        }
+        let _ = self.step(Input::AnchorDepth { anchor: anchor.clone(), depth });
+    }
+
+    pub(super) fn apply_anchor_depth(&mut self, anchor: &Transaction, depth: u32) {
         if self.is_terminal() || depth <= self.anchor_depth {
             return;
         }
@@ -59,7 +70,6 @@ impl Channel {
                 // no transaction of ours could spend the real one.
                 let problem = "the anchor on chain is not the output open_anchor described".to_string();
                 self.fail_inner(FailOrigin::Chain, Some(Rule::R2_2_d), problem, Some(FailBroadcast::Nothing));
-                self.flush();
                 return;
             }
             self.anchor_checked = true;
@@ -67,7 +77,6 @@ impl Channel {
         self.anchor_depth = depth;
         self.dirty = true;
         self.progress();
-        self.flush();
     }
 
     pub(super) fn on_open_channel(&mut self, o: OpenChannel) -> Result<(), Violation> {

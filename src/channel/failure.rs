@@ -9,32 +9,29 @@ impl Channel {
     /// Fails the channel on the application's decision: sends an `error`
     /// and broadcasts as section 6.3 says.
     pub fn fail(&mut self, problem: &str) {
-        if self.is_terminal() {
-            return;
+        if !self.is_terminal() {
+            let _ = self.step(Input::Fail(problem.to_string()));
         }
-        self.fail_with(FailOrigin::Local, None, problem.to_string());
-        self.flush();
     }
 
     /// A message from the peer that did not decode: fails the connection
     /// with the rule it broke (R1-b, R1-d, R2.1-e).
     pub fn handle_malformed(&mut self, error: &DecodeError) {
-        if self.is_terminal() {
-            return;
+        if !self.is_terminal() {
+            let _ = self.step(Input::Malformed { rule: error.rule().and_then(Rule::from_id), text: error.to_string() });
         }
-        self.processed += 1;
-        self.fail_with(
-            FailOrigin::PeerViolation,
-            error.rule().and_then(Rule::from_id),
-            format!("malformed message: {error}"),
-        );
-        self.flush();
     }
 
     /// A transaction spending the anchor was seen (R6.1-a). A close with a
     /// fee either side proposed ends the channel as closed; anything else
     /// fails it.
     pub fn handle_anchor_spent(&mut self, tx: &Transaction) {
+        if !self.is_terminal() {
+            let _ = self.step(Input::AnchorSpent(tx.clone()));
+        }
+    }
+
+    pub(super) fn apply_anchor_spent(&mut self, tx: &Transaction) {
         // Closed (our own close seen again) or failed: nothing more to do.
         if self.is_terminal() {
             return;
@@ -47,7 +44,6 @@ impl Channel {
         if signed.into_iter().any(|fee| self.build_close(fee).is_some_and(|c| c.tx().compute_txid() == txid)) {
             self.event(Event::ChannelClosed { tx: tx.clone() });
             self.phase = Phase::Closed;
-            self.flush();
             return;
         }
         self.anchor_broadcast = true;
@@ -57,7 +53,6 @@ impl Channel {
             format!("anchor spent by {}", tx.compute_txid()),
             Some(FailBroadcast::AnchorSpent),
         );
-        self.flush();
     }
 
     pub(super) fn fail_with(&mut self, origin: FailOrigin, rule: Option<Rule>, problem: String) {
@@ -147,6 +142,5 @@ impl Channel {
             amount: h.amount.msat(),
             preimage: m.r,
         });
-        self.flush();
     }
 }

@@ -19,6 +19,7 @@
 mod close;
 mod establish;
 mod failure;
+mod journal;
 pub(crate) mod persist;
 mod transport;
 mod update;
@@ -34,12 +35,14 @@ use bitcoin::hashes::sha256;
 use bitcoin::secp256k1::ecdsa::Signature;
 use bitcoin::{absolute, Amount, CompressedPublicKey, OutPoint, ScriptBuf, Transaction, Txid};
 
+use journal::Input;
 pub use persist::RestoreError;
 use view::{Entry, Refusal, Update};
 pub use view::{Htlc, Side, View, MAX_HTLC_OUTPUTS_PER_SIDE};
 
 use crate::chain::{ChannelParams, MonitorUpdate};
 use crate::fees::{commitment_fee, fee_for_bytecount, DUST_LIMIT};
+use crate::journal::{Compaction, Write};
 use crate::rules::Rule;
 use crate::shachain::{RevocationSecrets, ShachainStore};
 use crate::tx::closing::{build_close, CloseSpec, CloseTx};
@@ -190,14 +193,13 @@ pub enum Output {
     Broadcast(Transaction),
     /// Watch the chain as described.
     Watch(Watch),
-    /// Store `state` durably, then call [`Channel::handle_persisted`] with
-    /// `version`. Nothing that depends on this state is released before.
-    Persist {
-        /// Increases by one with every state change.
-        version: u64,
-        /// The whole channel state ([`Channel::restore`] reads it back).
-        state: Vec<u8>,
-    },
+    /// Store this durably (append the entry, or replace everything up to
+    /// its sequence number by the snapshot: [`Write`]), then call
+    /// [`Channel::handle_persisted`] with [`Write::seq`]. Nothing that depends
+    /// on this change is released before. Sequence numbers increase by one
+    /// with every change; [`Channel::restore`] takes the snapshot and the
+    /// entries after it.
+    Persist(Write),
     /// Something the application should know.
     Event(Event),
     /// Hand this to the channel's on-chain monitor
@@ -596,7 +598,7 @@ pub(crate) struct CloseState {
 /// loop {
 ///     while let Some(out) = channel.poll_output() {
 ///         match out {
-///             Output::Persist { version, state } => { db.write(state)?; channel.handle_persisted(version); }
+///             Output::Persist(w) => { db.write(&w)?; channel.handle_persisted(w.seq()); }
 ///             Output::Send { message, acknowledge } => transport.send(acknowledge, &message)?,
 ///             Output::Broadcast(tx) => node.broadcast(tx)?,
 ///             Output::Watch(w) => watcher.add(w),
@@ -703,6 +705,12 @@ pub struct Channel {
     preimage_cache: PreimageCache,
     /// The last state's size, to allocate the next one at once.
     state_len_hint: usize,
+    /// The current step's input, encoded for the journal (the buffer is
+    /// reused).
+    input: Vec<u8>,
+    /// Replaying the journal in `restore`: nothing is written or sent.
+    replaying: bool,
+    compaction: Compaction,
     /// `processed` as of each version not yet durable, and as of the last
     /// durable one.
     processed_at: VecDeque<(u64, u64)>,
@@ -832,6 +840,9 @@ impl Channel {
             fee_estimate: None,
             preimage_cache: Default::default(),
             state_len_hint: 0,
+            input: Vec::new(),
+            replaying: false,
+            compaction: Compaction::default(),
             processed_at: VecDeque::new(),
             durable_processed: 0,
             version: 0,
@@ -1063,8 +1074,8 @@ impl Channel {
         self.emit(Output::Event(event));
     }
 
-    /// Ends one input or command: persists a changed state and gates what it
-    /// produced behind that version.
+    /// Ends one step: journals a change and gates what it produced behind
+    /// that version (or, replaying, only keeps the outputs).
     fn flush(&mut self) {
         if !self.dirty {
             return;
@@ -1072,12 +1083,38 @@ impl Channel {
         self.dirty = false;
         self.version += 1;
         self.processed_at.push_back((self.version, self.processed));
+        if self.replaying {
+            // The monitor has these updates already (C1-i), and a restored
+            // channel has no transport.
+            self.monitor_pending.clear();
+            for o in self.pending.drain(..).filter(|o| !matches!(o, Output::Send { .. })) {
+                self.gated.push_back((self.version, o));
+            }
+            return;
+        }
         for u in self.monitor_pending.drain(..) {
             self.persist.push_back(Output::Monitor(u));
         }
-        let state = self.to_bytes();
-        self.state_len_hint = state.len();
-        self.persist.push_back(Output::Persist { version: self.version, state });
+        // The first change (the channel's creation) has no input and starts
+        // the store with a snapshot; the compaction rule says when the next.
+        let write = if self.input.is_empty() || self.compaction.due() {
+            let state = self.to_bytes();
+            self.state_len_hint = state.len();
+            self.compaction.snapshotted(state.len());
+            Write::Snapshot { seq: self.version, state }
+        } else {
+            let header = journal::Header {
+                seq: self.version,
+                unreleased_from: self.unreleased_from(),
+                sent: self.sent,
+                processed: self.processed,
+            };
+            let entry = journal::entry(&header, &self.input);
+            self.compaction.appended(entry.len());
+            Write::Append { seq: self.version, entry }
+        };
+        self.input.clear();
+        self.persist.push_back(Output::Persist(write));
         for o in self.pending.drain(..) {
             self.gated.push_back((self.version, o));
         }
@@ -1093,6 +1130,13 @@ impl Channel {
         if self.is_terminal() || (height <= self.height && time <= self.time) {
             return;
         }
+        let _ = self.step(Input::Block { height, time });
+    }
+
+    fn apply_block(&mut self, height: u32, time: u32) {
+        if self.is_terminal() || (height <= self.height && time <= self.time) {
+            return;
+        }
         self.height = self.height.max(height);
         self.time = self.time.max(time);
         self.dirty = true;
@@ -1105,7 +1149,6 @@ impl Channel {
             self.fail_with(FailOrigin::Chain, v.rule, v.problem);
         }
         self.progress();
-        self.flush();
     }
 
     // -----------------------------------------------------------------

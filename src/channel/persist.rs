@@ -18,11 +18,13 @@ use bitcoin::hashes::{sha256, Hash as _};
 use bitcoin::secp256k1::ecdsa::Signature;
 use bitcoin::{absolute, Amount, CompressedPublicKey, OutPoint, ScriptBuf, Transaction, Txid};
 
+use super::journal::{self, Input};
 use super::view::{Entry, Htlc, Side, Update, View};
 use super::{
     Channel, ChannelConfig, CloseState, Direction, Event, FailBroadcast, FailOrigin, FailReason, Output, Phase,
     RemoteParams, Role, Watch,
 };
+use crate::journal::JournalError;
 use crate::rules::Rule;
 use crate::shachain::{RevocationSecrets, ShachainStore};
 use crate::tx::funding::{FundingOutput, MAX_ANCHOR};
@@ -83,6 +85,21 @@ pub enum RestoreError {
     /// could have produced: a rule the channel relies on is broken.
     #[error("channel state is inconsistent: {0}")]
     Inconsistent(&'static str),
+    /// A journal entry is missing between the snapshot and a later entry.
+    #[error("channel journal has a gap: entry {expected} is missing, found {found}")]
+    Gap {
+        /// The sequence number expected.
+        expected: u64,
+        /// The one found.
+        found: u64,
+    },
+    /// A journal entry does not replay to what it recorded: it belongs to
+    /// another channel or another state.
+    #[error("channel journal entry {seq} does not replay")]
+    Replay {
+        /// The entry.
+        seq: u64,
+    },
 }
 
 pub(crate) struct W(pub(crate) Vec<u8>);
@@ -520,6 +537,17 @@ impl Channel {
     /// The whole state, as [`Output::Persist`]
     /// carries it.
     pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        self.encode(true)
+    }
+
+    /// The state without what awaits release (which depends on when the
+    /// caller confirmed writes, not on the inputs): two channels that saw
+    /// the same inputs encode the same.
+    pub(crate) fn fingerprint(&self) -> Vec<u8> {
+        self.encode(false)
+    }
+
+    fn encode(&self, outputs: bool) -> Vec<u8> {
         let mut w = W::header(MAGIC, FORMAT, self.state_len_hint.max(1024));
         let c = &self.config;
         w.u32(u32::from(c.max_delay_blocks));
@@ -648,31 +676,105 @@ impl Channel {
         // (gated), since a crash may keep this state and lose those.
         let unreleased =
             || self.gated.iter().map(|(_, o)| o).chain(&self.pending).filter(|o| !matches!(o, Output::Send { .. }));
-        w.u32(unreleased().count() as u32);
-        for o in unreleased() {
-            w.output(o);
+        if outputs {
+            w.u32(unreleased().count() as u32);
+            for o in unreleased() {
+                w.output(o);
+            }
         }
         w.u64(self.version);
         w.seal()
     }
 
-    /// Continues a channel from a state an [`Output::Persist`]
-    /// carried, with the signer holding its keys.
+    /// The whole state now, as a snapshot: [`restore`](Self::restore) takes
+    /// it with no entries (or with the entries written after it). For a
+    /// backup, or to start a store afresh: once it is stored, every entry up
+    /// to [`version`](Self::version) may be dropped.
+    pub fn snapshot(&self) -> Vec<u8> {
+        self.to_bytes()
+    }
+
+    /// The sequence number of the last change.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Continues a channel from its store: the last snapshot an
+    /// [`Output::Persist`] carried and the journal entries stored after it,
+    /// in order, with the signer holding its keys. Entries the snapshot
+    /// already holds are skipped; a damaged last entry is a write that never
+    /// completed and is dropped (nothing was released on it); any other
+    /// damage or a missing entry is refused. Each entry is replayed: the
+    /// restored channel is the one that wrote the last entry.
     ///
     /// Delivery is at least once: every broadcast, watch request and event
-    /// that had not been released when `state` was written (from its own
-    /// change and from earlier ones whose writes were still in flight) is
-    /// emitted again, since a crash may have come before they were handled
-    /// (handle them idempotently). Messages are not: the restored channel
-    /// has no transport; call [`Channel::new_transport`] once one is up, and
-    /// what the peer has not acknowledged is resent after its
-    /// `authenticate`. Version numbers continue from the restored state's.
+    /// that had not been released when the last entry was written (from its
+    /// own change and from earlier ones whose writes were still in flight)
+    /// is emitted again, since a crash may have come before they were
+    /// handled (handle them idempotently). Messages are not: the restored
+    /// channel has no transport; call [`Channel::new_transport`] once one is
+    /// up, and what the peer has not acknowledged is resent after its
+    /// `authenticate`. Sequence numbers continue from the last entry's.
     ///
-    /// The state is refused if its checksum does not match
-    /// ([`RestoreError::Checksum`]) or if it breaks any invariant the
-    /// channel relies on ([`RestoreError::Inconsistent`]): no stored byte
-    /// can make the channel panic.
-    pub fn restore(state: &[u8], signer: Arc<dyn Signer + Send + Sync>) -> Result<Channel, RestoreError> {
+    /// A snapshot or entry is refused if its checksum does not match
+    /// ([`RestoreError::Checksum`]), if the snapshot breaks any invariant
+    /// the channel relies on ([`RestoreError::Inconsistent`]), or if an
+    /// entry does not replay to what it recorded ([`RestoreError::Replay`]):
+    /// no stored byte can make the channel panic.
+    pub fn restore<'a>(
+        snapshot: &[u8],
+        entries: impl IntoIterator<Item = &'a [u8]>,
+        signer: Arc<dyn Signer + Send + Sync>,
+    ) -> Result<Channel, RestoreError> {
+        let mut ch = Channel::from_snapshot(snapshot, signer)?;
+        let entries = crate::journal::entries_after(ch.version, entries).map_err(|e| match e {
+            JournalError::Damaged(e) => e,
+            JournalError::Gap { expected, found } => RestoreError::Gap { expected, found },
+        })?;
+        let Some(last) = entries.last().map(|(seq, _)| *seq) else { return Ok(ch) };
+        let at_snapshot = (ch.version, core::mem::take(&mut ch.gated));
+        ch.compaction.snapshotted(snapshot.len());
+        ch.replaying = true;
+        let mut unreleased_from = 0;
+        for (seq, mut r) in entries {
+            let len = 8 + r.0.len() + 8;
+            let header = journal::Header { seq, unreleased_from: r.u64()?, sent: r.u64()?, processed: r.u64()? };
+            let input = Input::decode(&mut r)?;
+            r.done()?;
+            // The input changed the state when it was written: so it does
+            // again. A command's refusal is part of what it did (a commit
+            // that fails the channel), so it is not an error here.
+            ch.dirty = true;
+            let _ = ch.apply(input);
+            ch.flush();
+            if (ch.version, ch.sent, ch.processed) != (header.seq, header.sent, header.processed) {
+                return Err(RestoreError::Replay { seq });
+            }
+            ch.compaction.appended(len);
+            unreleased_from = header.unreleased_from;
+        }
+        ch.replaying = false;
+        // At least once: what was not released when the last entry was
+        // written comes out again, from the snapshot's list if it reaches
+        // back that far.
+        let replayed = core::mem::take(&mut ch.gated);
+        let (snapshot_version, snapshot_outputs) = at_snapshot;
+        if unreleased_from <= snapshot_version {
+            ch.gated.extend(snapshot_outputs.into_iter().map(|(_, o)| (last, o)));
+        }
+        ch.gated.extend(replayed.into_iter().filter(|(v, _)| *v >= unreleased_from).map(|(_, o)| (last, o)));
+        ch.processed_at.clear();
+        ch.durable_processed = ch.processed;
+        ch.in_no = ch.processed;
+        ch.durable = ch.version;
+        // The snapshot was checked; each entry is an input the live channel
+        // handled the same way, which no input can make inconsistent. The
+        // end is checked all the same.
+        ch.check_invariants().map_err(RestoreError::Inconsistent)?;
+        Ok(ch)
+    }
+
+    fn from_snapshot(state: &[u8], signer: Arc<dyn Signer + Send + Sync>) -> Result<Channel, RestoreError> {
         let mut r = open(state, MAGIC, FORMAT)?;
         let config = ChannelConfig {
             max_delay_blocks: u16::try_from(r.u32()?).map_err(|_| RestoreError::Invalid("max_delay_blocks"))?,
@@ -850,6 +952,9 @@ impl Channel {
             fee_estimate,
             preimage_cache: Default::default(),
             state_len_hint: 0,
+            input: Vec::new(),
+            replaying: false,
+            compaction: Default::default(),
             processed_at: VecDeque::new(),
             durable_processed: processed,
             version,

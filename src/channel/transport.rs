@@ -2,6 +2,7 @@
 //! per transport so that retransmissions are recognised, the `authenticate`
 //! exchange that says what to resend, and the peer's acknowledges.
 
+use super::journal::Input;
 use super::*;
 #[allow(unused_imports)]
 use crate::prelude::*;
@@ -22,7 +23,7 @@ impl Channel {
         }
         if self.is_terminal() {
             if let Message::UpdateFulfillHtlc(m) = message {
-                self.late_fulfill(m);
+                let _ = self.step(Input::LateFulfill(m));
             }
             return;
         }
@@ -36,10 +37,7 @@ impl Channel {
             // which says what we must resend: anything before it cannot be
             // numbered.
             Link::AwaitingAuth => {
-                let problem = format!("{} before the peer's authenticate", message.name());
-                self.processed += 1;
-                self.fail_with(FailOrigin::PeerViolation, Some(Rule::R1_2_a), problem);
-                self.flush();
+                let _ = self.step(Input::BeforeAuth(message));
                 return;
             }
         }
@@ -50,6 +48,11 @@ impl Channel {
             // durable). Its effects are already in the state.
             return;
         }
+        let _ = self.step(Input::Message { message, ack: acknowledge });
+    }
+
+    /// A numbered peer message, live or replayed.
+    pub(super) fn apply_message(&mut self, message: Message, acknowledge: u64) {
         self.processed += 1;
         self.dirty = true;
         // R1.2-c: the acknowledges of the peer's messages never decrease, nor
@@ -58,7 +61,6 @@ impl Channel {
         if acknowledge < self.last_in_ack || acknowledge > self.sent {
             let problem = format!("acknowledge {acknowledge} outside {}..={}", self.last_in_ack, self.sent);
             self.fail_with(FailOrigin::PeerViolation, Some(Rule::R1_2_c), problem);
-            self.flush();
             return;
         }
         self.last_in_ack = acknowledge;
@@ -67,7 +69,6 @@ impl Channel {
             self.fail_with(FailOrigin::PeerViolation, v.rule, v.problem);
         }
         self.progress();
-        self.flush();
     }
 
     /// A new transport replaces the old one (R1.2-a): call it once the
@@ -101,17 +102,28 @@ impl Channel {
             return;
         }
         self.link = Link::Up;
+        let (version, refused) = (self.version, acknowledge < self.peer_ack || acknowledge > self.sent);
+        let _ = self.step(Input::Authenticate(acknowledge));
+        if refused {
+            return;
+        }
+        // The step only trimmed what the peer has: it released nothing, so
+        // the resends keep their place.
+        for (_, ack, bytes) in &self.unacked {
+            let message = crate::wire::decode(bytes).expect("checked to decode when stored or restored");
+            self.gated.push_back((version, Output::Send { message, acknowledge: *ack }));
+        }
+    }
+
+    /// The peer's `authenticate`, live or replayed: what it acknowledges
+    /// needs no resending.
+    pub(super) fn apply_authenticate(&mut self, acknowledge: u64) {
         if acknowledge < self.peer_ack || acknowledge > self.sent {
             let problem = format!("authenticate acknowledges {acknowledge}, outside {}..={}", self.peer_ack, self.sent);
             self.fail_with(FailOrigin::PeerViolation, Some(Rule::R1_2_c), problem);
-            self.flush();
             return;
         }
         self.trim_unacked(acknowledge);
-        for (_, ack, bytes) in &self.unacked {
-            let message = crate::wire::decode(bytes).expect("checked to decode when stored or restored");
-            self.gated.push_back((self.version, Output::Send { message, acknowledge: *ack }));
-        }
     }
 
     /// The peer has processed our messages up to `acknowledge`: they need

@@ -16,6 +16,17 @@ impl Channel {
         expiry: absolute::LockTime,
         route: Vec<u8>,
     ) -> Result<u64, ChannelError> {
+        let id = self.next_htlc_id;
+        self.step(Input::Offer { amount, r_hash, expiry, route }).map(|()| id)
+    }
+
+    pub(super) fn apply_offer(
+        &mut self,
+        amount: MilliSats,
+        r_hash: sha256::Hash,
+        expiry: absolute::LockTime,
+        route: Vec<u8>,
+    ) -> Result<(), ChannelError> {
         if self.phase != Phase::Normal {
             return Err(self.wrong_phase("offer_htlc"));
         }
@@ -50,19 +61,18 @@ impl Channel {
             route: route.clone(),
         }));
         self.log_update(Side::Local, update, route, None);
-        self.flush();
-        Ok(htlc.id)
+        Ok(())
     }
 
     /// Fulfills the incoming HTLC `id` with its preimage `r` (R3.3-a).
     pub fn fulfill_htlc(&mut self, id: u64, r: Preimage) -> Result<(), ChannelError> {
-        self.remove_htlc("fulfill_htlc", Update::Fulfill { id, r }, Vec::new())
+        self.step(Input::Fulfill { id, r })
     }
 
     /// Fails the incoming HTLC `id`; `reason` is sent as is (copy it
     /// unchanged from the outgoing HTLC's failure when relaying, R3.3-e).
     pub fn fail_htlc(&mut self, id: u64, reason: Vec<u8>) -> Result<(), ChannelError> {
-        self.remove_htlc("fail_htlc", Update::Fail { id }, reason)
+        self.step(Input::FailHtlc { id, reason })
     }
 
     pub(super) fn remove_htlc(
@@ -104,7 +114,6 @@ impl Channel {
         }
         self.send(message);
         self.log_update(Side::Local, update, reason, removed);
-        self.flush();
         Ok(())
     }
 
@@ -116,6 +125,10 @@ impl Channel {
     /// the peer's `close_signature` would leave the two sides disagreeing on
     /// whether clearing is complete (R4.2-a).
     pub fn update_fee(&mut self, fee_rate: u32) -> Result<(), ChannelError> {
+        self.step(Input::UpdateFee(fee_rate))
+    }
+
+    pub(super) fn apply_update_fee(&mut self, fee_rate: u32) -> Result<(), ChannelError> {
         if self.phase != Phase::Normal {
             return Err(self.wrong_phase("update_fee"));
         }
@@ -129,7 +142,6 @@ impl Channel {
         }
         self.send(Message::UpdateFee(UpdateFee { fee_rate }));
         self.log_update(Side::Local, Update::Fee(fee_rate), Vec::new(), None);
-        self.flush();
         Ok(())
     }
 
@@ -139,23 +151,33 @@ impl Channel {
     /// `max_fee_rate`, the most a peer configured like us accepts (R3.4-b).
     /// Returns whether an `update_fee` was sent.
     pub fn handle_fee_estimate(&mut self, estimate: u32) -> Result<bool, ChannelError> {
+        let sent = self.sent;
+        self.step(Input::FeeEstimate(estimate))?;
+        // The only message this step can send is `update_fee`.
+        Ok(self.sent > sent)
+    }
+
+    pub(super) fn apply_fee_estimate(&mut self, estimate: u32) -> Result<(), ChannelError> {
         if self.fee_estimate != Some(estimate) {
             self.fee_estimate = Some(estimate);
             self.dirty = true;
-            self.flush();
         }
         let clearing = self.close.sent_clearing || self.close.received_clearing;
         let target = estimate.saturating_mul(2).min(self.config.max_fee_rate).max(self.config.min_fee_rate);
         let current = self.staged_ours.fee_rate;
         if self.phase != Phase::Normal || clearing || current >= estimate || current >= target {
-            return Ok(false);
+            return Ok(());
         }
-        self.update_fee(target).map(|()| true)
+        self.apply_update_fee(target)
     }
 
     /// Signs the peer's next commitment with every staged change and sends
     /// `update_commit` (R3.5-a, R3.5-b).
     pub fn commit(&mut self) -> Result<(), ChannelError> {
+        self.step(Input::Commit)
+    }
+
+    pub(super) fn apply_commit(&mut self) -> Result<(), ChannelError> {
         if self.phase != Phase::Normal {
             return Err(self.wrong_phase("commit"));
         }
@@ -174,7 +196,6 @@ impl Channel {
             // on, so it fails like any broken channel.
             let problem = "the peer's next commitment would have no output: every output is dust";
             self.fail_with(FailOrigin::Local, Some(Rule::R3_6_d), problem.to_string());
-            self.flush();
             return Err(ChannelError::Failed(problem));
         };
         let sig = built.sign(self.funding.as_ref().expect("normal operation has an anchor"), &*self.signer)?;
@@ -201,7 +222,6 @@ impl Channel {
         }
         // The HTLCs just committed may be failed now (R3.3-c).
         self.send_decided_fails();
-        self.flush();
         Ok(())
     }
 

@@ -30,9 +30,10 @@ use std::sync::Arc;
 use bitcoin::hashes::{sha256, Hash as _};
 use bitcoin::{absolute, Transaction};
 
-use super::{funding_tx, secret};
+use super::{funding_tx, secret, Store};
 use crate::chain::{Monitor, MonitorConfig, SpendKind};
 use crate::channel::{Channel, ChannelConfig, Direction, Event, Output, Side};
+use crate::journal::Write;
 use crate::tx::{InMemorySigner, KeyRole, Signer as _};
 use crate::types::{MilliSats, Preimage};
 use crate::wire::{self, Authenticate, Message};
@@ -244,9 +245,9 @@ struct Node {
     ch: Channel,
     signer: Arc<InMemorySigner>,
     /// Writes issued and not confirmed, oldest first.
-    in_flight: VecDeque<(u64, Vec<u8>)>,
-    /// The newest state in the store.
-    stored: Option<Vec<u8>>,
+    in_flight: VecDeque<Write>,
+    /// What landed in the store.
+    stored: Store,
     // The application's own records, which survive crashes.
     events: Vec<Event>,
     /// The on-chain monitor, in a process of its own: it survives the
@@ -277,7 +278,7 @@ impl Node {
             monitor: Monitor::new(MonitorConfig::new(super::destination(&signer)), signer.clone()),
             signer,
             in_flight: VecDeque::new(),
-            stored: None,
+            stored: Store::default(),
             events: Vec::new(),
             monitor_error: None,
             checked_revoked: None,
@@ -556,21 +557,30 @@ impl Harness {
     fn crash(&mut self, node: usize, landed: usize) -> Result<(), Violation> {
         let n = &mut self.nodes[node];
         let landed = landed.min(n.in_flight.len());
-        if n.stored.is_none() && landed == 0 {
+        if n.stored.is_empty() && landed == 0 {
             // Nothing ever reached the store: the node never had a channel
             // to restart; the schedule's crash is skipped.
             return Ok(());
         }
-        if let Some((_, state)) = n.in_flight.drain(..landed).next_back() {
-            n.stored = Some(state);
+        let everything = landed == n.in_flight.len();
+        for w in n.in_flight.drain(..landed) {
+            n.stored.apply(&w);
         }
         n.in_flight.clear();
-        let state = n.stored.clone().expect("checked above");
-        let restored = Channel::restore(&state, n.signer.clone()).map_err(|e| Violation {
+        let restored = n.stored.channel(n.signer.clone()).map_err(|e| Violation {
             step: self.step,
             op: self.op,
             what: format!("restore refused a stored state: {e}"),
         })?;
+        // With every write landed, the snapshot and the replayed journal are
+        // the channel that crashed.
+        if everything && restored.fingerprint() != n.ch.fingerprint() {
+            return Err(Violation {
+                step: self.step,
+                op: self.op,
+                what: "the restored channel differs from the one that crashed".into(),
+            });
+        }
         let n = &mut self.nodes[node];
         n.ch = restored;
         // The application goes back to every incoming HTLC the restored
@@ -598,9 +608,9 @@ impl Harness {
     fn confirm(&mut self, node: usize, count: usize) {
         let n = &mut self.nodes[node];
         let count = if count == 0 { n.in_flight.len() } else { count.min(n.in_flight.len()) };
-        if let Some((version, state)) = n.in_flight.drain(..count).next_back() {
-            n.stored = Some(state);
-            n.ch.handle_persisted(version);
+        for w in n.in_flight.drain(..count) {
+            n.stored.apply(&w);
+            n.ch.handle_persisted(w.seq());
         }
     }
 
@@ -625,7 +635,7 @@ impl Harness {
             any = true;
             let node = &mut self.nodes[n];
             match out {
-                Output::Persist { version, state } => node.in_flight.push_back((version, state)),
+                Output::Persist(w) => node.in_flight.push_back(w),
                 Output::Send { message, acknowledge } => {
                     let bytes = wire::encode(&message).expect("the channel's messages encode");
                     self.link[1 - n].push_back((acknowledge, bytes));

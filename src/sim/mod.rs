@@ -41,8 +41,9 @@ use bitcoin::hashes::Hash as _;
 use bitcoin::secp256k1::SecretKey;
 use bitcoin::{absolute, transaction, Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
 
-use crate::chain::{Monitor, MonitorConfig, MonitorEvent, MonitorOutput, MonitorPersist, MonitorUpdate};
-use crate::channel::{Channel, ChannelConfig, Event, Output, Watch};
+use crate::chain::{Monitor, MonitorConfig, MonitorEvent, MonitorOutput, MonitorUpdate};
+use crate::channel::{Channel, ChannelConfig, Event, Output, RestoreError, Watch};
+use crate::journal::Write;
 use crate::tx::InMemorySigner;
 use crate::wire::{self, Message};
 
@@ -80,21 +81,22 @@ pub fn destination(signer: &InMemorySigner) -> ScriptBuf {
     ScriptBuf::new_p2wpkh(&bitcoin::CompressedPublicKey(key).wpubkey_hash())
 }
 
-/// A monitor's store: its last snapshot and the journal entries after it.
-#[derive(Clone, Default, Debug)]
-pub struct MonitorStore {
+/// A store for a channel or a monitor: its last snapshot and the journal
+/// entries after it (see [`crate::journal`]).
+#[derive(Clone, Default, PartialEq, Eq, Debug)]
+pub struct Store {
     /// The last snapshot.
     pub snapshot: Option<Vec<u8>>,
     /// The entries after it, with their sequence numbers.
     pub entries: Vec<(u64, Vec<u8>)>,
 }
 
-impl MonitorStore {
-    /// Stores one persist output.
-    pub fn apply(&mut self, p: &MonitorPersist) {
-        match p {
-            MonitorPersist::Append { seq, entry } => self.entries.push((*seq, entry.clone())),
-            MonitorPersist::Snapshot { seq, state } => {
+impl Store {
+    /// Stores one write.
+    pub fn apply(&mut self, w: &Write) {
+        match w {
+            Write::Append { seq, entry } => self.entries.push((*seq, entry.clone())),
+            Write::Snapshot { seq, state } => {
                 self.snapshot = Some(state.clone());
                 self.entries.retain(|(s, _)| s > seq);
             }
@@ -111,13 +113,23 @@ impl MonitorStore {
         self.snapshot.is_none() && self.entries.is_empty()
     }
 
+    /// The entries, in order.
+    pub fn entries(&self) -> impl Iterator<Item = &[u8]> {
+        self.entries.iter().map(|(_, e)| e.as_slice())
+    }
+
+    /// The channel as stored.
+    pub fn channel(&self, signer: Arc<dyn crate::tx::Signer + Send + Sync>) -> Result<Channel, RestoreError> {
+        Channel::restore(self.snapshot.as_deref().ok_or(RestoreError::Truncated)?, self.entries(), signer)
+    }
+
     /// The monitor as stored.
-    pub fn restore(
+    pub fn monitor(
         &self,
         config: MonitorConfig,
         signer: Arc<dyn crate::tx::Signer + Send + Sync>,
     ) -> Result<Monitor, crate::chain::MonitorRestoreError> {
-        Monitor::restore(config, signer, self.snapshot.as_deref(), self.entries.iter().map(|(_, e)| e.as_slice()))
+        Monitor::restore(config, signer, self.snapshot.as_deref(), self.entries())
     }
 }
 
@@ -129,11 +141,11 @@ pub struct Node {
     pub ch: Channel,
     /// Its keys.
     pub signer: Arc<InMemorySigner>,
-    /// The last state it asked to persist.
-    pub persisted: Vec<u8>,
-    /// That state's version.
+    /// What the channel stored (every write lands, confirmed or not).
+    pub store: Store,
+    /// The sequence number of its last write.
     pub persisted_version: u64,
-    /// Bytes of every state it asked to store, in total.
+    /// Bytes of every write it asked for, in total.
     pub persisted_bytes: u64,
     /// When false, Persist outputs are recorded but not confirmed.
     pub auto_persist: bool,
@@ -146,7 +158,7 @@ pub struct Node {
     /// The channel's on-chain monitor, fed every update as it comes.
     pub monitor: Monitor,
     /// What the monitor stored.
-    pub monitor_store: MonitorStore,
+    pub monitor_store: Store,
     /// What the monitor reported.
     pub monitor_events: Vec<MonitorEvent>,
     /// What the monitor broadcast, in order.
@@ -155,7 +167,7 @@ pub struct Node {
     pub monitor_updates: Vec<MonitorUpdate>,
     /// Everything the monitor asked to store, in order: replaying a prefix
     /// gives the store as it was at any moment.
-    pub monitor_history: Vec<MonitorPersist>,
+    pub monitor_history: Vec<Write>,
     /// Messages sent, in order, with their acknowledge.
     pub sent: Vec<(u64, Message)>,
     /// The anchor transaction the wallet made, if this node funds.
@@ -180,14 +192,14 @@ impl Node {
             ch,
             monitor: Monitor::new(MonitorConfig::new(destination(&signer)), signer.clone()),
             signer,
-            persisted: Vec::new(),
+            store: Store::default(),
             persisted_version: 0,
             persisted_bytes: 0,
             auto_persist: true,
             events: Vec::new(),
             broadcasts: Vec::new(),
             watches: Vec::new(),
-            monitor_store: MonitorStore::default(),
+            monitor_store: Store::default(),
             monitor_events: Vec::new(),
             monitor_broadcasts: Vec::new(),
             monitor_updates: Vec::new(),
@@ -204,12 +216,12 @@ impl Node {
         let mut out = Vec::new();
         while let Some(o) = self.ch.poll_output() {
             match o {
-                Output::Persist { version, state } => {
-                    self.persisted_bytes += state.len() as u64;
-                    self.persisted = state;
-                    self.persisted_version = version;
+                Output::Persist(w) => {
+                    self.persisted_bytes += w.bytes().len() as u64;
+                    self.store.apply(&w);
+                    self.persisted_version = w.seq();
                     if self.auto_persist {
-                        self.ch.handle_persisted(version);
+                        self.ch.handle_persisted(w.seq());
                     }
                 }
                 Output::Send { message, acknowledge } => {
@@ -260,6 +272,11 @@ impl Node {
                 _ => {}
             }
         }
+    }
+
+    /// The channel as its store holds it.
+    pub fn restored(&self) -> Result<Channel, RestoreError> {
+        self.store.channel(self.signer.clone())
     }
 
     /// The channel's failure event, if it failed.

@@ -158,7 +158,7 @@ pub mod regtest;
 /// confirmed in the next block (C1-b).
 pub fn classify(node: &paychan::sim::Node, tx: &bitcoin::Transaction) -> Option<paychan::chain::SpendKind> {
     use bitcoin::hashes::Hash as _;
-    let mut m = node.monitor_store.restore(node.monitor.config().clone(), node.signer.clone()).unwrap();
+    let mut m = node.monitor_store.monitor(node.monitor.config().clone(), node.signer.clone()).unwrap();
     let height = m.best_block().map_or(1, |(h, _)| h + 1);
     m.block_connected(height, bitcoin::BlockHash::all_zeros(), 1_700_000_000, std::slice::from_ref(tx)).unwrap();
     m.spend().map(|(_, kind)| kind)
