@@ -543,6 +543,7 @@ impl Channel {
     /// The state without what awaits release (which depends on when the
     /// caller confirmed writes, not on the inputs): two channels that saw
     /// the same inputs encode the same.
+    #[cfg(feature = "std")]
     pub(crate) fn fingerprint(&self) -> Vec<u8> {
         self.encode(false)
     }
