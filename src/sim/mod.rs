@@ -145,6 +145,8 @@ pub struct Node {
     pub store: Store,
     /// The sequence number of its last write.
     pub persisted_version: u64,
+    /// Every write the channel asked for, in order (while `record`).
+    pub history: Vec<Write>,
     /// Bytes of every write it asked for, in total.
     pub persisted_bytes: u64,
     /// When false, Persist outputs are recorded but not confirmed.
@@ -194,6 +196,7 @@ impl Node {
             signer,
             store: Store::default(),
             persisted_version: 0,
+            history: Vec::new(),
             persisted_bytes: 0,
             auto_persist: true,
             events: Vec::new(),
@@ -222,6 +225,9 @@ impl Node {
                     self.persisted_version = w.seq();
                     if self.auto_persist {
                         self.ch.handle_persisted(w.seq());
+                    }
+                    if self.record {
+                        self.history.push(w);
                     }
                 }
                 Output::Send { message, acknowledge } => {

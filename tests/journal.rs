@@ -1,0 +1,268 @@
+//! The channel's incremental persistence (ADR 0006): what a payment writes,
+//! restoring from every prefix of the store, damaged and foreign journals,
+//! the compaction bound, and outputs emitted again after a restore.
+
+mod common;
+
+use bitcoin::absolute;
+use bitcoin::hashes::{sha256, Hash};
+use common::pair::{Dir, Pair, Store, CAPACITY};
+use paychan::channel::{Channel, ChannelConfig, Event, Output, RestoreError};
+use paychan::journal::Write;
+use paychan::{MilliSats, Preimage};
+
+fn expiry() -> absolute::LockTime {
+    absolute::LockTime::from_height(5_000).unwrap()
+}
+
+fn preimage(n: u64) -> Preimage {
+    Preimage(sha256::Hash::hash(&n.to_le_bytes()).to_byte_array())
+}
+
+/// One payment of 1,000 sat from `payer` to the other side, settled.
+fn pay(p: &mut Pair, payer: char, n: u64) {
+    let payee = if payer == 'A' { 'B' } else { 'A' };
+    let r = preimage(n);
+    let id = p.node(payer).ch.offer_htlc(MilliSats::from_msat(1_000_000), r.hash(), expiry(), vec![]).unwrap();
+    p.settle();
+    p.node(payee).ch.fulfill_htlc(id, r).unwrap();
+    p.settle();
+}
+
+/// A pair with `live` HTLCs of 1,000 sat outstanding from A to B, and money
+/// on both sides.
+fn with_live(live: u64) -> Pair {
+    let mut p = Pair::new(ChannelConfig::default(), ChannelConfig::default(), CAPACITY * 2);
+    p.establish();
+    pay_amount(&mut p, 500_000_000);
+    for i in 0..live {
+        p.a.ch.offer_htlc(MilliSats::from_msat(1_000_000), preimage(10_000 + i).hash(), expiry(), vec![]).unwrap();
+    }
+    p.settle();
+    p
+}
+
+fn pay_amount(p: &mut Pair, msat: u64) {
+    let r = preimage(u64::MAX);
+    let id = p.a.ch.offer_htlc(MilliSats::from_msat(msat), r.hash(), expiry(), vec![]).unwrap();
+    p.settle();
+    p.b.ch.fulfill_htlc(id, r).unwrap();
+    p.settle();
+}
+
+/// The journal bytes both nodes append for one payment each way (a payment
+/// during which neither wrote a snapshot).
+fn appended_per_payment(p: &mut Pair, n: &mut u64) -> usize {
+    loop {
+        let before = [p.a.history.len(), p.b.history.len()];
+        pay(p, 'A', *n);
+        pay(p, 'B', *n + 1);
+        *n += 2;
+        let writes: Vec<&Write> = p.a.history[before[0]..].iter().chain(&p.b.history[before[1]..]).collect();
+        if writes.iter().all(|w| !w.is_snapshot()) {
+            return writes.iter().map(|w| w.bytes().len()).sum();
+        }
+    }
+}
+
+#[test]
+fn a_payment_writes_the_same_bytes_whatever_the_live_htlcs() {
+    let mut sizes = Vec::new();
+    for live in [0, 100] {
+        let mut p = with_live(live);
+        assert_eq!(p.a.ch.our_commitment().htlcs().count() as u64, live);
+        let mut n = 0;
+        sizes.push(appended_per_payment(&mut p, &mut n));
+    }
+    // The entries hold the step's input (messages, commands), never the
+    // HTLC set: the same payment appends the same bytes.
+    assert_eq!(sizes[0], sizes[1], "{sizes:?}");
+    // Two payments, each an offer, a fulfil and two commitment rounds at
+    // both nodes: a few dozen entries of a few dozen bytes.
+    assert!(sizes[0] < 4_000, "{sizes:?}");
+}
+
+#[test]
+fn every_prefix_of_the_store_restores_and_the_whole_store_is_the_live_channel() {
+    let mut p = with_live(0);
+    for n in 0..6 {
+        pay(&mut p, if n % 2 == 0 { 'A' } else { 'B' }, n);
+    }
+    p.a.ch.update_fee(20_000).unwrap();
+    p.a.ch.commit().unwrap();
+    p.settle();
+    p.reconnect();
+    p.settle();
+    p.a.ch.close().unwrap();
+    p.settle();
+    assert!(p.a.ch.is_terminal());
+    let history = p.a.history.clone();
+    assert!(history.len() > 40 && history[0].is_snapshot());
+    let mut store = Store::default();
+    for (i, w) in history.iter().enumerate() {
+        store.apply(w);
+        let restored = store.channel(p.a.signer.clone()).unwrap_or_else(|e| panic!("prefix {}: {e}", i + 1));
+        assert_eq!(restored.version(), w.seq());
+    }
+    // The whole store replays to the live channel, byte for byte, once the
+    // outputs emitted again are drained.
+    let mut restored = store.channel(p.a.signer.clone()).unwrap();
+    while restored.poll_output().is_some() {}
+    assert_eq!(restored.snapshot(), p.a.ch.snapshot());
+}
+
+#[test]
+fn a_torn_last_entry_is_dropped_and_other_damage_is_refused() {
+    let mut p = Pair::open();
+    for n in 0..3 {
+        pay(&mut p, 'A', n);
+    }
+    let store = p.a.store.clone();
+    let snapshot = store.snapshot.clone().unwrap();
+    let entries: Vec<Vec<u8>> = store.entries.iter().map(|(_, e)| e.clone()).collect();
+    assert!(entries.len() >= 4, "{}", entries.len());
+    let last = store.entries.last().unwrap().0;
+    let restore =
+        |entries: &[Vec<u8>]| Channel::restore(&snapshot, entries.iter().map(Vec::as_slice), p.a.signer.clone());
+    assert_eq!(restore(&entries).unwrap().version(), last);
+    // A write cut short by a crash: the last entry is dropped, and the
+    // channel is the one before it.
+    for cut in [1, 10, entries.last().unwrap().len() - 1] {
+        let mut torn = entries.clone();
+        torn.last_mut().unwrap().truncate(cut);
+        assert_eq!(restore(&torn).unwrap().version(), last - 1);
+    }
+    // A flipped bit anywhere but the last entry is damage.
+    let mut damaged = entries.clone();
+    damaged[1][12] ^= 1;
+    assert_eq!(restore(&damaged).err(), Some(RestoreError::Checksum));
+    // A missing entry.
+    let mut gap = entries.clone();
+    gap.remove(1);
+    assert!(matches!(restore(&gap), Err(RestoreError::Gap { .. })));
+    // Entries the snapshot holds are skipped (a crash between storing a
+    // snapshot and dropping them).
+    let mut stale = entries.clone();
+    stale.insert(1, entries[0].clone());
+    assert_eq!(restore(&stale).unwrap().version(), last);
+    let fresh = p.a.ch.snapshot();
+    let all = Channel::restore(&fresh, entries.iter().map(Vec::as_slice), p.a.signer.clone()).unwrap();
+    assert_eq!(all.version(), p.a.ch.version());
+    // B's journal does not replay on A's snapshot: refused, never applied.
+    let b_entries: Vec<&[u8]> = p.b.store.entries().collect();
+    assert!(Channel::restore(&snapshot, b_entries, p.a.signer.clone()).is_err());
+}
+
+#[test]
+fn a_journal_of_another_state_is_refused() {
+    // Two channels with the same keys and the same history up to a point:
+    // the entries of one after they part do not replay on the other's
+    // snapshot, and the entry header says so (RestoreError::Replay).
+    let mut p = with_live(0);
+    pay(&mut p, 'A', 0);
+    let snapshot = p.a.ch.snapshot();
+    let version = p.a.ch.version();
+    // One branch: A pays.
+    let mut branch = with_live(0);
+    pay(&mut branch, 'A', 0);
+    assert_eq!(branch.a.ch.version(), version);
+    pay(&mut branch, 'A', 1);
+    // The other: A stays, and B pays A; A's snapshot is of before.
+    pay(&mut p, 'B', 7);
+    let entries: Vec<&[u8]> =
+        branch.a.store.entries.iter().filter(|(s, _)| *s > version).map(|(_, e)| e.as_slice()).collect();
+    // The same channel: the branch's entries replay on its own state.
+    assert!(Channel::restore(&snapshot, entries.iter().copied(), p.a.signer.clone()).is_ok());
+    let other: Vec<&[u8]> = p.a.store.entries.iter().filter(|(s, _)| *s > version).map(|(_, e)| e.as_slice()).collect();
+    let mut mixed = other[..1].to_vec();
+    mixed.extend(&entries[1..]);
+    let result = Channel::restore(&snapshot, mixed, p.a.signer.clone());
+    assert!(matches!(result, Err(RestoreError::Replay { .. })), "{:?}", result.err());
+}
+
+#[test]
+fn the_store_stays_within_the_compaction_bound() {
+    let mut p = with_live(20);
+    let mut n = 0;
+    let mut snapshots = 0;
+    let mut worst = 0.0f64;
+    for _ in 0..300 {
+        let before = p.a.history.len();
+        pay(&mut p, 'A', n);
+        n += 1;
+        snapshots += p.a.history[before..].iter().filter(|w| w.is_snapshot()).count();
+        let snapshot = p.a.store.snapshot.as_ref().unwrap().len();
+        let kept = p.a.store.len();
+        // ADR 0006: at most a snapshot, plus twice its size (and 4 KiB),
+        // plus the entry that crossed the line.
+        let largest_entry = p.a.store.entries.iter().map(|(_, e)| e.len()).max().unwrap_or(0);
+        assert!(kept <= snapshot + (2 * snapshot).max(4096) + largest_entry, "{kept} {snapshot}");
+        worst = worst.max(kept as f64 / snapshot as f64);
+    }
+    assert!(snapshots >= 2, "{snapshots} snapshots");
+    assert!(worst > 2.0, "the journal grew to {worst} snapshots before compaction");
+}
+
+#[test]
+fn outputs_not_released_come_out_again_after_a_restore() {
+    let mut p = Pair::open();
+    let r = preimage(1);
+    p.a.ch.offer_htlc(MilliSats::from_msat(1_000_000), r.hash(), expiry(), vec![]).unwrap();
+    p.a.ch.commit().unwrap();
+    p.pump();
+    // Each message reaches B, whose write lands in its store but is not
+    // confirmed yet; B "crashes" there, and its store is restored.
+    let mut found = false;
+    for _ in 0..20 {
+        for node in [&mut p.a, &mut p.b] {
+            if node.ch.can_commit() {
+                node.ch.commit().unwrap();
+            }
+        }
+        p.pump();
+        while p.deliver(Dir::BToA).is_some() {
+            p.pump();
+        }
+        let Some((ack, message)) = p.a_to_b.pop_front() else { continue };
+        p.b.ch.handle_message(message, ack);
+        let out: Vec<Output> = std::iter::from_fn(|| p.b.ch.poll_output()).collect();
+        let Some(write) = out.iter().find_map(|o| if let Output::Persist(w) = o { Some(w.clone()) } else { None })
+        else {
+            continue;
+        };
+        // Nothing but the write (and the monitor's update) before it is
+        // durable.
+        assert!(out.iter().all(|o| matches!(o, Output::Persist(_) | Output::Monitor(_))), "{out:?}");
+        p.b.store.apply(&write);
+        let mut restored = p.b.restored().unwrap();
+        let again: Vec<Output> = std::iter::from_fn(|| restored.poll_output()).collect();
+        // Messages are never emitted again: a restored channel has no
+        // transport.
+        assert!(!again.iter().any(|o| matches!(o, Output::Send { .. })), "{again:?}");
+        let event_again = again.iter().any(|o| matches!(o, Output::Event(Event::HtlcAdded { .. })));
+        // The live channel releases what the restored one emitted again.
+        p.b.ch.handle_persisted(write.seq());
+        let released: Vec<Output> = std::iter::from_fn(|| p.b.ch.poll_output()).collect();
+        let event_live = released.iter().any(|o| matches!(o, Output::Event(Event::HtlcAdded { .. })));
+        assert_eq!(event_again, event_live, "{again:?} {released:?}");
+        for o in released {
+            if let Output::Send { message, acknowledge } = o {
+                p.b_to_a.push_back((acknowledge, message));
+            }
+        }
+        if event_live {
+            found = true;
+            break;
+        }
+    }
+    assert!(found, "B never added the HTLC");
+    p.settle();
+    // The last write was made before its own event was released, so a
+    // restore would emit it again; after one more change written once
+    // everything was released, a restore emits nothing again.
+    p.b.ch.handle_block(500, 1_700_000_000);
+    p.settle();
+    let mut restored = p.b.restored().unwrap();
+    let again: Vec<Output> = std::iter::from_fn(|| restored.poll_output()).collect();
+    assert!(!again.iter().any(|o| matches!(o, Output::Event(_))), "{again:?}");
+}
