@@ -422,27 +422,6 @@ fn rich_state() -> (Pair, Vec<u8>, (u64, Message)) {
     (p, state, revocation)
 }
 
-/// The state with its checksum recomputed, as a buggy writer would leave
-/// it: the format's 64-bit checksum (ADR 0003), written out here again.
-fn resealed(mut state: Vec<u8>) -> Vec<u8> {
-    fn mix(x: u64) -> u64 {
-        (x ^ (x >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
-    }
-    let body = state.len() - 8;
-    let mut h = (body as u64).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    let mut at = 0;
-    while at + 8 <= body {
-        h = mix(h ^ u64::from_le_bytes(state[at..at + 8].try_into().unwrap()));
-        at += 8;
-    }
-    let mut tail = [0u8; 8];
-    tail[..body - at].copy_from_slice(&state[at..body]);
-    h = mix(mix(h ^ u64::from_le_bytes(tail)) ^ 0x94d0_49bb_1331_11eb);
-    let sum = mix(h ^ (h >> 31));
-    state[body..].copy_from_slice(&sum.to_le_bytes());
-    state
-}
-
 #[test]
 fn a_flipped_byte_anywhere_is_refused() {
     let (p, state, _) = rich_state();
@@ -461,7 +440,7 @@ fn no_stored_byte_can_make_the_channel_panic() {
         for bit in [0x01, 0x80] {
             let mut bad = state.clone();
             bad[i] ^= bit;
-            let Ok(mut ch) = Channel::restore(&resealed(bad), [], p.a.signer.clone()) else { continue };
+            let Ok(mut ch) = Channel::restore(&common::resealed(bad), [], p.a.signer.clone()) else { continue };
             // Whatever restore accepts works: it takes the revocation it
             // was waiting for (the old code panicked rebuilding a damaged
             // commitment there), then fails and broadcasts.
@@ -485,7 +464,10 @@ fn a_state_whose_balances_do_not_add_up_is_refused() {
     let at = state.windows(8).position(|w| w == to_local.to_be_bytes()).expect("the balance is in the state");
     let mut bad = state.clone();
     bad[at..at + 8].copy_from_slice(&(to_local + 1000).to_be_bytes());
-    assert!(matches!(Channel::restore(&resealed(bad), [], p.a.signer.clone()), Err(RestoreError::Inconsistent(_))));
+    assert!(matches!(
+        Channel::restore(&common::resealed(bad), [], p.a.signer.clone()),
+        Err(RestoreError::Inconsistent(_))
+    ));
 }
 
 // ---------------------------------------------------------------------------

@@ -266,3 +266,52 @@ fn outputs_not_released_come_out_again_after_a_restore() {
     let again: Vec<Output> = std::iter::from_fn(|| restored.poll_output()).collect();
     assert!(!again.iter().any(|o| matches!(o, Output::Event(_))), "{again:?}");
 }
+
+#[test]
+fn no_journal_byte_can_make_the_channel_panic() {
+    // A store with a snapshot and entries of every kind of step: messages,
+    // commands, a fee, blocks, a reconnection (with HTLCs enough that the
+    // journal is not compacted meanwhile).
+    let mut p = with_live(40);
+    let snapshot = p.a.ch.snapshot();
+    let from = p.a.ch.version();
+    pay(&mut p, 'A', 1);
+    p.a.ch.update_fee(15_000).unwrap();
+    p.a.ch.commit().unwrap();
+    p.settle();
+    p.a.ch.handle_block(300, 1_700_000_000);
+    p.reconnect();
+    p.settle();
+    pay(&mut p, 'B', 2);
+    let writes: Vec<&Write> = p.a.history.iter().filter(|w| w.seq() > from).collect();
+    assert!(writes.iter().all(|w| !w.is_snapshot()), "the journal was compacted");
+    let entries: Vec<Vec<u8>> = writes.iter().map(|w| w.bytes().to_vec()).collect();
+    assert!(entries.len() > 10, "{}", entries.len());
+    let restore =
+        |entries: &[Vec<u8>]| Channel::restore(&snapshot, entries.iter().map(Vec::as_slice), p.a.signer.clone());
+    assert_eq!(restore(&entries).unwrap().version(), p.a.ch.version());
+    let mut refused = 0;
+    let mut tried = 0;
+    for (k, entry) in entries.iter().enumerate() {
+        for i in 0..entry.len() - 8 {
+            let mut bad = entries.clone();
+            bad[k][i] ^= 0x04;
+            bad[k] = common::resealed(bad[k].clone());
+            tried += 1;
+            // Whatever restore accepts works on.
+            let Ok(mut ch) = restore(&bad) else {
+                refused += 1;
+                continue;
+            };
+            while ch.poll_output().is_some() {}
+            ch.new_transport();
+            ch.handle_authenticate(0);
+            ch.handle_block(900_000, 1_800_000_000);
+            ch.fail("test");
+            while ch.poll_output().is_some() {}
+        }
+    }
+    // Most changes are caught: the sequence numbers, the counters each entry
+    // records, the decoders.
+    assert!(refused * 2 > tried, "{refused} of {tried}");
+}

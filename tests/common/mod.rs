@@ -180,3 +180,6 @@ pub fn high_s(compact: &[u8; 64]) -> [u8; 64] {
     }
     out
 }
+
+mod reseal;
+pub use reseal::resealed;

@@ -1,0 +1,23 @@
+//! The crate's storage checksum, written out again independently of it.
+
+/// A stored piece (a snapshot or a journal entry) with its checksum
+/// recomputed, as a buggy writer would leave it: the format's 64-bit
+/// checksum (ADR 0003), written out here again.
+pub fn resealed(mut state: Vec<u8>) -> Vec<u8> {
+    fn mix(x: u64) -> u64 {
+        (x ^ (x >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+    let body = state.len() - 8;
+    let mut h = (body as u64).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let mut at = 0;
+    while at + 8 <= body {
+        h = mix(h ^ u64::from_le_bytes(state[at..at + 8].try_into().unwrap()));
+        at += 8;
+    }
+    let mut tail = [0u8; 8];
+    tail[..body - at].copy_from_slice(&state[at..body]);
+    h = mix(mix(h ^ u64::from_le_bytes(tail)) ^ 0x94d0_49bb_1331_11eb);
+    let sum = mix(h ^ (h >> 31));
+    state[body..].copy_from_slice(&sum.to_le_bytes());
+    state
+}
