@@ -182,4 +182,5 @@ pub fn high_s(compact: &[u8; 64]) -> [u8; 64] {
 }
 
 mod reseal;
+#[allow(unused_imports)]
 pub use reseal::resealed;
