@@ -183,13 +183,11 @@ fn a_journal_of_another_state_is_refused() {
 #[test]
 fn the_store_stays_within_the_compaction_bound() {
     let mut p = with_live(20);
-    let mut n = 0;
     let mut snapshots = 0;
     let mut worst = 0.0f64;
-    for _ in 0..300 {
+    for n in 0..300 {
         let before = p.a.history.len();
         pay(&mut p, 'A', n);
-        n += 1;
         snapshots += p.a.history[before..].iter().filter(|w| w.is_snapshot()).count();
         let snapshot = p.a.store.snapshot.as_ref().unwrap().len();
         let kept = p.a.store.len();
