@@ -57,7 +57,7 @@ fn setup(states: u64, htlcs: u64) -> (Monitor, Store, Transaction) {
         };
         m.update(MonitorUpdate::HtlcAdded { side: Side::Remote, number: 0, htlc }).expect("a record");
         let direction = if offerer == Side::Remote { HtlcDirection::Offered } else { HtlcDirection::Received };
-        specs.push(HtlcSpec { direction, id, amount: amount.msat(), r_hash: htlc.r_hash, expiry: htlc.expiry });
+        specs.push(HtlcSpec::new(direction, id, amount.msat(), htlc.r_hash, htlc.expiry));
     }
     drain(&mut m, &mut store);
     for n in 0..states {

@@ -38,12 +38,14 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("commitment");
     for n in [0u64, 10, 100, 1500] {
         let htlcs: Vec<HtlcSpec> = (0..n)
-            .map(|i| HtlcSpec {
-                direction: if i % 2 == 0 { HtlcDirection::Offered } else { HtlcDirection::Received },
-                id: i,
-                amount: MilliSats::from_msat(600_000 + i),
-                r_hash: sha256::Hash::hash(&i.to_le_bytes()),
-                expiry: absolute::LockTime::from_height(800_000 + i as u32).expect("a height"),
+            .map(|i| {
+                HtlcSpec::new(
+                    if i % 2 == 0 { HtlcDirection::Offered } else { HtlcDirection::Received },
+                    i,
+                    MilliSats::from_msat(600_000 + i),
+                    sha256::Hash::hash(&i.to_le_bytes()),
+                    absolute::LockTime::from_height(800_000 + i as u32).expect("a height"),
+                )
             })
             .collect();
         let (to_owner, to_other) = spec_for(&htlcs);

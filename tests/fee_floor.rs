@@ -58,12 +58,14 @@ fn worst_case_witness(f: &FundingOutput) -> Witness {
 /// counts in the bytecount (D9).
 fn htlcs(n: usize) -> Vec<HtlcSpec> {
     (0..n as u64)
-        .map(|i| HtlcSpec {
-            direction: if i % 2 == 0 { HtlcDirection::Offered } else { HtlcDirection::Received },
-            id: i,
-            amount: MilliSats::from_msat(600_000 + i),
-            r_hash: sha256::Hash::hash(&i.to_le_bytes()),
-            expiry: absolute::LockTime::from_height(600_000 + i as u32).unwrap(),
+        .map(|i| {
+            HtlcSpec::new(
+                if i % 2 == 0 { HtlcDirection::Offered } else { HtlcDirection::Received },
+                i,
+                MilliSats::from_msat(600_000 + i),
+                sha256::Hash::hash(&i.to_le_bytes()),
+                absolute::LockTime::from_height(600_000 + i as u32).unwrap(),
+            )
         })
         .collect()
 }

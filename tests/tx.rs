@@ -71,7 +71,7 @@ fn height(h: u32) -> absolute::LockTime {
 }
 
 fn htlc(direction: HtlcDirection, id: u64, msat: u64, preimage: u8, expiry: absolute::LockTime) -> HtlcSpec {
-    HtlcSpec { direction, id, amount: MilliSats::from_msat(msat), r_hash: r(preimage).hash(), expiry }
+    HtlcSpec::new(direction, id, MilliSats::from_msat(msat), r(preimage).hash(), expiry)
 }
 
 /// The standard test commitment of A: balances plus one offered, one
@@ -721,12 +721,14 @@ fn arb_commitment() -> impl Strategy<Value = (Vec<HtlcSpec>, u64, u32, u16)> {
             let htlcs = raw
                 .into_iter()
                 .enumerate()
-                .map(|(i, (offered, msat, p, h))| HtlcSpec {
-                    direction: if offered { HtlcDirection::Offered } else { HtlcDirection::Received },
-                    id: i as u64,
-                    amount: MilliSats::from_msat(msat),
-                    r_hash: r(p).hash(),
-                    expiry: height(h),
+                .map(|(i, (offered, msat, p, h))| {
+                    HtlcSpec::new(
+                        if offered { HtlcDirection::Offered } else { HtlcDirection::Received },
+                        i as u64,
+                        MilliSats::from_msat(msat),
+                        r(p).hash(),
+                        height(h),
+                    )
                 })
                 .collect();
             (htlcs, owner_share, rate, delay)
@@ -821,12 +823,14 @@ proptest! {
 
 fn many_htlcs(n: u64) -> Vec<HtlcSpec> {
     (0..n)
-        .map(|i| HtlcSpec {
-            direction: if i % 2 == 0 { HtlcDirection::Offered } else { HtlcDirection::Received },
-            id: i,
-            amount: MilliSats::from_msat(600_000 + i),
-            r_hash: sha256::Hash::hash(&i.to_le_bytes()),
-            expiry: height(600_000 + i as u32),
+        .map(|i| {
+            HtlcSpec::new(
+                if i % 2 == 0 { HtlcDirection::Offered } else { HtlcDirection::Received },
+                i,
+                MilliSats::from_msat(600_000 + i),
+                sha256::Hash::hash(&i.to_le_bytes()),
+                height(600_000 + i as u32),
+            )
         })
         .collect()
 }

@@ -249,12 +249,9 @@ impl State {
         self.records
             .iter()
             .filter(|r| r.held_by(side, number))
-            .map(|r| HtlcSpec {
-                direction: if r.htlc.offerer == side { HtlcDirection::Offered } else { HtlcDirection::Received },
-                id: r.htlc.id,
-                amount: r.htlc.amount.msat(),
-                r_hash: r.htlc.r_hash,
-                expiry: r.htlc.expiry,
+            .map(|r| {
+                let direction = if r.htlc.offerer == side { HtlcDirection::Offered } else { HtlcDirection::Received };
+                HtlcSpec::new(direction, r.htlc.id, r.htlc.amount.msat(), r.htlc.r_hash, r.htlc.expiry)
             })
             .collect()
     }

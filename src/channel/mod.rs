@@ -667,6 +667,9 @@ pub struct Channel {
     pub(crate) staged_ours: View,
     pub(crate) staged_theirs: View,
     pub(crate) log: Vec<Entry>,
+    /// RIPEMD-160 of the `r_hash` of every HTLC in a view, as the scripts
+    /// hold it (a cache, not persisted: rebuilt on restore).
+    pub(crate) hash160s: BTreeMap<(Side, u64), [u8; 20]>,
     pub(crate) next_htlc_id: u64,
     /// Redemption deadlines of HTLCs we offered (R3.1-a).
     pub(crate) deadlines: BTreeMap<u64, absolute::LockTime>,
@@ -823,6 +826,7 @@ impl Channel {
             staged_ours: empty.clone(),
             staged_theirs: empty_theirs,
             log: Vec::new(),
+            hash160s: BTreeMap::new(),
             next_htlc_id: 0,
             deadlines: BTreeMap::new(),
             must_fail: BTreeMap::new(),
@@ -1275,7 +1279,7 @@ impl Channel {
             other_final: remote.final_key,
             to_owner,
             to_other,
-            htlcs: &view.htlc_specs(),
+            htlcs: &view.htlc_specs(&self.hash160s),
             fee_rate_per_kb: view.fee_rate,
             revocation_hash: self.our_hash(num),
             // Our outputs wait for the delay the peer asked for.
@@ -1314,7 +1318,7 @@ impl Channel {
             other_final: self.signer.public_key(KeyRole::Final),
             to_owner,
             to_other,
-            htlcs: &view.htlc_specs(),
+            htlcs: &view.htlc_specs(&self.hash160s),
             fee_rate_per_kb: view.fee_rate,
             revocation_hash,
             // The peer's outputs wait for the delay we asked for.

@@ -909,7 +909,7 @@ impl Channel {
         }
         let version = r.u64()?;
         r.done()?;
-        let ch = Channel {
+        let mut ch = Channel {
             signer,
             config,
             role,
@@ -938,6 +938,7 @@ impl Channel {
             staged_ours,
             staged_theirs,
             log,
+            hash160s: BTreeMap::new(),
             next_htlc_id,
             deadlines,
             must_fail,
@@ -971,6 +972,12 @@ impl Channel {
             monitor_pending: Vec::new(),
         };
         ch.check_invariants().map_err(RestoreError::Inconsistent)?;
+        let prev = ch.their_prev.as_ref().map(|(v, _)| v);
+        let views = [Some(&ch.our_view), Some(&ch.their_view), Some(&ch.staged_ours), Some(&ch.staged_theirs), prev];
+        let htlcs: Vec<Htlc> = views.into_iter().flatten().flat_map(|v| v.htlcs().copied()).collect();
+        for h in htlcs {
+            ch.hash160s.entry((h.offerer, h.id)).or_insert_with(|| crate::tx::commitment::ripemd_of(&h.r_hash));
+        }
         Ok(ch)
     }
 

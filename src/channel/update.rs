@@ -419,16 +419,17 @@ impl Channel {
         self.staged_ours.check(from, update, self.config.max_htlcs, afford)
     }
 
-    /// Both commitments as the peer knew them when it sent a message
-    /// acknowledging `ack` of ours: every update of its own and ours up to
-    /// `ack`. Our current commitment holds only such updates, so it is the
+    /// The totals of both commitments as the peer knew them when it sent a
+    /// message acknowledging `ack` of ours: every update of its own and ours
+    /// up to `ack`. Our current commitment holds only such updates, so it is the
     /// base; the peer's commitment differs only in its fee rate, which only
     /// the peer changes (ruling D7).
     pub(super) fn peer_known(&self, ack: u64) -> [View; 2] {
-        let mut ours = self.our_view.clone();
+        // Only the totals matter here (balances, counts, the fee rate; R3.2-e
+        // is checked against the staged views): no HTLC set is copied.
+        let mut ours = self.our_view.totals();
         for e in self.log.iter().filter(|e| !e.in_ours && (e.from == Side::Remote || e.msg_no <= ack)) {
-            // Every entry was applied to the staged views already.
-            let _ = ours.apply(e.from, &e.update);
+            ours.apply_to_totals(e.from, &e.update, e.removed.as_ref());
         }
         let mut theirs = ours.clone();
         theirs.owner = Side::Remote;
@@ -445,6 +446,9 @@ impl Channel {
     }
 
     pub(super) fn log_update(&mut self, from: Side, update: Update, blob: Vec<u8>, removed: Option<Htlc>) {
+        if let Update::Add(h) = &update {
+            self.hash160s.insert((from, h.id), crate::tx::commitment::ripemd_of(&h.r_hash));
+        }
         self.staged_theirs.apply(from, &update).expect("checked against this view");
         self.staged_ours.apply(from, &update).expect("checked against this view");
         let msg_no = if from == Side::Local { self.sent } else { 0 };
@@ -468,6 +472,10 @@ impl Channel {
             core::mem::take(&mut self.log).into_iter().partition(|e| e.in_ours && e.theirs_locked);
         self.log = rest;
         for e in done {
+            // A removal locked in has left every view: so has its hash.
+            if let Update::Fulfill { id, .. } | Update::Fail { id } = e.update {
+                self.hash160s.remove(&(e.from.other(), id));
+            }
             let event = match (&e.update, e.from) {
                 (Update::Add(h), _) => Some(Event::HtlcAdded {
                     direction: Direction::of(h.offerer),

@@ -164,6 +164,53 @@ impl View {
         View { htlcs: BTreeMap::new(), ..*self }
     }
 
+    /// This view without its HTLCs: balances, counts and the fee rate, for
+    /// [`View::apply_to_totals`] and the affordability checks of
+    /// [`View::check`].
+    pub(crate) fn totals(&self) -> View {
+        self.clone_light()
+    }
+
+    /// [`View::apply`] to the totals alone: a removal takes the HTLC it
+    /// removes (as the log keeps it) instead of looking it up.
+    pub(crate) fn apply_to_totals(&mut self, from: Side, update: &Update, removed: Option<&Htlc>) {
+        match (update, removed) {
+            (Update::Add(h), _) => {
+                // Checked when logged: affordable in the staged views, which
+                // hold at least this update's predecessors.
+                if let Some(left) = self.balance(from).checked_sub(h.amount.msat()) {
+                    *self.balance_mut(from) = left;
+                    self.count(from, h, true);
+                }
+            }
+            (Update::Fulfill { .. }, Some(h)) => {
+                self.count(from.other(), h, false);
+                self.credit(from, h.amount.msat());
+            }
+            (Update::Fail { .. }, Some(h)) => {
+                self.count(from.other(), h, false);
+                self.credit(from.other(), h.amount.msat());
+            }
+            (Update::Fee(rate), _) if from == self.owner => self.fee_rate = *rate,
+            _ => {}
+        }
+    }
+
+    /// Counts an HTLC offered by `offerer` in or out.
+    fn count(&mut self, offerer: Side, h: &Htlc, add: bool) {
+        let output = usize::from(!htlc_is_dust(h.amount.msat()));
+        let slot = slot(offerer);
+        if add {
+            self.offered[slot] += 1;
+            self.non_dust += output;
+            self.non_dust_offered[slot] += output;
+        } else {
+            self.offered[slot] = self.offered[slot].saturating_sub(1);
+            self.non_dust = self.non_dust.saturating_sub(output);
+            self.non_dust_offered[slot] = self.non_dust_offered[slot].saturating_sub(output);
+        }
+    }
+
     /// Whether the commitment would have at least one output: a non-dust
     /// HTLC, or a balance that is not dust after its fee share (R3.6-d).
     pub fn has_output(&self) -> bool {
@@ -242,16 +289,14 @@ impl View {
                 }
                 let left = self.balance(from).checked_sub(h.amount.msat()).ok_or(Refusal::CannotAfford)?;
                 *self.balance_mut(from) = left;
-                let output = usize::from(!htlc_is_dust(h.amount.msat()));
-                self.non_dust += output;
-                self.non_dust_offered[slot(from)] += output;
-                self.offered[slot(from)] += 1;
+                self.count(from, h, true);
                 self.htlcs.insert((from, h.id), *h);
             }
-            Update::Fulfill { id, r } => {
-                let h = self.htlcs.get(&(from.other(), *id)).ok_or(Refusal::UnknownHtlc(*id))?;
-                if r.hash() != h.r_hash {
-                    return Err(Refusal::WrongPreimage(*id));
+            // The preimage was checked against this HTLC when the update
+            // was logged ([`View::check`]).
+            Update::Fulfill { id, .. } => {
+                if !self.htlcs.contains_key(&(from.other(), *id)) {
+                    return Err(Refusal::UnknownHtlc(*id));
                 }
                 let h = self.remove(from.other(), *id);
                 // The receiver of the HTLC is paid.
@@ -284,24 +329,26 @@ impl View {
 
     fn remove(&mut self, offerer: Side, id: u64) -> Htlc {
         let h = self.htlcs.remove(&(offerer, id)).expect("checked present");
-        let output = usize::from(!htlc_is_dust(h.amount.msat()));
-        self.offered[slot(offerer)] -= 1;
-        self.non_dust -= output;
-        self.non_dust_offered[slot(offerer)] -= output;
+        self.count(offerer, &h, false);
         h
     }
 
     /// The HTLCs as the transaction layer wants them, directions relative to
-    /// the owner.
-    pub(crate) fn htlc_specs(&self) -> Vec<HtlcSpec> {
+    /// the owner, with the RIPEMD-160 of each `r_hash` from `hash160s` (the
+    /// channel's cache, in the same key order; one missing is computed).
+    pub(crate) fn htlc_specs(&self, hash160s: &BTreeMap<(Side, u64), [u8; 20]>) -> Vec<HtlcSpec> {
+        let mut cached = hash160s.iter().peekable();
         self.htlcs
-            .values()
-            .map(|h| HtlcSpec {
-                direction: if h.offerer == self.owner { HtlcDirection::Offered } else { HtlcDirection::Received },
-                id: h.id,
-                amount: h.amount.msat(),
-                r_hash: h.r_hash,
-                expiry: h.expiry,
+            .iter()
+            .map(|(key, h)| {
+                // Both maps are ordered by key: one walk through the cache.
+                while cached.next_if(|(k, _)| *k < key).is_some() {}
+                let hash160 = match cached.peek() {
+                    Some((k, hash160)) if *k == key => **hash160,
+                    _ => crate::tx::commitment::ripemd_of(&h.r_hash),
+                };
+                let direction = if h.offerer == self.owner { HtlcDirection::Offered } else { HtlcDirection::Received };
+                HtlcSpec::with_hash160(direction, h.id, h.amount.msat(), h.r_hash, h.expiry, hash160)
             })
             .collect()
     }
@@ -319,12 +366,11 @@ impl View {
         self.offered = [0, 0];
         self.non_dust = 0;
         self.non_dust_offered = [0, 0];
-        for h in self.htlcs.values() {
-            let output = usize::from(!htlc_is_dust(h.amount.msat()));
-            self.offered[slot(h.offerer)] += 1;
-            self.non_dust += output;
-            self.non_dust_offered[slot(h.offerer)] += output;
+        let htlcs = core::mem::take(&mut self.htlcs);
+        for h in htlcs.values() {
+            self.count(h.offerer, h, true);
         }
+        self.htlcs = htlcs;
     }
 }
 

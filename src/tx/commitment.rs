@@ -61,7 +61,7 @@ pub fn to_self_script(
     delay: Delay,
     owner_final: &CompressedPublicKey,
 ) -> ScriptBuf {
-    Builder::new()
+    Builder::from(Vec::with_capacity(80))
         .push_opcode(OP_HASH160)
         .push_slice(ripemd_of(revocation_hash))
         .push_opcode(OP_EQUAL)
@@ -88,7 +88,7 @@ pub enum HtlcDirection {
     Received,
 }
 
-/// One HTLC as a commitment includes it.
+/// One HTLC as a commitment includes it ([`HtlcSpec::new`]).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct HtlcSpec {
     /// Offered or received by the owner.
@@ -102,6 +102,40 @@ pub struct HtlcSpec {
     pub r_hash: sha256::Hash,
     /// When it times out.
     pub expiry: absolute::LockTime,
+    /// RIPEMD-160 of `r_hash`, as its script holds it: computed once per
+    /// HTLC, not at every commitment (it never changes).
+    r_hash160: [u8; 20],
+}
+
+impl HtlcSpec {
+    /// An HTLC of `amount` for `r_hash`, expiring at `expiry`.
+    pub fn new(
+        direction: HtlcDirection,
+        id: u64,
+        amount: MilliSats,
+        r_hash: sha256::Hash,
+        expiry: absolute::LockTime,
+    ) -> Self {
+        HtlcSpec { direction, id, amount, r_hash, expiry, r_hash160: ripemd_of(&r_hash) }
+    }
+
+    /// The same, with `r_hash160` = RIPEMD-160 of `r_hash` known already.
+    pub(crate) fn with_hash160(
+        direction: HtlcDirection,
+        id: u64,
+        amount: MilliSats,
+        r_hash: sha256::Hash,
+        expiry: absolute::LockTime,
+        r_hash160: [u8; 20],
+    ) -> Self {
+        debug_assert_eq!(r_hash160, ripemd_of(&r_hash));
+        HtlcSpec { direction, id, amount, r_hash, expiry, r_hash160 }
+    }
+
+    /// RIPEMD-160 of `r_hash`, as the HTLC's script holds it.
+    pub fn r_hash160(&self) -> [u8; 20] {
+        self.r_hash160
+    }
 }
 
 /// Everything that determines one commitment transaction.
@@ -281,9 +315,15 @@ pub fn build(spec: &CommitmentSpec<'_>) -> Result<Commitment, CommitmentError> {
         return Err(CommitmentError::ValueMismatch { total, funding: spec.funding.value() });
     }
 
-    let mut seen = alloc::collections::BTreeSet::new();
-    if let Some(h) = spec.htlcs.iter().find(|h| !seen.insert((h.direction, h.id))) {
-        return Err(CommitmentError::DuplicateHtlc { direction: h.direction, id: h.id });
+    // Each (direction, id) once. A channel's HTLCs come in key order, so
+    // the common case is one pass; otherwise the keys are sorted.
+    let key = |h: &HtlcSpec| (h.direction, h.id);
+    if !spec.htlcs.windows(2).all(|w| key(&w[0]) < key(&w[1])) {
+        let mut keys: Vec<(HtlcDirection, u64)> = spec.htlcs.iter().map(key).collect();
+        keys.sort_unstable();
+        if let Some(w) = keys.windows(2).find(|w| w[0] == w[1]) {
+            return Err(CommitmentError::DuplicateHtlc { direction: w[0].0, id: w[0].1 });
+        }
     }
 
     let (live, trimmed): (Vec<&HtlcSpec>, Vec<&HtlcSpec>) = spec.htlcs.iter().partition(|h| !htlc_is_dust(h.amount));

@@ -77,11 +77,11 @@ pub fn received_htlc_script(
 }
 
 pub(crate) fn offered_script(h: &HtlcSpec, revocation_ripemd: &[u8; 20], spec: &CommitmentSpec<'_>) -> ScriptBuf {
-    offered(&ripemd_of(&h.r_hash), revocation_ripemd, &spec.owner_final, &spec.other_final, h.expiry, spec.delay)
+    offered(&h.r_hash160(), revocation_ripemd, &spec.owner_final, &spec.other_final, h.expiry, spec.delay)
 }
 
 pub(crate) fn received_script(h: &HtlcSpec, revocation_ripemd: &[u8; 20], spec: &CommitmentSpec<'_>) -> ScriptBuf {
-    received(&ripemd_of(&h.r_hash), revocation_ripemd, &spec.owner_final, &spec.other_final, h.expiry, spec.delay)
+    received(&h.r_hash160(), revocation_ripemd, &spec.owner_final, &spec.other_final, h.expiry, spec.delay)
 }
 
 /// The script of `h` in a commitment with these keys and delay.
@@ -92,7 +92,7 @@ pub(crate) fn script_for(
     other_final: &CompressedPublicKey,
     delay: Delay,
 ) -> ScriptBuf {
-    let r = ripemd_of(&h.r_hash);
+    let r = h.r_hash160();
     match h.direction {
         HtlcDirection::Offered => offered(&r, revocation_ripemd, owner_final, other_final, h.expiry, delay),
         HtlcDirection::Received => received(&r, revocation_ripemd, owner_final, other_final, h.expiry, delay),
@@ -101,7 +101,8 @@ pub(crate) fn script_for(
 
 /// `OP_SIZE 32 OP_EQUALVERIFY OP_HASH160 OP_DUP <RIPEMD160(r_hash)> OP_EQUAL`
 fn hash_prefix(r_ripemd: &[u8; 20]) -> Builder {
-    Builder::new()
+    // Room for the whole script (at most 140 bytes): no reallocation.
+    Builder::from(Vec::with_capacity(144))
         .push_opcode(OP_SIZE)
         .push_int(32)
         .push_opcode(OP_EQUALVERIFY)
