@@ -120,6 +120,51 @@ impl RevocationSecrets {
     }
 }
 
+/// The intermediate values of the last derivation, so that the next one
+/// reuses every level its index shares: commitments use neighbouring
+/// indices, so a derivation costs one or two hashes instead of up to 64.
+#[derive(Clone)]
+pub(crate) struct Cursor {
+    /// The index derived last, if any.
+    index: Option<u64>,
+    /// `levels[k]`: the value after applying bits 63..k of `index`
+    /// (`levels[64]` is the seed).
+    levels: [[u8; 32]; 65],
+}
+
+impl Cursor {
+    pub(crate) fn new(secrets: &RevocationSecrets) -> Self {
+        let mut levels = [[0u8; 32]; 65];
+        levels[64] = secrets.seed;
+        Cursor { index: None, levels }
+    }
+
+    /// The preimage of commitment number `commitment` (as
+    /// [`RevocationSecrets::preimage`] derives it).
+    pub(crate) fn preimage(&mut self, commitment: u64) -> Preimage {
+        let index = RevocationSecrets::index(commitment);
+        // Levels above the highest bit in which the indices differ are
+        // shared.
+        let start = self.index.map_or(64, |prev| 64 - (prev ^ index).leading_zeros());
+        for bit in (0..start).rev() {
+            let mut value = self.levels[bit as usize + 1];
+            if index & (1 << bit) != 0 {
+                value[(bit / 8) as usize] ^= 1 << (bit % 8);
+                value = Sha256::digest(value).into();
+            }
+            self.levels[bit as usize] = value;
+        }
+        self.index = Some(index);
+        Preimage(self.levels[0])
+    }
+}
+
+impl fmt::Debug for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Cursor { <secret> }")
+    }
+}
+
 impl fmt::Debug for RevocationSecrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The seed is never revealed (R5-a), not even to a log.
@@ -332,5 +377,29 @@ mod tests {
         s.min_index = Some(0);
         assert_eq!(s.next_index(), None);
         assert_eq!(s.insert(0, [0; 32]), Err(ShachainError::Exhausted));
+    }
+
+    proptest::proptest! {
+        /// The cursor gives what the text's derivation gives (which the
+        /// vectors of `tests/shachain.rs` check), whatever the order of the
+        /// commitments asked for: neighbours, repeats, jumps.
+        #[test]
+        fn the_cursor_derives_as_the_text_does(
+            seed: [u8; 32],
+            steps in proptest::collection::vec((0u64..3, 0u64..1 << 48), 1..60),
+        ) {
+            let secrets = RevocationSecrets::new(seed);
+            let mut cursor = Cursor::new(&secrets);
+            let mut n = 0u64;
+            for (kind, jump) in steps {
+                n = match kind {
+                    0 => n.saturating_add(1).min((1 << 48) - 1),
+                    1 => n.saturating_sub(1),
+                    _ => jump,
+                };
+                proptest::prop_assert_eq!(cursor.preimage(n).0, derive(&seed, RevocationSecrets::index(n)));
+                proptest::prop_assert_eq!(secrets.preimage(n).0, derive(&seed, RevocationSecrets::index(n)));
+            }
+        }
     }
 }

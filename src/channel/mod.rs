@@ -728,12 +728,13 @@ pub struct Channel {
     monitor_pending: Vec<MonitorUpdate>,
 }
 
-/// The last few revocation preimages derived (see `Channel::our_preimage`):
-/// behind a lock with `std`, so that a channel stays `Sync`.
+/// The shachain levels of the last revocation preimage derived (see
+/// `Channel::our_preimage`): behind a lock with `std`, so that a channel
+/// stays `Sync`.
 #[cfg(feature = "std")]
-type PreimageCache = std::sync::Mutex<Vec<(u64, Preimage)>>;
+type PreimageCache = std::sync::Mutex<crate::shachain::Cursor>;
 #[cfg(not(feature = "std"))]
-type PreimageCache = core::cell::RefCell<Vec<(u64, Preimage)>>;
+type PreimageCache = core::cell::RefCell<crate::shachain::Cursor>;
 
 /// The transport, as the channel sees it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -799,6 +800,7 @@ impl Channel {
         let placeholder = sha256::Hash::from_byte_array([0; 32]);
         let empty = View::new(Side::Local, MilliSats::ZERO, MilliSats::ZERO, config.fee_rate);
         let empty_theirs = View::new(Side::Remote, MilliSats::ZERO, MilliSats::ZERO, config.fee_rate);
+        let preimage_cache = PreimageCache::new(crate::shachain::Cursor::new(&secrets));
         let mut ch = Channel {
             signer,
             role,
@@ -842,7 +844,7 @@ impl Channel {
             height: 0,
             time: 0,
             fee_estimate: None,
-            preimage_cache: Default::default(),
+            preimage_cache,
             state_len_hint: 0,
             input: Vec::new(),
             replaying: false,
@@ -1243,23 +1245,16 @@ impl Channel {
     // Building commitments.
     // -----------------------------------------------------------------
 
-    /// Our revocation preimage of commitment `num`. Each commitment's
-    /// preimage is needed three times (its hash when it is signed and when
-    /// announced, the preimage when revoked): the last few are cached.
+    /// Our revocation preimage of commitment `num`. The preimages asked
+    /// for are of neighbouring commitments (the hash of the next but one
+    /// when one is signed, the preimage of the previous when revoked), so
+    /// the derivation resumes from the levels it shares with the last one.
     fn our_preimage(&self, num: u64) -> Preimage {
         #[cfg(feature = "std")]
-        let mut cache = self.preimage_cache.lock().expect("never poisoned: no code panics while holding it");
+        let mut cursor = self.preimage_cache.lock().expect("never poisoned: no code panics while holding it");
         #[cfg(not(feature = "std"))]
-        let mut cache = self.preimage_cache.borrow_mut();
-        if let Some((_, p)) = cache.iter().find(|(n, _)| *n == num) {
-            return *p;
-        }
-        let p = self.secrets.preimage(num);
-        if cache.len() == 3 {
-            cache.remove(0);
-        }
-        cache.push((num, p));
-        p
+        let mut cursor = self.preimage_cache.borrow_mut();
+        cursor.preimage(num)
     }
 
     fn our_hash(&self, num: u64) -> sha256::Hash {

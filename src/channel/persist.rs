@@ -909,6 +909,7 @@ impl Channel {
         }
         let version = r.u64()?;
         r.done()?;
+        let preimage_cache = super::PreimageCache::new(crate::shachain::Cursor::new(&secrets));
         let mut ch = Channel {
             signer,
             config,
@@ -952,7 +953,7 @@ impl Channel {
             height,
             time,
             fee_estimate,
-            preimage_cache: Default::default(),
+            preimage_cache,
             state_len_hint: 0,
             input: Vec::new(),
             replaying: false,
