@@ -9,7 +9,10 @@ use bitcoin::hashes::{sha256, Hash};
 use common::pair::{Dir, Pair, Store, CAPACITY};
 use paychan::channel::{Channel, ChannelConfig, Event, Output, RestoreError};
 use paychan::journal::Write;
+use paychan::tx::{InMemorySigner, KeyRole, Sighash, Signer, SignerError, SigningInput};
+use paychan::wire::Message;
 use paychan::{MilliSats, Preimage};
+use std::sync::Arc;
 
 fn expiry() -> absolute::LockTime {
     absolute::LockTime::from_height(5_000).unwrap()
@@ -312,4 +315,70 @@ fn no_journal_byte_can_make_the_channel_panic() {
     // Most changes are caught: the sequence numbers, the counters each entry
     // records, the decoders.
     assert!(refused * 2 > tried, "{refused} of {tried}");
+}
+
+/// A signer whose signatures differ each time (extra nonce data from a
+/// counter), as some hardware signers' do.
+struct Varying {
+    inner: InMemorySigner,
+    keys: [bitcoin::secp256k1::SecretKey; 2],
+    counter: std::sync::atomic::AtomicU64,
+}
+
+impl Varying {
+    fn new(start: u64) -> Self {
+        let keys = [paychan::sim::secret(1), paychan::sim::secret(2)];
+        Varying { inner: InMemorySigner::new(keys[0], keys[1]), keys, counter: start.into() }
+    }
+}
+
+impl Signer for Varying {
+    fn public_key(&self, role: KeyRole) -> bitcoin::CompressedPublicKey {
+        self.inner.public_key(role)
+    }
+
+    fn sign(&self, input: &SigningInput<'_>) -> Result<bitcoin::secp256k1::ecdsa::Signature, SignerError> {
+        let n = self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let key = if input.role == KeyRole::Commit { &self.keys[0] } else { &self.keys[1] };
+        let digest = match input.sighash {
+            Sighash::SegwitV0(h) => h.to_byte_array(),
+            Sighash::Legacy(h) => h.to_byte_array(),
+        };
+        let secp = bitcoin::secp256k1::Secp256k1::signing_only();
+        let mut extra = [0u8; 32];
+        extra[..8].copy_from_slice(&n.to_le_bytes());
+        Ok(secp.sign_ecdsa_with_noncedata(&bitcoin::secp256k1::Message::from_digest(digest), key, &extra))
+    }
+}
+
+#[test]
+fn a_restore_resends_the_bytes_first_sent_whatever_the_signer() {
+    let mut p = with_live(0);
+    // A's signer now signs differently every time.
+    let snapshot = p.a.ch.snapshot();
+    p.a.ch = Channel::restore(&snapshot, [], Arc::new(Varying::new(0))).unwrap();
+    p.a.store = Store { snapshot: Some(snapshot), entries: Vec::new() };
+    p.reconnect();
+    p.settle();
+    pay(&mut p, 'A', 1);
+    // A signs B's next commitment; the update_commit is written and sent,
+    // not yet acknowledged.
+    p.a.ch.offer_htlc(MilliSats::from_msat(1_000_000), preimage(2).hash(), expiry(), vec![]).unwrap();
+    p.a.ch.commit().unwrap();
+    p.pump();
+    let sent: Vec<Message> = p.a_to_b.iter().map(|(_, m)| m.clone()).collect();
+    assert!(sent.iter().any(|m| matches!(m, Message::UpdateCommit(_))), "{sent:?}");
+    // A crashes and restarts with a signer that would sign otherwise.
+    let mut restored = p.a.store.channel(Arc::new(Varying::new(1_000))).unwrap();
+    while restored.poll_output().is_some() {}
+    // R1.2-e: what it would retransmit is bitwise what it sent.
+    assert_eq!(restored.snapshot(), p.a.ch.snapshot());
+    p.a.ch = restored;
+    p.a_to_b.clear();
+    p.reconnect();
+    p.settle();
+    let resent: Vec<Message> = p.a.sent.iter().rev().take(8).map(|(_, m)| m.clone()).collect();
+    let commit = |ms: &[Message]| ms.iter().find(|m| matches!(m, Message::UpdateCommit(_))).cloned();
+    assert_eq!(commit(&resent), commit(&sent));
+    assert!(p.a.failed().is_none() && p.b.failed().is_none());
 }

@@ -145,7 +145,7 @@ impl Channel {
     pub(super) fn send_close_signature(&mut self, fee: Amount) -> Result<(), Violation> {
         let close = self.build_close(fee).ok_or_else(|| violation(Rule::R4_2_b, "our close fee leaves no output"))?;
         let sig = close
-            .sign(self.funding.as_ref().expect("open"), &*self.signer)
+            .sign(self.funding.as_ref().expect("open"), &self.signing())
             .map_err(|e| Violation { rule: None, problem: e.to_string() })?;
         self.close.our_fee = Some(fee);
         self.close.signed_fees.push(fee);
@@ -158,7 +158,7 @@ impl Channel {
         let (_, sig) = self.close.their.expect("agreed on their signature");
         let funding = self.funding.clone().expect("open");
         let remote = self.remote.expect("open");
-        match close.finalize(&funding, &*self.signer, &remote.commit_key, &sig) {
+        match close.finalize(&funding, &self.signing(), &remote.commit_key, &sig) {
             Ok(tx) => {
                 self.emit(Output::Broadcast(tx.clone()));
                 self.event(Event::ChannelClosed { tx });

@@ -28,7 +28,7 @@ impl Channel {
             self.fail_with(FailOrigin::Local, Some(Rule::R2_2_b), problem.to_string());
             return Err(ChannelError::Failed(problem));
         };
-        let commit_sig = theirs.sign(&funding, &*self.signer)?;
+        let commit_sig = theirs.sign(&funding, &self.signing())?;
         self.send(Message::OpenAnchor(OpenAnchor {
             txid: funding.outpoint().txid,
             output_index: funding.outpoint().vout,
@@ -209,7 +209,8 @@ impl Channel {
         let theirs = self
             .build_theirs_with(&funding, &self.their_view, self.their_hash, 0)
             .ok_or_else(|| violation(Rule::R2_2_b, "the peer's initial commitment cannot be built"))?;
-        let sig = theirs.sign(&funding, &*self.signer).map_err(|e| Violation { rule: None, problem: e.to_string() })?;
+        let sig =
+            theirs.sign(&funding, &self.signing()).map_err(|e| Violation { rule: None, problem: e.to_string() })?;
         self.our_sig = Some(a.commit_sig);
         self.monitor_setup(&funding, ours.txid(), theirs.txid());
         self.send(Message::OpenCommitSig(OpenCommitSig { sig }));

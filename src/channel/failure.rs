@@ -95,7 +95,8 @@ impl Channel {
         if let Some((fee, sig)) = self.close.their_relayable {
             if let Some(close) = self.build_close(fee) {
                 let funding = self.funding.clone().expect("open");
-                if let Ok(tx) = close.finalize(&funding, &*self.signer, &self.remote.expect("open").commit_key, &sig) {
+                if let Ok(tx) = close.finalize(&funding, &self.signing(), &self.remote.expect("open").commit_key, &sig)
+                {
                     self.emit(Output::Broadcast(tx));
                     return FailBroadcast::Close;
                 }
@@ -109,7 +110,7 @@ impl Channel {
         let Some(ours) = self.build_ours(&self.our_view, self.our_num) else {
             return FailBroadcast::Nothing;
         };
-        match ours.finalize(&funding, &*self.signer, &self.remote.expect("open").commit_key, &sig) {
+        match ours.finalize(&funding, &self.signing(), &self.remote.expect("open").commit_key, &sig) {
             Ok(tx) => {
                 self.emit(Output::Broadcast(tx));
                 if self.ever_had_htlc {

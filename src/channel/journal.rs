@@ -10,18 +10,28 @@
 //! change whose outputs were not all released, which says what a restored
 //! channel must emit again (at least once, ADR 0003).
 //!
+//! Signatures the step made are in the entry too, and replay takes them
+//! from there instead of asking the signer: a retransmission after a restore
+//! is bitwise the message first sent (R1.2-e) even with a signer whose
+//! signatures vary, and a restore makes no signature.
+//!
 //! Layout: `seq | unreleased_from | sent | processed` (u64 each, big-endian),
-//! one tagged input, and the checksum.
+//! the step's signatures (a u16 count, then 64 bytes each, compact), one
+//! tagged input, and the checksum.
 
 #[allow(unused_imports)]
 use crate::prelude::*;
 
+use alloc::collections::VecDeque;
+
 use bitcoin::hashes::sha256;
-use bitcoin::{absolute, Transaction};
+use bitcoin::secp256k1::ecdsa::Signature;
+use bitcoin::{absolute, CompressedPublicKey, Transaction};
 
 use super::persist::{R, W};
 use super::{Channel, ChannelError, FailOrigin, Output, RestoreError};
 use crate::rules::Rule;
+use crate::tx::{KeyRole, Signer, SignerError, SigningInput};
 use crate::types::{MilliSats, Preimage};
 use crate::wire::{self, Message, UpdateFulfillHtlc};
 
@@ -209,15 +219,51 @@ pub(super) struct Header {
     pub(super) processed: u64,
 }
 
-/// An entry: the header, the input (already encoded), the checksum.
-pub(super) fn entry(h: &Header, input: &[u8]) -> Vec<u8> {
-    let mut w = W(Vec::with_capacity(40 + input.len()));
+/// An entry: the header, the step's signatures, the input (already
+/// encoded), the checksum.
+pub(super) fn entry(h: &Header, signatures: &[Signature], input: &[u8]) -> Vec<u8> {
+    let mut w = W(Vec::with_capacity(42 + 64 * signatures.len() + input.len()));
     w.u64(h.seq);
     w.u64(h.unreleased_from);
     w.u64(h.sent);
     w.u64(h.processed);
+    // A step signs at most a handful of transactions.
+    w.0.extend_from_slice(&(signatures.len() as u16).to_be_bytes());
+    for sig in signatures {
+        w.sig(sig);
+    }
     w.raw(input);
     w.seal()
+}
+
+/// The signatures of the current step: recorded live, played back in a
+/// replay.
+#[derive(Default, Debug)]
+pub(crate) struct Tape {
+    recording: bool,
+    pub(super) recorded: Vec<Signature>,
+    pub(super) replay: VecDeque<Signature>,
+}
+
+/// The channel's signer as its steps use it: through the [`Tape`].
+pub(super) struct Taped<'a>(pub(super) &'a Channel);
+
+impl Signer for Taped<'_> {
+    fn public_key(&self, role: KeyRole) -> CompressedPublicKey {
+        self.0.signer.public_key(role)
+    }
+
+    fn sign(&self, input: &SigningInput<'_>) -> Result<Signature, SignerError> {
+        let mut tape = self.0.tape();
+        if let Some(sig) = tape.replay.pop_front() {
+            return Ok(sig);
+        }
+        let sig = self.0.signer.sign(input)?;
+        if tape.recording {
+            tape.recorded.push(sig);
+        }
+        Ok(sig)
+    }
 }
 
 impl Channel {
@@ -228,9 +274,30 @@ impl Channel {
         w.0.clear();
         input.encode(&mut w);
         self.input = w.0;
+        {
+            let mut tape = self.tape();
+            tape.recording = true;
+            tape.recorded.clear();
+        }
         let result = self.apply(input);
         self.flush();
+        self.tape().recording = false;
         result
+    }
+
+    /// The signer, through the tape.
+    pub(super) fn signing(&self) -> Taped<'_> {
+        Taped(self)
+    }
+
+    #[cfg(feature = "std")]
+    pub(super) fn tape(&self) -> std::sync::MutexGuard<'_, Tape> {
+        self.tape.lock().expect("never poisoned: no code panics while holding it")
+    }
+
+    #[cfg(not(feature = "std"))]
+    pub(super) fn tape(&self) -> core::cell::RefMut<'_, Tape> {
+        self.tape.borrow_mut()
     }
 
     /// What a step does, live or replayed.

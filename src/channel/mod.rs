@@ -713,6 +713,8 @@ pub struct Channel {
     input: Vec<u8>,
     /// Replaying the journal in `restore`: nothing is written or sent.
     replaying: bool,
+    /// The signatures of the current step (see `journal::Tape`).
+    tape: TapeCell,
     compaction: Compaction,
     /// `processed` as of each version not yet durable, and as of the last
     /// durable one.
@@ -735,6 +737,10 @@ pub struct Channel {
 type PreimageCache = std::sync::Mutex<crate::shachain::Cursor>;
 #[cfg(not(feature = "std"))]
 type PreimageCache = core::cell::RefCell<crate::shachain::Cursor>;
+#[cfg(feature = "std")]
+type TapeCell = std::sync::Mutex<journal::Tape>;
+#[cfg(not(feature = "std"))]
+type TapeCell = core::cell::RefCell<journal::Tape>;
 
 /// The transport, as the channel sees it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -848,6 +854,7 @@ impl Channel {
             state_len_hint: 0,
             input: Vec::new(),
             replaying: false,
+            tape: Default::default(),
             compaction: Compaction::default(),
             processed_at: VecDeque::new(),
             durable_processed: 0,
@@ -1115,7 +1122,7 @@ impl Channel {
                 sent: self.sent,
                 processed: self.processed,
             };
-            let entry = journal::entry(&header, &self.input);
+            let entry = journal::entry(&header, &self.tape().recorded, &self.input);
             self.compaction.appended(entry.len());
             Write::Append { seq: self.version, entry }
         };

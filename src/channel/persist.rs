@@ -740,15 +740,23 @@ impl Channel {
         for (seq, mut r) in entries {
             let len = 8 + r.0.len() + 8;
             let header = journal::Header { seq, unreleased_from: r.u64()?, sent: r.u64()?, processed: r.u64()? };
+            let count = u16::from_be_bytes(r.array()?);
+            let mut signatures = VecDeque::with_capacity(usize::from(count).min(16));
+            for _ in 0..count {
+                signatures.push_back(r.sig()?);
+            }
             let input = Input::decode(&mut r)?;
             r.done()?;
+            ch.tape().replay = signatures;
             // The input changed the state when it was written: so it does
             // again. A command's refusal is part of what it did (a commit
             // that fails the channel), so it is not an error here.
             ch.dirty = true;
             let _ = ch.apply(input);
             ch.flush();
-            if (ch.version, ch.sent, ch.processed) != (header.seq, header.sent, header.processed) {
+            // Every signature the step made was made again, from the tape.
+            let unused = !ch.tape().replay.is_empty();
+            if unused || (ch.version, ch.sent, ch.processed) != (header.seq, header.sent, header.processed) {
                 return Err(RestoreError::Replay { seq });
             }
             ch.compaction.appended(len);
@@ -957,6 +965,7 @@ impl Channel {
             state_len_hint: 0,
             input: Vec::new(),
             replaying: false,
+            tape: Default::default(),
             compaction: Default::default(),
             processed_at: VecDeque::new(),
             durable_processed: processed,

@@ -198,7 +198,7 @@ impl Channel {
             self.fail_with(FailOrigin::Local, Some(Rule::R3_6_d), problem.to_string());
             return Err(ChannelError::Failed(problem));
         };
-        let sig = built.sign(self.funding.as_ref().expect("normal operation has an anchor"), &*self.signer)?;
+        let sig = built.sign(self.funding.as_ref().expect("normal operation has an anchor"), &self.signing())?;
         // C1-i: the monitor learns the commitment before the peer can hold
         // it.
         let number = self.their_num + 1;
