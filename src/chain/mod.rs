@@ -258,7 +258,7 @@ pub(crate) struct State {
 /// ```text
 /// // Channel side: monitor updates come before the state they belong to.
 /// Output::Monitor(u) => { monitor.update(u)?; drain(monitor) }
-/// Output::Persist { version, state } => { db.write(state)?; channel.handle_persisted(version) }
+/// Output::Persist(w) => { channel_db.apply(&w)?; channel.handle_persisted(w.seq()) }
 /// // Chain side.
 /// on block  => monitor.block_connected(height, hash, time, &txs)?; drain(monitor)
 /// on reorg  => monitor.block_disconnected(height)?; drain(monitor)
