@@ -23,6 +23,7 @@
 //! | [`channel`] | the sans-IO state machine: establishment, updates, close, failure, persistence | sections 1.2, 2, 3, 4, 6.3 |
 //! | [`journal`] | incremental persistence: entries appended, snapshots now and then | |
 //! | [`chain`] | the on-chain monitor: classifying the anchor's spend, sweeps, HTLC claims, penalties, reorgs | section 6 |
+//! | [`tower`] | watchtowers: justice packages sealed under the revoked commitment's txid, and a tower that punishes for an offline client (W1-a..W1-d) | `onchain.md` |
 //! | [`oneway`] | the one-way merchant channel: its script, transactions and PSBTs, wire messages, client and merchant (E1-E7, M1-M5) | `002_eae50c3ad23eff4b.txt`, `oneway.md` |
 //! | [`sim`] | two channels in memory and a simulated chain, for tests, examples and experiments | |
 //! | [`types`] | millisatoshi amounts, preimages, the relative `delay` | |
@@ -261,6 +262,7 @@ pub mod rules;
 pub mod shachain;
 #[cfg(feature = "std")]
 pub mod sim;
+pub mod tower;
 pub mod tx;
 pub mod types;
 pub mod wire;

@@ -108,6 +108,10 @@ pub struct ChannelConfig {
     /// (Bitcoin Core's `-minrelaytxfee`, 1000 by default): commitments and
     /// closes we sign pay at least this, whatever their real size.
     pub min_relay_fee_rate: u32,
+    /// Hand over each commitment of the peer's as it revokes it
+    /// ([`Output::Revoked`]), to build justice packages for a watchtower
+    /// ([`crate::tower`], W1-a). Off by default.
+    pub export_revoked: bool,
 }
 
 impl ChannelConfig {
@@ -165,6 +169,7 @@ impl Default for ChannelConfig {
             close_fee_rate: 5_000,
             max_htlcs: MAX_HTLCS_PER_SIDE,
             min_relay_fee_rate: crate::fees::DEFAULT_MIN_RELAY_FEE_RATE,
+            export_revoked: false,
         }
     }
 }
@@ -207,6 +212,11 @@ pub enum Output {
     /// state durable before writing the [`Output::Persist`] that follows it
     /// (C1-i). Released at once, like `Persist`, and before it.
     Monitor(MonitorUpdate),
+    /// The peer revoked this commitment of its own (with
+    /// [`ChannelConfig::export_revoked`]): make it a justice package for a
+    /// watchtower ([`crate::tower::justice_package`], W1-a). Released once
+    /// the revocation is durable, like an event.
+    Revoked(Box<crate::tower::RevokedCommitment>),
 }
 
 /// What to watch on chain.

@@ -33,7 +33,7 @@ use crate::types::{Delay, HtlcMsat, MilliSats, Preimage};
 use crate::wire;
 
 const MAGIC: &[u8; 4] = b"PCHN";
-const FORMAT: u8 = 3;
+const FORMAT: u8 = 4;
 /// The state ends with the first bytes of the SHA-256 of everything before
 /// them: a flipped bit anywhere is refused rather than trusted.
 const CHECKSUM_LEN: usize = 8;
@@ -103,6 +103,12 @@ pub enum RestoreError {
 }
 
 pub(crate) struct W(pub(crate) Vec<u8>);
+
+/// An output read back from a stored state.
+pub(crate) enum Kept {
+    Output(Output),
+    Revoked { number: u64, preimage: Preimage, view: View },
+}
 
 /// The body of a stored piece sealed by [`W::seal`], once its checksum
 /// matches.
@@ -244,6 +250,14 @@ impl W {
             Output::Event(e) => {
                 self.u8(5);
                 self.event(e);
+            }
+            // Kept as the view it was built from, and built again on
+            // restore.
+            Output::Revoked(r) => {
+                self.u8(6);
+                self.u64(r.number);
+                self.raw(&r.preimage.0);
+                self.view(&r.view);
             }
             Output::Send { .. } | Output::Persist { .. } | Output::Monitor(_) => {
                 unreachable!("messages, states and monitor updates are not kept")
@@ -422,8 +436,10 @@ impl<'a> R<'a> {
             _ => Err(RestoreError::Invalid("direction")),
         }
     }
-    pub(crate) fn output(&mut self) -> Result<Output, RestoreError> {
-        Ok(match self.u8()? {
+    /// An output kept by [`W::output`]; a revoked commitment comes back as
+    /// what it is built from.
+    pub(crate) fn output(&mut self) -> Result<Kept, RestoreError> {
+        Ok(Kept::Output(match self.u8()? {
             0 => Output::FundAnchor {
                 amount: Amount::from_sat(self.u64()?),
                 script_pubkey: ScriptBuf::from_bytes(self.bytes()?),
@@ -435,8 +451,9 @@ impl<'a> R<'a> {
             }),
             3 => Output::Watch(Watch::AnchorSpend(self.outpoint()?)),
             5 => Output::Event(self.event()?),
+            6 => return Ok(Kept::Revoked { number: self.u64()?, preimage: Preimage(self.array()?), view: self.view()? }),
             _ => return Err(RestoreError::Invalid("output")),
-        })
+        }))
     }
     pub(crate) fn event(&mut self) -> Result<Event, RestoreError> {
         Ok(match self.u8()? {
@@ -565,6 +582,7 @@ impl Channel {
         w.u32(c.close_fee_rate);
         w.u32(c.max_htlcs as u32);
         w.u32(c.min_relay_fee_rate);
+        w.bool(c.export_revoked);
         w.u8(self.role as u8);
         w.raw(&self.secrets.seed());
         w.key(&self.signer.public_key(crate::tx::KeyRole::Commit));
@@ -800,6 +818,7 @@ impl Channel {
             close_fee_rate: r.u32()?,
             max_htlcs: r.u32()? as usize,
             min_relay_fee_rate: r.u32()?,
+            export_revoked: r.bool()?,
         };
         let role = match r.u8()? {
             0 => Role::Funder,
@@ -917,6 +936,7 @@ impl Channel {
         }
         let version = r.u64()?;
         r.done()?;
+        let kept = unreleased;
         let preimage_cache = super::PreimageCache::new(crate::shachain::Cursor::new(&secrets));
         let mut ch = Channel {
             signer,
@@ -975,13 +995,27 @@ impl Channel {
             persist: VecDeque::new(),
             // At least once: what the last state change emitted may not have
             // been handled before the restart, so it comes out again.
-            gated: unreleased.into_iter().map(|o| (version, o)).collect(),
+            gated: VecDeque::new(),
             link: super::Link::Down,
             in_no: processed,
             pending: Vec::new(),
             monitor_pending: Vec::new(),
         };
         ch.check_invariants().map_err(RestoreError::Inconsistent)?;
+        // At least once: what the last state change emitted may not have
+        // been handled before the restart, so it comes out again.
+        for k in kept {
+            let output = match k {
+                Kept::Output(o) => o,
+                Kept::Revoked { number, preimage, view } => {
+                    let commitment = ch
+                        .build_theirs(&view, preimage.hash(), number)
+                        .ok_or(RestoreError::Inconsistent("a revoked commitment kept for release does not build"))?;
+                    Output::Revoked(Box::new(crate::tower::RevokedCommitment { number, commitment, preimage, view }))
+                }
+            };
+            ch.gated.push_back((version, output));
+        }
         let prev = ch.their_prev.as_ref().map(|(v, _)| v);
         let views = [Some(&ch.our_view), Some(&ch.their_view), Some(&ch.staged_ours), Some(&ch.staged_theirs), prev];
         let htlcs: Vec<Htlc> = views.into_iter().flatten().flat_map(|v| v.htlcs().copied()).collect();

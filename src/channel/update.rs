@@ -381,6 +381,18 @@ impl Channel {
             self.their_prev = Some((prev_view, prev_hash));
             return Err(violation(Rule::R5_d, e.to_string()));
         }
+        // W1-a: the revoked commitment, for a watchtower's package.
+        if self.config.export_revoked {
+            if let Some(commitment) = self.build_theirs(&prev_view, prev_hash, prev_num) {
+                let revoked = crate::tower::RevokedCommitment {
+                    number: prev_num,
+                    commitment,
+                    preimage: m.revocation_preimage,
+                    view: prev_view.clone(),
+                };
+                self.emit(Output::Revoked(Box::new(revoked)));
+            }
+        }
         self.their_next_hash = Some(m.next_revocation_hash);
         // R3-a: what is needed to punish this commitment if it is ever
         // broadcast goes to the monitor: the preimage (D11).

@@ -657,7 +657,7 @@ impl Harness {
                     }
                     while node.monitor.poll_output().is_some() {}
                 }
-                Output::Watch(_) => {}
+                Output::Watch(_) | Output::Revoked(_) => {}
                 Output::Event(e) => {
                     match &e {
                         Event::HtlcAdded { direction: Direction::Incoming, id, .. }

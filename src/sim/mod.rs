@@ -157,6 +157,10 @@ pub struct Node {
     pub broadcasts: Vec<Transaction>,
     /// Watch requests, in order.
     pub watches: Vec<Watch>,
+    /// The peer's revoked commitments handed over (with
+    /// `ChannelConfig::export_revoked`), in order; kept even when `record`
+    /// is off.
+    pub revoked: Vec<crate::tower::RevokedCommitment>,
     /// The channel's on-chain monitor, fed every update as it comes.
     pub monitor: Monitor,
     /// What the monitor stored.
@@ -202,6 +206,7 @@ impl Node {
             events: Vec::new(),
             broadcasts: Vec::new(),
             watches: Vec::new(),
+            revoked: Vec::new(),
             monitor_store: Store::default(),
             monitor_events: Vec::new(),
             monitor_broadcasts: Vec::new(),
@@ -246,6 +251,7 @@ impl Node {
                     let _ = self.ch.provide_anchor(tx, vout);
                 }
                 Output::Broadcast(tx) => self.broadcasts.push(tx),
+                Output::Revoked(r) => self.revoked.push(*r),
                 Output::Monitor(u) => {
                     if self.record {
                         self.monitor_updates.push(u.clone());

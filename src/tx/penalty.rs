@@ -16,11 +16,11 @@
 
 #[allow(unused_imports)]
 use crate::prelude::*;
-use bitcoin::{Amount, FeeRate, OutPoint, ScriptBuf, Transaction, Txid};
+use bitcoin::{Amount, FeeRate, OutPoint, ScriptBuf, Transaction, TxOut, Txid};
 
 use super::commitment::{Commitment, CommitmentOutput, OutputKind};
 use super::sign::Signer;
-use super::sweep::{build_sweep, unsigned_sweep, varint_len, Claim, SweepError, SweepInput};
+use super::sweep::{build_sweep_with, unsigned_sweep_with, varint_len, Claim, SweepError, SweepInput};
 use crate::types::{Delay, Preimage};
 
 /// Every penalty transaction stays below this many bytes (R6.1-c).
@@ -90,6 +90,39 @@ pub fn build_penalty_from(
     fee_rate: FeeRate,
     signer: &dyn Signer,
 ) -> Result<Penalty, PenaltyError> {
+    penalty_from(txid, outputs, delay, preimage, destination, None, fee_rate, signer)
+}
+
+/// [`build_penalty`] for a watchtower to hold (W1-c): the first transaction
+/// also pays `reward`, agreed with the tower in advance, if it can afford it
+/// and keep more than dust for `destination` (otherwise it pays no reward:
+/// the penalty comes first).
+pub fn build_penalty_rewarding(
+    revoked: &Commitment,
+    preimage: Preimage,
+    destination: ScriptBuf,
+    reward: Option<TxOut>,
+    fee_rate: FeeRate,
+    signer: &dyn Signer,
+) -> Result<Penalty, PenaltyError> {
+    if preimage.hash() != revoked.revocation_hash() {
+        return Err(PenaltyError::WrongPreimage(revoked.revocation_hash()));
+    }
+    let (txid, outputs, delay) = (revoked.txid(), revoked.outputs(), revoked.delay());
+    penalty_from(txid, outputs, delay, preimage, destination, reward, fee_rate, signer)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn penalty_from(
+    txid: Txid,
+    outputs: &[CommitmentOutput],
+    delay: Delay,
+    preimage: Preimage,
+    destination: ScriptBuf,
+    mut reward: Option<TxOut>,
+    fee_rate: FeeRate,
+    signer: &dyn Signer,
+) -> Result<Penalty, PenaltyError> {
     let mut penalty = Penalty { txs: Vec::new(), uneconomical: Vec::new(), already_ours: None, failed: Vec::new() };
     let mut worth: Vec<SweepInput> = Vec::new();
     for out in outputs {
@@ -107,19 +140,21 @@ pub fn build_penalty_from(
     }
 
     let overhead = sweep_overhead(&destination);
+    // The first batch leaves room for the reward output.
+    let reward_size = reward.as_ref().map_or(0, |o| 8 + varint_len(o.script_pubkey.len()) + o.script_pubkey.len());
     let mut batch: Vec<SweepInput> = Vec::new();
-    let mut size = overhead;
+    let mut size = overhead + reward_size;
     for input in worth {
         if !batch.is_empty() && size + input.max_size() >= MAX_PENALTY_TX_SIZE {
             let full = core::mem::take(&mut batch);
-            finish(full, &destination, fee_rate, signer, &mut penalty)?;
+            finish(full, &destination, reward.take(), fee_rate, signer, &mut penalty)?;
             size = overhead;
         }
         size += input.max_size();
         batch.push(input);
     }
     if !batch.is_empty() {
-        finish(batch, &destination, fee_rate, signer, &mut penalty)?;
+        finish(batch, &destination, reward.take(), fee_rate, signer, &mut penalty)?;
     }
     Ok(penalty)
 }
@@ -129,11 +164,14 @@ pub fn build_penalty_from(
 fn finish(
     batch: Vec<SweepInput>,
     destination: &ScriptBuf,
+    reward: Option<TxOut>,
     fee_rate: FeeRate,
     signer: &dyn Signer,
     penalty: &mut Penalty,
 ) -> Result<(), PenaltyError> {
-    match unsigned_sweep(&batch, destination.clone(), fee_rate) {
+    // A reward the batch cannot afford is dropped, not the penalty.
+    let reward = reward.filter(|r| unsigned_sweep_with(&batch, destination.clone(), Some(r), fee_rate).is_ok());
+    match unsigned_sweep_with(&batch, destination.clone(), reward.as_ref(), fee_rate) {
         Err(SweepError::NotWorthSweeping { fee, .. }) => {
             penalty.uneconomical.extend(batch.iter().map(|i| (i.outpoint(), i.value(), fee)));
             Ok(())
@@ -141,7 +179,7 @@ fn finish(
         Err(e) => Err(e.into()),
         Ok(_) => {
             let outpoints: Vec<OutPoint> = batch.iter().map(SweepInput::outpoint).collect();
-            match build_sweep(batch, destination.clone(), fee_rate, signer) {
+            match build_sweep_with(batch, destination.clone(), reward.as_ref(), fee_rate, signer) {
                 Ok(tx) => {
                     debug_assert!(tx.total_size() < MAX_PENALTY_TX_SIZE, "penalty tx of {} bytes", tx.total_size());
                     penalty.txs.push(tx);

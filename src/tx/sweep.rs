@@ -239,10 +239,13 @@ pub(crate) fn varint_len(n: usize) -> usize {
     }
 }
 
-/// The unsigned sweep of `inputs` to `destination`, and the fee it pays.
-pub(crate) fn unsigned_sweep(
+/// The unsigned sweep of `inputs` to `destination`, and the fee it pays;
+/// `extra`, if any, is paid as a second output before the rest goes to
+/// `destination` (a watchtower's reward, W1-c).
+pub(crate) fn unsigned_sweep_with(
     inputs: &[SweepInput],
     destination: ScriptBuf,
+    extra: Option<&TxOut>,
     fee_rate: FeeRate,
 ) -> Result<(Transaction, Amount), SweepError> {
     if inputs.is_empty() {
@@ -264,6 +267,7 @@ pub(crate) fn unsigned_sweep(
         input: inputs.iter().map(SweepInput::txin).collect(),
         output: vec![TxOut { value: Amount::ZERO, script_pubkey: destination }],
     };
+    tx.output.extend(extra.cloned());
     // Weight of the unsigned transaction counts no witness; add each input's
     // largest witness and the segwit marker and flag.
     let witness_weight: u64 =
@@ -271,7 +275,8 @@ pub(crate) fn unsigned_sweep(
             + 2;
     let weight = tx.weight() + Weight::from_wu(witness_weight);
     let fee = fee_rate.fee_wu(weight).unwrap_or(Amount::MAX_MONEY);
-    let value = total.checked_sub(fee).filter(|v| !is_dust(*v));
+    let paid = extra.map_or(Amount::ZERO, |o| o.value);
+    let value = total.checked_sub(fee).and_then(|v| v.checked_sub(paid)).filter(|v| !is_dust(*v));
     let Some(value) = value else {
         return Err(SweepError::NotWorthSweeping { total, fee });
     };
@@ -287,7 +292,19 @@ pub fn build_sweep(
     fee_rate: FeeRate,
     signer: &dyn Signer,
 ) -> Result<Transaction, SweepError> {
-    let (mut tx, _) = unsigned_sweep(&inputs, destination, fee_rate)?;
+    build_sweep_with(inputs, destination, None, fee_rate, signer)
+}
+
+/// [`build_sweep`] with `extra` paid as a second output (a watchtower's
+/// reward, W1-c).
+pub(crate) fn build_sweep_with(
+    inputs: Vec<SweepInput>,
+    destination: ScriptBuf,
+    extra: Option<&TxOut>,
+    fee_rate: FeeRate,
+    signer: &dyn Signer,
+) -> Result<Transaction, SweepError> {
+    let (mut tx, _) = unsigned_sweep_with(&inputs, destination, extra, fee_rate)?;
     let mut cache = SighashCache::new(&tx);
     let mut witnesses = Vec::with_capacity(inputs.len());
     for (i, input) in inputs.iter().enumerate() {
