@@ -451,7 +451,9 @@ impl<'a> R<'a> {
             }),
             3 => Output::Watch(Watch::AnchorSpend(self.outpoint()?)),
             5 => Output::Event(self.event()?),
-            6 => return Ok(Kept::Revoked { number: self.u64()?, preimage: Preimage(self.array()?), view: self.view()? }),
+            6 => {
+                return Ok(Kept::Revoked { number: self.u64()?, preimage: Preimage(self.array()?), view: self.view()? })
+            }
             _ => return Err(RestoreError::Invalid("output")),
         }))
     }

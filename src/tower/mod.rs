@@ -35,8 +35,7 @@ use crate::channel::persist::{open as open_sealed, W};
 use crate::channel::RestoreError;
 use crate::journal::{self, Compaction, JournalError, Write};
 pub use package::{
-    hint, justice_package, Hint, JusticeError, JusticePackage, JusticeSettings, PackageError, RevokedCommitment,
-    Reward,
+    hint, justice_package, Hint, JusticeError, JusticePackage, JusticeSettings, PackageError, RevokedCommitment, Reward,
 };
 
 /// Who a package belongs to: the caller authenticates its clients and names

@@ -191,7 +191,8 @@ pub fn open(txid: &Txid, blob: &[u8]) -> Result<Vec<Transaction>, PackageError> 
         return Err(PackageError::Version(blob[0]));
     }
     let cipher = ChaCha20Poly1305::new(Key::from_slice(txid.as_byte_array()));
-    let plain = cipher.decrypt(Nonce::from_slice(&blob[1..13]), &blob[13..]).map_err(|_| PackageError::Undecryptable)?;
+    let plain =
+        cipher.decrypt(Nonce::from_slice(&blob[1..13]), &blob[13..]).map_err(|_| PackageError::Undecryptable)?;
     let mut rest = plain.as_slice();
     let mut take = |n: usize| -> Result<&[u8], PackageError> {
         if rest.len() < n {
