@@ -11,7 +11,8 @@ use bitcoin::hashes::Hash as _;
 use bitcoin::{Amount, FeeRate, OutPoint, ScriptBuf, Transaction, Txid};
 use common::net::Net;
 use paychan::channel::ChannelConfig;
-use paychan::sim::Store;
+use paychan::sim::{Dir, Store};
+use paychan::wire::Message;
 use paychan::tower::{
     self, justice_package, JusticeError, JusticePackage, JusticeSettings, PackageError, Refusal, RevokedCommitment,
     Reward, Tower, TowerConfig, TowerEvent, TowerOutput,
@@ -454,4 +455,48 @@ proptest! {
             prop_assert_eq!(spender.unwrap().output[0].script_pubkey.clone(), s.destination.clone());
         }
     }
+}
+
+#[test]
+fn a_revoked_commitment_not_yet_handed_over_survives_a_crash() {
+    let (mut net, _) = history();
+    let handed = net.p.a.revoked.len();
+    // From B's next revocation on, A's writes land but are not confirmed:
+    // the Revoked output waits behind them.
+    net.offer('A', 2_000_000, 9, 40);
+    for _ in 0..40 {
+        for node in [&mut net.p.a, &mut net.p.b] {
+            if node.ch.can_commit() {
+                node.ch.commit().unwrap();
+            }
+        }
+        net.p.pump();
+        if matches!(net.p.b_to_a.front(), Some((_, Message::UpdateRevocation(_)))) {
+            net.p.a.auto_persist = false;
+            net.p.deliver(Dir::BToA);
+            net.p.pump();
+            break;
+        }
+        net.p.deliver(Dir::AToB);
+        net.p.deliver(Dir::BToA);
+    }
+    assert!(!net.p.a.auto_persist, "B revoked");
+    assert_eq!(net.p.a.revoked.len(), handed, "nothing released");
+    // A crashes: from its journal, and from a snapshot of that moment, the
+    // revoked commitment comes out again, rebuilt to the same transaction.
+    let snapshot = net.p.a.ch.snapshot();
+    for mut restored in [net.p.a.restored().unwrap(), paychan::channel::Channel::restore(&snapshot, [], net.p.a.signer.clone()).unwrap()] {
+        let again: Vec<RevokedCommitment> = std::iter::from_fn(|| restored.poll_output())
+            .filter_map(|o| if let paychan::channel::Output::Revoked(r) = o { Some(*r) } else { None })
+            .collect();
+        assert!(!again.is_empty());
+        net.p.a.ch.handle_persisted(net.p.a.persisted_version);
+        for r in &again {
+            assert!(r.preimage.hash() == r.commitment.revocation_hash());
+            assert!(justice_package(r, &settings(&net, None), &*net.p.a.signer).is_ok());
+        }
+    }
+    // The live channel releases the same ones once its writes are durable.
+    net.p.pump();
+    assert!(net.p.a.revoked.len() > handed);
 }
