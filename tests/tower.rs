@@ -12,7 +12,6 @@ use bitcoin::{Amount, FeeRate, OutPoint, ScriptBuf, Transaction, Txid};
 use common::net::Net;
 use paychan::channel::ChannelConfig;
 use paychan::sim::{Dir, Store};
-use paychan::wire::Message;
 use paychan::tower::{
     self, justice_package, JusticeError, JusticePackage, JusticeSettings, PackageError, Refusal, RevokedCommitment,
     Reward, Tower, TowerConfig, TowerEvent, TowerOutput,
@@ -20,6 +19,7 @@ use paychan::tower::{
 use paychan::tx::commitment::OutputKind;
 use paychan::tx::{KeyRole, Signer as _};
 use paychan::types::Delay;
+use paychan::wire::Message;
 use paychan::Preimage;
 use proptest::prelude::*;
 
@@ -485,7 +485,10 @@ fn a_revoked_commitment_not_yet_handed_over_survives_a_crash() {
     // A crashes: from its journal, and from a snapshot of that moment, the
     // revoked commitment comes out again, rebuilt to the same transaction.
     let snapshot = net.p.a.ch.snapshot();
-    for mut restored in [net.p.a.restored().unwrap(), paychan::channel::Channel::restore(&snapshot, [], net.p.a.signer.clone()).unwrap()] {
+    for mut restored in [
+        net.p.a.restored().unwrap(),
+        paychan::channel::Channel::restore(&snapshot, [], net.p.a.signer.clone()).unwrap(),
+    ] {
         let again: Vec<RevokedCommitment> = std::iter::from_fn(|| restored.poll_output())
             .filter_map(|o| if let paychan::channel::Output::Revoked(r) = o { Some(*r) } else { None })
             .collect();
