@@ -453,3 +453,68 @@ fn a_unilateral_close_with_htlcs_both_ways_is_resolved_by_both_monitors() {
         MonitorEvent::PreimageLearned { id, preimage, .. } if *id == h1 && *preimage == Preimage([11; 32]))));
     v.print("unilateral");
 }
+
+#[test]
+fn a_tower_punishes_on_a_real_node() {
+    use paychan::tower::{justice_package, JusticeSettings, Reward, Tower, TowerConfig, TowerEvent, TowerOutput};
+    let Some(node) = Bitcoind::start("tower") else { return };
+    let mut v = Verdicts::default();
+    let config = ChannelConfig { export_revoked: true, ..ChannelConfig::default() };
+    let (mut p, wallet, mut seen) = open(&node, &mut v, config, Amount::from_sat(2_000_000));
+    let expiry = node.height() + 500;
+    let id = pay(&mut p, 'A', 900_000_000, 1, expiry);
+    p.b.ch.fulfill_htlc(id, Preimage([1; 32])).unwrap();
+    p.settle();
+    for tag in 2..12 {
+        pay(&mut p, if tag % 2 == 0 { 'A' } else { 'B' }, 3_000_000, tag, expiry);
+    }
+    let old = p.b.ch.signed_commitment().unwrap();
+    p.b.ch.fail_htlc(1, vec![]).unwrap();
+    p.settle();
+    // W1-a, W1-c: A's packages, with a reward for the tower.
+    let reward = Reward {
+        script_pubkey: ScriptBuf::new_p2wpkh(&common::pubkey(9).wpubkey_hash()),
+        amount: Amount::from_sat(2_000),
+    };
+    let settings = JusticeSettings {
+        destination: paychan::sim::destination(&p.a.signer),
+        fee_rate: FeeRate::from_sat_per_vb(3).unwrap(),
+        reward: Some(reward.clone()),
+    };
+    let mut tower = Tower::new(TowerConfig::default());
+    for r in &p.a.revoked {
+        if let Ok(package) = justice_package(r, &settings, &*p.a.signer) {
+            tower.handle_package(1, package).unwrap();
+        }
+    }
+    // B cheats; A is offline; the tower sees the block (W1-b).
+    v.submit(&node, format!("revoked commitment with {} outputs", old.output.len()), &old).expect("relays");
+    let miner = wallet.lock().unwrap().address.clone();
+    node.mine(1, &miner);
+    let block = node.block(node.height());
+    tower.block_connected(node.height(), &block.txdata);
+    let mut penalties = Vec::new();
+    let mut punished = false;
+    while let Some(o) = tower.poll_output() {
+        match o {
+            TowerOutput::Persist(w) => tower.handle_persisted(w.seq()),
+            TowerOutput::Broadcast(tx) => penalties.push(tx),
+            TowerOutput::Event(TowerEvent::Punished { commitment, .. }) => punished |= commitment == old.compute_txid(),
+            _ => {}
+        }
+    }
+    assert!(punished && !penalties.is_empty());
+    // Bitcoin Core's relay policy takes the tower's penalties, reward and
+    // all, and they confirm.
+    for tx in &penalties {
+        let what = format!("tower penalty of {} inputs, {} outputs", tx.input.len(), tx.output.len());
+        v.submit(&node, what, tx).expect("a tower's penalty relays");
+    }
+    node.mine(1, &miner);
+    for tx in &penalties {
+        assert!(node.confirmations(&tx.compute_txid()) >= 1);
+    }
+    assert!(penalties[0].output.iter().any(|o| o.script_pubkey == reward.script_pubkey && o.value == reward.amount));
+    follow(&node, &mut p, &mut seen);
+    v.print("tower");
+}
