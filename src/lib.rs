@@ -236,7 +236,7 @@
 //! and crashes: 0003; fees at clearing, crossed close proposals and relay
 //! floors: 0004; the on-chain monitor, what it keeps and its journal: 0005,
 //! after rulings D10-D13 of `onchain.md`; the channel's journal of inputs
-//! and its snapshots: 0006).
+//! and its snapshots: 0006; watchtower packages and towers: 0007).
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

@@ -386,7 +386,7 @@ fn no_stored_byte_makes_a_tower_panic() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     /// W1-b: random channel histories; B broadcasts a random revoked
     /// commitment while A is offline: the tower always punishes, every

@@ -145,9 +145,9 @@ pub struct Tower {
     config: TowerConfig,
     by_hint: BTreeMap<Hint, Vec<Stored>>,
     usage: BTreeMap<ClientId, Usage>,
-    /// Penalties broadcast and not yet seen in a block, by commitment: they
-    /// go out again with every block until they confirm.
-    active: BTreeMap<Txid, Vec<Transaction>>,
+    /// Penalties broadcast and not yet seen in a block, by commitment, with
+    /// their txids: they go out again with every block until they confirm.
+    active: BTreeMap<Txid, Vec<(Txid, Transaction)>>,
     seq: u64,
     durable: u64,
     compaction: Compaction,
@@ -247,19 +247,19 @@ impl Tower {
             let txid = tx.compute_txid();
             // A penalty confirmed: no need to send it again.
             for penalties in self.active.values_mut() {
-                penalties.retain(|p| p.compute_txid() != txid);
+                penalties.retain(|(id, _)| *id != txid);
             }
             let Some(stored) = self.by_hint.get(&package::hint(&txid)) else { continue };
             for s in stored {
                 match package::open(&txid, &s.blob) {
                     Ok(penalties) => {
-                        let ids = penalties.iter().map(Transaction::compute_txid).collect();
+                        let ids: Vec<Txid> = penalties.iter().map(Transaction::compute_txid).collect();
                         self.events.push_back((
                             self.seq,
-                            TowerEvent::Punished { client: s.client, commitment: txid, penalties: ids },
+                            TowerEvent::Punished { client: s.client, commitment: txid, penalties: ids.clone() },
                         ));
                         self.broadcasts.extend(penalties.iter().cloned());
-                        self.active.insert(txid, penalties);
+                        self.active.insert(txid, ids.into_iter().zip(penalties).collect());
                     }
                     Err(why) => {
                         self.events.push_back((self.seq, TowerEvent::NotOpened { client: s.client, txid, why }))
@@ -268,7 +268,7 @@ impl Tower {
             }
         }
         self.active.retain(|_, p| !p.is_empty());
-        let again: Vec<Transaction> = self.active.values().flatten().cloned().collect();
+        let again: Vec<Transaction> = self.active.values().flatten().map(|(_, tx)| tx.clone()).collect();
         for tx in again {
             if !self.broadcasts.contains(&tx) {
                 self.broadcasts.push_back(tx);
