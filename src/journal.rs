@@ -82,6 +82,10 @@ pub(crate) const MIN_JOURNAL: usize = 4096;
 pub(crate) struct Compaction {
     journal: usize,
     snapshot: usize,
+    /// A torn entry was dropped at restore: it is still in the store, and
+    /// the next write must be a snapshot that supersedes it (an entry
+    /// appended after it would sit behind damage).
+    forced: bool,
 }
 
 impl Compaction {
@@ -94,11 +98,17 @@ impl Compaction {
     pub(crate) fn snapshotted(&mut self, len: usize) {
         self.snapshot = len;
         self.journal = 0;
+        self.forced = false;
+    }
+
+    /// The next write must be a snapshot.
+    pub(crate) fn force(&mut self) {
+        self.forced = true;
     }
 
     /// Whether the entries since the last snapshot call for a new one.
     pub(crate) fn due(&self) -> bool {
-        self.journal > MIN_JOURNAL.max(2 * self.snapshot)
+        self.forced || self.journal > MIN_JOURNAL.max(2 * self.snapshot)
     }
 }
 
@@ -111,6 +121,15 @@ pub(crate) enum JournalError {
     Gap { expected: u64, found: u64 },
 }
 
+/// The entries of a journal after its snapshot.
+pub(crate) struct Entries<'a> {
+    /// Each with its sequence number, the reader after it.
+    pub(crate) entries: Vec<(u64, R<'a>)>,
+    /// A damaged last entry was dropped: the restored object must write a
+    /// snapshot next ([`Compaction::force`]).
+    pub(crate) torn: bool,
+}
+
 /// The entries after a snapshot of change `after`, each with its sequence
 /// number and the reader positioned after it: entries the snapshot holds are
 /// skipped, a damaged last entry is dropped (a write that never completed),
@@ -118,14 +137,18 @@ pub(crate) enum JournalError {
 pub(crate) fn entries_after<'a>(
     after: u64,
     entries: impl IntoIterator<Item = &'a [u8]>,
-) -> Result<Vec<(u64, R<'a>)>, JournalError> {
+) -> Result<Entries<'a>, JournalError> {
     let entries: Vec<&[u8]> = entries.into_iter().collect();
     let mut out = Vec::with_capacity(entries.len());
     let mut next = after + 1;
+    let mut torn = false;
     for (i, bytes) in entries.iter().enumerate() {
         let mut r = match unseal(bytes) {
             Ok(r) => r,
-            Err(_) if i + 1 == entries.len() => break,
+            Err(_) if i + 1 == entries.len() => {
+                torn = true;
+                break;
+            }
             Err(e) => return Err(JournalError::Damaged(e)),
         };
         let seq = r.u64().map_err(JournalError::Damaged)?;
@@ -138,5 +161,5 @@ pub(crate) fn entries_after<'a>(
         next += 1;
         out.push((seq, r));
     }
-    Ok(out)
+    Ok(Entries { entries: out, torn })
 }

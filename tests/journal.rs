@@ -382,3 +382,75 @@ fn a_restore_resends_the_bytes_first_sent_whatever_the_signer() {
     assert_eq!(commit(&resent), commit(&sent));
     assert!(p.a.failed().is_none() && p.b.failed().is_none());
 }
+
+/// A signer that fails while `down` is set.
+struct Flaky {
+    inner: InMemorySigner,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl Signer for Flaky {
+    fn public_key(&self, role: KeyRole) -> bitcoin::CompressedPublicKey {
+        self.inner.public_key(role)
+    }
+
+    fn sign(&self, input: &SigningInput<'_>) -> Result<bitcoin::secp256k1::ecdsa::Signature, SignerError> {
+        if self.down.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(SignerError { reason: "device unplugged".into() });
+        }
+        self.inner.sign(input)
+    }
+}
+
+#[test]
+fn a_signer_failure_replays_as_it_happened() {
+    let mut p = with_live(0);
+    let flaky =
+        Arc::new(Flaky { inner: InMemorySigner::new(paychan::sim::secret(1), paychan::sim::secret(2)), down: false.into() });
+    let snapshot = p.a.ch.snapshot();
+    p.a.ch = Channel::restore(&snapshot, [], flaky.clone()).unwrap();
+    p.a.store = Store { snapshot: Some(snapshot), entries: Vec::new() };
+    p.reconnect();
+    p.settle();
+    pay(&mut p, 'A', 1);
+    // B closes; A's signer fails when A must sign its close proposal: A
+    // fails the channel (and cannot sign its commitment either).
+    flaky.down.store(true, std::sync::atomic::Ordering::Relaxed);
+    p.b.ch.close().unwrap();
+    p.settle();
+    assert!(p.a.failed().is_some(), "A failed on its signer");
+    // Restored with a signer that works, A is where it was: failed, with
+    // the same messages to resend. Replay never asks the signer.
+    let working = Arc::new(InMemorySigner::new(paychan::sim::secret(1), paychan::sim::secret(2)));
+    let mut restored = p.a.store.channel(working).unwrap();
+    while restored.poll_output().is_some() {}
+    assert!(restored.is_terminal());
+    assert_eq!(restored.snapshot(), p.a.ch.snapshot());
+}
+
+#[test]
+fn after_a_torn_entry_the_next_write_is_a_snapshot() {
+    let mut p = with_live(0);
+    pay(&mut p, 'A', 1);
+    // The last write was torn by a crash: restore drops it.
+    let mut store = p.a.store.clone();
+    let (_, last) = store.entries.last_mut().unwrap();
+    last.truncate(last.len() / 2);
+    let torn_version = store.entries.last().unwrap().0;
+    let mut ch = store.channel(p.a.signer.clone()).unwrap();
+    assert_eq!(ch.version(), torn_version - 1);
+    while ch.poll_output().is_some() {}
+    // The next change: a snapshot that supersedes the torn entry, not an
+    // entry behind it.
+    ch.handle_block(700, 1_800_000_000);
+    let writes: Vec<Write> = std::iter::from_fn(|| ch.poll_output())
+        .filter_map(|o| if let Output::Persist(w) = o { Some(w) } else { None })
+        .collect();
+    assert!(matches!(writes[..], [Write::Snapshot { seq, .. }] if seq == torn_version), "{writes:?}");
+    for w in &writes {
+        store.apply(w);
+    }
+    // And the store restores again, torn bytes gone.
+    assert!(store.entries.is_empty());
+    assert_eq!(store.channel(p.a.signer.clone()).unwrap().version(), torn_version);
+}

@@ -355,11 +355,14 @@ impl Monitor {
                 m.recent.push_back(t);
             }
         }
-        let entries = journal::entries_after(m.seq, entries).map_err(|e| match e {
+        let journal = journal::entries_after(m.seq, entries).map_err(|e| match e {
             JournalError::Damaged(e) => MonitorRestoreError::Damaged(e),
             JournalError::Gap { expected, found } => MonitorRestoreError::Gap { expected, found },
         })?;
-        for (seq, r) in entries {
+        if journal.torn {
+            m.compaction.force();
+        }
+        for (seq, r) in journal.entries {
             // Its sequence number, its body, its checksum.
             let len = 8 + r.0.len() + 8;
             let entry = decode_entry(r)?;

@@ -16,7 +16,8 @@
 //! signatures vary, and a restore makes no signature.
 //!
 //! Layout: `seq | unreleased_from | sent | processed` (u64 each, big-endian),
-//! the step's signatures (a u16 count, then 64 bytes each, compact), one
+//! what the step's signer calls gave (a u16 count, then for each 1 and a
+//! 64-byte compact signature, or 0 and the failure's reason), one
 //! tagged input, and the checksum.
 
 #[allow(unused_imports)]
@@ -219,10 +220,10 @@ pub(super) struct Header {
     pub(super) processed: u64,
 }
 
-/// An entry: the header, the step's signatures, the input (already
-/// encoded), the checksum.
-pub(super) fn entry(h: &Header, signatures: &[Signature], input: &[u8]) -> Vec<u8> {
-    let mut w = W(Vec::with_capacity(42 + 64 * signatures.len() + input.len()));
+/// An entry: the header, what the step's signer calls gave, the input
+/// (already encoded), the checksum.
+pub(super) fn entry(h: &Header, signatures: &[Result<Signature, SignerError>], input: &[u8]) -> Vec<u8> {
+    let mut w = W(Vec::with_capacity(42 + 65 * signatures.len() + input.len()));
     w.u64(h.seq);
     w.u64(h.unreleased_from);
     w.u64(h.sent);
@@ -230,19 +231,34 @@ pub(super) fn entry(h: &Header, signatures: &[Signature], input: &[u8]) -> Vec<u
     // A step signs at most a handful of transactions.
     w.0.extend_from_slice(&(signatures.len() as u16).to_be_bytes());
     for sig in signatures {
-        w.sig(sig);
+        // A call that failed is part of what the step did, and its reason
+        // may be in the error the channel sends.
+        match sig {
+            Ok(sig) => {
+                w.u8(1);
+                w.sig(sig);
+            }
+            Err(e) => {
+                w.u8(0);
+                w.bytes(e.reason.as_bytes());
+            }
+        }
     }
     w.raw(input);
     w.seal()
 }
 
-/// The signatures of the current step: recorded live, played back in a
-/// replay.
+/// What the signer gave in the current step, in order: recorded live,
+/// played back in a replay, which never asks the signer.
 #[derive(Default, Debug)]
 pub(crate) struct Tape {
     recording: bool,
-    pub(super) recorded: Vec<Signature>,
-    pub(super) replay: VecDeque<Signature>,
+    pub(super) recorded: Vec<Result<Signature, SignerError>>,
+    /// Replaying: the calls of the entry being replayed.
+    pub(super) replaying: bool,
+    pub(super) replay: VecDeque<Result<Signature, SignerError>>,
+    /// A replayed step asked for more signatures than its entry holds.
+    pub(super) overrun: bool,
 }
 
 /// The channel's signer as its steps use it: through the [`Tape`].
@@ -255,14 +271,20 @@ impl Signer for Taped<'_> {
 
     fn sign(&self, input: &SigningInput<'_>) -> Result<Signature, SignerError> {
         let mut tape = self.0.tape();
-        if let Some(sig) = tape.replay.pop_front() {
-            return Ok(sig);
+        if tape.replaying {
+            return match tape.replay.pop_front() {
+                Some(result) => result,
+                None => {
+                    tape.overrun = true;
+                    Err(SignerError { reason: "replay asked for a signature its entry does not hold".into() })
+                }
+            };
         }
-        let sig = self.0.signer.sign(input)?;
+        let result = self.0.signer.sign(input);
         if tape.recording {
-            tape.recorded.push(sig);
+            tape.recorded.push(result.clone());
         }
-        Ok(sig)
+        result
     }
 }
 

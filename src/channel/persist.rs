@@ -748,13 +748,19 @@ impl Channel {
         signer: Arc<dyn Signer + Send + Sync>,
     ) -> Result<Channel, RestoreError> {
         let mut ch = Channel::from_snapshot(snapshot, signer)?;
-        let entries = crate::journal::entries_after(ch.version, entries).map_err(|e| match e {
+        let journal = crate::journal::entries_after(ch.version, entries).map_err(|e| match e {
             JournalError::Damaged(e) => e,
             JournalError::Gap { expected, found } => RestoreError::Gap { expected, found },
         })?;
-        let Some(last) = entries.last().map(|(seq, _)| *seq) else { return Ok(ch) };
-        let at_snapshot = (ch.version, core::mem::take(&mut ch.gated));
         ch.compaction.snapshotted(snapshot.len());
+        if journal.torn {
+            ch.compaction.force();
+        }
+        let entries = journal.entries;
+        if entries.is_empty() {
+            return Ok(ch);
+        }
+        let at_snapshot = (ch.version, core::mem::take(&mut ch.gated));
         ch.replaying = true;
         let mut unreleased_from = 0;
         for (seq, mut r) in entries {
@@ -763,20 +769,35 @@ impl Channel {
             let count = u16::from_be_bytes(r.array()?);
             let mut signatures = VecDeque::with_capacity(usize::from(count).min(16));
             for _ in 0..count {
-                signatures.push_back(r.sig()?);
+                signatures.push_back(match r.u8()? {
+                    1 => Ok(r.sig()?),
+                    0 => Err(crate::tx::SignerError {
+                        reason: String::from_utf8(r.bytes()?).map_err(|_| RestoreError::Invalid("signer error"))?,
+                    }),
+                    _ => return Err(RestoreError::Invalid("signer call")),
+                });
             }
             let input = Input::decode(&mut r)?;
             r.done()?;
-            ch.tape().replay = signatures;
+            {
+                let mut tape = ch.tape();
+                tape.replaying = true;
+                tape.replay = signatures;
+            }
             // The input changed the state when it was written: so it does
             // again. A command's refusal is part of what it did (a commit
             // that fails the channel), so it is not an error here.
             ch.dirty = true;
             let _ = ch.apply(input);
             ch.flush();
-            // Every signature the step made was made again, from the tape.
-            let unused = !ch.tape().replay.is_empty();
-            if unused || (ch.version, ch.sent, ch.processed) != (header.seq, header.sent, header.processed) {
+            // Every signer call of the step was made again, from the tape,
+            // and no other.
+            let diverged = {
+                let mut tape = ch.tape();
+                tape.replaying = false;
+                !tape.replay.is_empty() || core::mem::take(&mut tape.overrun)
+            };
+            if diverged || (ch.version, ch.sent, ch.processed) != (header.seq, header.sent, header.processed) {
                 return Err(RestoreError::Replay { seq });
             }
             ch.compaction.appended(len);
@@ -785,13 +806,14 @@ impl Channel {
         ch.replaying = false;
         // At least once: what was not released when the last entry was
         // written comes out again, from the snapshot's list if it reaches
-        // back that far.
+        // back that far. Each keeps its own change's number, so that the
+        // next entry's `unreleased_from` still reaches back to it.
         let replayed = core::mem::take(&mut ch.gated);
         let (snapshot_version, snapshot_outputs) = at_snapshot;
         if unreleased_from <= snapshot_version {
-            ch.gated.extend(snapshot_outputs.into_iter().map(|(_, o)| (last, o)));
+            ch.gated.extend(snapshot_outputs);
         }
-        ch.gated.extend(replayed.into_iter().filter(|(v, _)| *v >= unreleased_from).map(|(_, o)| (last, o)));
+        ch.gated.extend(replayed.into_iter().filter(|(v, _)| *v >= unreleased_from));
         ch.processed_at.clear();
         ch.durable_processed = ch.processed;
         ch.in_no = ch.processed;

@@ -333,11 +333,14 @@ impl Tower {
             r.done()?;
             t.compaction.snapshotted(bytes.len());
         }
-        let entries = journal::entries_after(t.seq, entries).map_err(|e| match e {
+        let journal = journal::entries_after(t.seq, entries).map_err(|e| match e {
             JournalError::Damaged(e) => e,
             JournalError::Gap { expected, found } => RestoreError::Gap { expected, found },
         })?;
-        for (seq, mut r) in entries {
+        if journal.torn {
+            t.compaction.force();
+        }
+        for (seq, mut r) in journal.entries {
             let len = 8 + r.0.len() + 8;
             match r.u8()? {
                 1 => {
