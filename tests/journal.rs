@@ -405,8 +405,10 @@ impl Signer for Flaky {
 #[test]
 fn a_signer_failure_replays_as_it_happened() {
     let mut p = with_live(0);
-    let flaky =
-        Arc::new(Flaky { inner: InMemorySigner::new(paychan::sim::secret(1), paychan::sim::secret(2)), down: false.into() });
+    let flaky = Arc::new(Flaky {
+        inner: InMemorySigner::new(paychan::sim::secret(1), paychan::sim::secret(2)),
+        down: false.into(),
+    });
     let snapshot = p.a.ch.snapshot();
     p.a.ch = Channel::restore(&snapshot, [], flaky.clone()).unwrap();
     p.a.store = Store { snapshot: Some(snapshot), entries: Vec::new() };

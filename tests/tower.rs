@@ -266,7 +266,7 @@ fn bad_packages_are_refused_and_collisions_reported() {
     let (mut net, held) = history();
     let s = settings(&net, None);
     let all = packages(&net, &s);
-    let config = TowerConfig { max_blob: 4_000, max_packages: 3, max_bytes: 1 << 20 };
+    let config = TowerConfig { max_blob: 4_000, max_packages: 3, max_bytes: 1 << 20, max_per_hint: 3 };
     let mut t = Tower::new(config);
     let mut store = Store::default();
     let (_, good) = all[0].clone();
@@ -281,7 +281,12 @@ fn bad_packages_are_refused_and_collisions_reported() {
     assert_eq!(t.packages(), 0);
     // W1-d: a client over its quota is refused; another is not.
     t.handle_package(1, good.clone()).unwrap();
-    assert_eq!(t.handle_package(1, good.clone()), Err(Refusal::Duplicate));
+    // The same package again (the client's acknowledgement was lost): it
+    // is acknowledged again, and kept once.
+    t.handle_package(1, good.clone()).unwrap();
+    assert_eq!(t.usage(1).0, 1);
+    let (_, acks) = drain(&mut t, &mut store);
+    assert_eq!(acks.iter().filter(|e| matches!(e, TowerEvent::Stored { client: 1, .. })).count(), 2);
     // A bad tag: the same package with one ciphertext byte flipped.
     let mut tampered = good.clone();
     let last = tampered.blob.len() - 1;
@@ -291,6 +296,10 @@ fn bad_packages_are_refused_and_collisions_reported() {
     // next revoked commitment's blob, under the first one's hint.
     let (_, other) = all[1].clone();
     t.handle_package(1, JusticePackage { hint: good.hint, blob: other.blob.clone() }).unwrap();
+    // W1-d: a fourth under one hint is refused before the quota.
+    let mut fourth = other.blob.clone();
+    fourth[20] ^= 1;
+    assert_eq!(t.handle_package(1, JusticePackage { hint: good.hint, blob: fourth }), Err(Refusal::TooManyForHint));
     assert_eq!(t.handle_package(1, other.clone()), Err(Refusal::OverQuota));
     t.handle_package(2, other).unwrap();
     assert_eq!(t.usage(1).0, 3);
@@ -502,4 +511,84 @@ fn a_revoked_commitment_not_yet_handed_over_survives_a_crash() {
     // The live channel releases the same ones once its writes are durable.
     net.p.pump();
     assert!(net.p.a.revoked.len() > handed);
+}
+
+#[test]
+fn a_reward_that_would_not_relay_is_refused() {
+    let (net, _) = history();
+    let revoked = packages(&net, &settings(&net, None)).remove(0).0;
+    let dust = Reward { amount: Amount::from_sat(293), ..reward() };
+    let bare = Reward { script_pubkey: ScriptBuf::from_bytes(vec![0x51]), amount: Amount::from_sat(10_000) };
+    for bad in [dust, bare] {
+        let amount = bad.amount;
+        let result = justice_package(&revoked, &settings(&net, Some(bad)), &*net.p.a.signer);
+        // W1-c: a reward output the network would not relay would stall the
+        // whole penalty.
+        assert_eq!(result, Err(JusticeError::BadReward(amount)));
+    }
+    assert!(justice_package(
+        &revoked,
+        &settings(&net, Some(Reward { amount: Amount::from_sat(294), ..reward() })),
+        &*net.p.a.signer
+    )
+    .is_ok());
+}
+
+#[test]
+fn a_cheater_cannot_displace_the_victims_penalties_and_a_restart_keeps_sending_them() {
+    let (mut net, held) = history();
+    let s = settings(&net, None);
+    let (revoked, package) = packages(&net, &s).pop().unwrap();
+    let txid = revoked.commitment.txid();
+    let cheat = held.iter().find(|(_, tx)| tx.compute_txid() == txid).unwrap().1.clone();
+    let mut t = Tower::new(TowerConfig::default());
+    let mut store = Store::default();
+    t.handle_package(1, package).unwrap();
+    // The cheater, a client of the same tower, knows its commitment's txid:
+    // it files junk that opens, a "penalty" paying itself with a bad
+    // signature.
+    let mut junk = tower::package::open(&txid, &justice_package(&revoked, &s, &*net.p.a.signer).unwrap().blob).unwrap();
+    junk[0].output[0].script_pubkey = ScriptBuf::new_p2wpkh(&common::pubkey(66).wpubkey_hash());
+    t.handle_package(2, JusticePackage { hint: tower::hint(&txid), blob: tower::package::seal(&txid, &junk) }).unwrap();
+    drain(&mut t, &mut store);
+    net.submit_monitor[0] = false;
+    net.chain.submit(cheat).unwrap();
+    net.mine();
+    // The tower crashes after writing, before its broadcasts left.
+    let block = net.chain.block(net.height()).unwrap().clone();
+    t.block_connected(block.height, &block.txs);
+    while let Some(o) = t.poll_output() {
+        match o {
+            TowerOutput::Persist(w) => {
+                store.apply(&w);
+                t.handle_persisted(w.seq());
+            }
+            _ => break,
+        }
+    }
+    let mut t = Tower::restore(TowerConfig::default(), store.snapshot.as_deref(), store.entries()).unwrap();
+    // W1-b: with the next block, both punishments go out again; the
+    // victim's is there whatever the cheater filed.
+    net.mine();
+    let (txs, _) = {
+        let height = net.height();
+        let block = net.chain.block(height).unwrap().clone();
+        t.block_connected(height, &block.txs);
+        drain(&mut t, &mut store)
+    };
+    let victims = tower::package::open(&txid, &justice_package(&revoked, &s, &*net.p.a.signer).unwrap().blob).unwrap();
+    for p in &victims {
+        assert!(txs.contains(p), "the victim's penalty is sent again after the restart");
+        net.chain.submit(p.clone()).unwrap();
+    }
+    assert!(net.chain.submit(junk[0].clone()).is_err(), "the junk does not verify");
+    net.mine();
+    // Once the victim's penalty confirms, the tower stops sending both.
+    let height = net.height();
+    let block = net.chain.block(height).unwrap().clone();
+    t.block_connected(height, &block.txs);
+    drain(&mut t, &mut store);
+    t.block_connected(height + 1, &[]);
+    let (again, _) = drain(&mut t, &mut store);
+    assert!(again.is_empty(), "{again:?}");
 }

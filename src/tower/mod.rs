@@ -29,6 +29,7 @@ pub mod package;
 use crate::prelude::*;
 use alloc::collections::{BTreeMap, VecDeque};
 
+use bitcoin::hashes::Hash as _;
 use bitcoin::{Transaction, Txid};
 
 use crate::channel::persist::{open as open_sealed, W};
@@ -53,11 +54,15 @@ pub struct TowerConfig {
     pub max_packages: usize,
     /// The most blob bytes one client may keep.
     pub max_bytes: usize,
+    /// The most packages one client may file under one hint (honest
+    /// clients file one per commitment, a few if they re-sign at other fee
+    /// rates): what one transaction can make the tower try to open.
+    pub max_per_hint: usize,
 }
 
 impl Default for TowerConfig {
     fn default() -> Self {
-        TowerConfig { max_blob: 1 << 20, max_packages: 1_000_000, max_bytes: 256 << 20 }
+        TowerConfig { max_blob: 1 << 20, max_packages: 1_000_000, max_bytes: 256 << 20, max_per_hint: 4 }
     }
 }
 
@@ -74,9 +79,9 @@ pub enum Refusal {
     /// The client keeps as many packages or bytes as it may.
     #[error("the client is over its quota")]
     OverQuota,
-    /// The client already stored this very package.
-    #[error("the client already stored this package")]
-    Duplicate,
+    /// The client keeps as many packages under this hint as it may.
+    #[error("the client keeps as many packages under this hint as it may")]
+    TooManyForHint,
 }
 
 /// What the tower hands its caller.
@@ -145,9 +150,10 @@ pub struct Tower {
     config: TowerConfig,
     by_hint: BTreeMap<Hint, Vec<Stored>>,
     usage: BTreeMap<ClientId, Usage>,
-    /// Penalties broadcast and not yet seen in a block, by commitment, with
-    /// their txids: they go out again with every block until they confirm.
-    active: BTreeMap<Txid, Vec<(Txid, Transaction)>>,
+    /// Penalties broadcast and not settled, by client and commitment, with
+    /// their txids: they go out again with every block until a confirmed
+    /// transaction spends their inputs (they, or another claim).
+    active: BTreeMap<(ClientId, Txid), Vec<(Txid, Transaction)>>,
     seq: u64,
     durable: u64,
     compaction: Compaction,
@@ -207,13 +213,19 @@ impl Tower {
         if package.blob[0] != package::BLOB_VERSION {
             return Err(Refusal::Malformed(PackageError::Version(package.blob[0])));
         }
+        let stored = self.by_hint.get(&package.hint);
+        let mine = stored.map_or(0, |v| v.iter().filter(|s| s.client == client).count());
+        // The same package again (its acknowledgement was lost): stored.
+        if stored.is_some_and(|v| v.iter().any(|s| s.client == client && s.blob == package.blob)) {
+            self.events.push_back((self.seq, TowerEvent::Stored { client, hint: package.hint }));
+            return Ok(());
+        }
+        if mine >= self.config.max_per_hint {
+            return Err(Refusal::TooManyForHint);
+        }
         let usage = self.usage.get(&client).copied().unwrap_or_default();
         if usage.packages >= self.config.max_packages || usage.bytes + len > self.config.max_bytes {
             return Err(Refusal::OverQuota);
-        }
-        let stored = self.by_hint.get(&package.hint);
-        if stored.is_some_and(|v| v.iter().any(|s| s.client == client && s.blob == package.blob)) {
-            return Err(Refusal::Duplicate);
         }
         let mut w = W(Vec::with_capacity(48 + len));
         w.u8(1);
@@ -232,6 +244,7 @@ impl Tower {
             return;
         }
         self.remove(client);
+        self.active.retain(|(c, _), _| *c != client);
         let mut w = W(Vec::with_capacity(32));
         w.u8(2);
         w.u64(client);
@@ -245,33 +258,66 @@ impl Tower {
     pub fn block_connected(&mut self, _height: u32, txs: &[Transaction]) {
         for tx in txs {
             let txid = tx.compute_txid();
-            // A penalty confirmed: no need to send it again.
-            for penalties in self.active.values_mut() {
-                penalties.retain(|(id, _)| *id != txid);
+            // A penalty confirmed, or something else took its inputs: no
+            // need to send it again. Settled punishments are journaled.
+            if !self.active.is_empty() {
+                let spends = |p: &Transaction| {
+                    p.input.iter().any(|i| tx.input.iter().any(|j| j.previous_output == i.previous_output))
+                };
+                let mut settled = Vec::new();
+                for (key, penalties) in self.active.iter_mut() {
+                    penalties.retain(|(_, p)| !spends(p));
+                    if penalties.is_empty() {
+                        settled.push(*key);
+                    }
+                }
+                for (client, commitment) in settled {
+                    self.active.remove(&(client, commitment));
+                    self.journal_punishment(4, client, commitment);
+                }
             }
             let Some(stored) = self.by_hint.get(&package::hint(&txid)) else { continue };
+            let mut opened = Vec::new();
             for s in stored {
                 match package::open(&txid, &s.blob) {
-                    Ok(penalties) => {
-                        let ids: Vec<Txid> = penalties.iter().map(Transaction::compute_txid).collect();
-                        self.events.push_back((
-                            self.seq,
-                            TowerEvent::Punished { client: s.client, commitment: txid, penalties: ids.clone() },
-                        ));
-                        self.broadcasts.extend(penalties.iter().cloned());
-                        self.active.insert(txid, ids.into_iter().zip(penalties).collect());
-                    }
+                    Ok(penalties) => opened.push((s.client, penalties)),
                     Err(why) => {
                         self.events.push_back((self.seq, TowerEvent::NotOpened { client: s.client, txid, why }))
                     }
                 }
             }
+            for (client, penalties) in opened {
+                let ids: Vec<Txid> = penalties.iter().map(Transaction::compute_txid).collect();
+                self.broadcasts.extend(penalties.iter().cloned());
+                self.active.insert((client, txid), ids.iter().copied().zip(penalties).collect());
+                // Journaled, so that a restart goes on sending them.
+                self.journal_punishment(3, client, txid);
+                self.events.push_back((self.seq, TowerEvent::Punished { client, commitment: txid, penalties: ids }));
+            }
         }
-        self.active.retain(|_, p| !p.is_empty());
-        let again: Vec<Transaction> = self.active.values().flatten().map(|(_, tx)| tx.clone()).collect();
-        for tx in again {
-            if !self.broadcasts.contains(&tx) {
-                self.broadcasts.push_back(tx);
+        let mut sent: alloc::collections::BTreeSet<Txid> =
+            self.broadcasts.iter().map(Transaction::compute_txid).collect();
+        let again: Vec<Transaction> =
+            self.active.values().flatten().filter(|(id, _)| sent.insert(*id)).map(|(_, tx)| tx.clone()).collect();
+        self.broadcasts.extend(again);
+    }
+
+    /// Journals a punishment begun (3) or settled (4).
+    fn journal_punishment(&mut self, kind: u8, client: ClientId, commitment: Txid) {
+        let mut w = W(Vec::with_capacity(48));
+        w.u8(kind);
+        w.u64(client);
+        w.raw(commitment.as_byte_array());
+        self.append(w);
+    }
+
+    /// Opens `client`'s packages for `commitment` again (after a restart).
+    fn reopen(&mut self, client: ClientId, commitment: Txid) {
+        let Some(stored) = self.by_hint.get(&package::hint(&commitment)) else { return };
+        for s in stored.iter().filter(|s| s.client == client) {
+            if let Ok(penalties) = package::open(&commitment, &s.blob) {
+                let ids: Vec<Txid> = penalties.iter().map(Transaction::compute_txid).collect();
+                self.active.insert((client, commitment), ids.into_iter().zip(penalties).collect());
             }
         }
     }
@@ -309,12 +355,20 @@ impl Tower {
                 w.bytes(&s.blob);
             }
         }
+        w.u64(self.active.len() as u64);
+        for (client, commitment) in self.active.keys() {
+            w.u64(*client);
+            w.raw(commitment.as_byte_array());
+        }
         w.seal()
     }
 
     /// A tower from its store: the last snapshot (if any) and the entries
     /// after it. A damaged last entry is dropped (it was never confirmed);
-    /// other damage is refused.
+    /// other damage is refused. Punishments begun and not settled go on:
+    /// their penalties are sent again with the next block. Feed blocks
+    /// again from a little before the restart (a penalty seen confirmed
+    /// while the write saying so was lost is sent once more, harmlessly).
     pub fn restore<'a>(
         config: TowerConfig,
         snapshot: Option<&[u8]>,
@@ -329,6 +383,11 @@ impl Tower {
                 let hint = r.array()?;
                 let blob = r.bytes()?;
                 t.insert(client, hint, blob);
+            }
+            for _ in 0..r.u64()? {
+                let client = r.u64()?;
+                let commitment = Txid::from_byte_array(r.array()?);
+                t.reopen(client, commitment);
             }
             r.done()?;
             t.compaction.snapshotted(bytes.len());
@@ -353,6 +412,17 @@ impl Tower {
                     let client = r.u64()?;
                     t.usage.remove(&client);
                     t.remove(client);
+                    t.active.retain(|(c, _), _| *c != client);
+                }
+                3 => {
+                    let client = r.u64()?;
+                    let commitment = Txid::from_byte_array(r.array()?);
+                    t.reopen(client, commitment);
+                }
+                4 => {
+                    let client = r.u64()?;
+                    let commitment = Txid::from_byte_array(r.array()?);
+                    t.active.remove(&(client, commitment));
                 }
                 _ => return Err(RestoreError::Invalid("tower entry")),
             }

@@ -105,6 +105,10 @@ pub enum JusticeError {
     /// without them would lose money, so none is made.
     #[error("the signer failed on {0} penalty transactions")]
     Unsigned(usize),
+    /// The reward would make the penalty unrelayable: dust at Bitcoin
+    /// Core's default dust relay fee, or a script of a non-standard type.
+    #[error("the tower's reward of {0} to that script would not relay")]
+    BadReward(Amount),
 }
 
 /// Why a blob does not open.
@@ -137,6 +141,12 @@ pub fn justice_package(
     settings: &JusticeSettings,
     signer: &dyn Signer,
 ) -> Result<JusticePackage, JusticeError> {
+    if let Some(r) = &settings.reward {
+        let dust = crate::oneway::tx::dust_threshold(&r.script_pubkey, &Default::default());
+        if !crate::oneway::tx::is_standard_payout(&r.script_pubkey) || r.amount < dust {
+            return Err(JusticeError::BadReward(r.amount));
+        }
+    }
     let reward = settings.reward.as_ref().map(|r| TxOut { value: r.amount, script_pubkey: r.script_pubkey.clone() });
     let penalty = build_penalty_rewarding(
         &revoked.commitment,
