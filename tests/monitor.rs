@@ -782,3 +782,44 @@ fn outputs_come_in_the_documented_order_and_events_wait_for_the_store() {
         MonitorOutput::Event(MonitorEvent::AnchorSpent { kind: SpendKind::RevokedCommitment { .. }, .. })
     )));
 }
+
+#[test]
+fn updates_given_together_are_one_write_and_restore_the_same() {
+    let net = with_htlcs_both_ways();
+    let updates = net.p.a.monitor_updates.clone();
+    assert!(updates.len() > 10);
+    let config = net.p.a.monitor.config().clone();
+    // C1-a: one by one, or together: the same monitor.
+    let mut one_by_one = Monitor::new(config.clone(), net.p.a.signer.clone());
+    for u in &updates {
+        one_by_one.update(u.clone()).unwrap();
+    }
+    let mut together = Monitor::new(config.clone(), net.p.a.signer.clone());
+    together.update_all(updates.clone()).unwrap();
+    let mut store = Store::default();
+    let writes: Vec<_> = std::iter::from_fn(|| together.poll_output())
+        .filter_map(|o| if let MonitorOutput::Persist(p) = o { Some(p) } else { None })
+        .collect();
+    assert_eq!(writes.iter().filter(|w| !w.is_snapshot()).count(), 1, "one entry for all");
+    for w in &writes {
+        store.apply(w);
+        together.handle_persisted(w.seq());
+    }
+    assert_eq!(together.htlc_records(), one_by_one.htlc_records());
+    for n in 0..20 {
+        assert_eq!(together.can_punish(n), one_by_one.can_punish(n));
+    }
+    // Its store restores to it.
+    let restored = store.monitor(config.clone(), net.p.a.signer.clone()).unwrap();
+    assert_eq!(restored.snapshot(), together.snapshot());
+    // A refused update stops the batch: those before it stay, those after
+    // do not, and the error names it.
+    let mut partial = Monitor::new(config, net.p.a.signer.clone());
+    let bad = MonitorUpdate::Revoked { number: 1 << 48, preimage: Preimage([0; 32]) };
+    let mut batch = updates[..3].to_vec();
+    batch.push(bad);
+    batch.extend(updates[3..].iter().cloned());
+    assert!(partial.update_all(batch).is_err());
+    assert!(partial.params().is_some());
+    assert_eq!(partial.htlc_records(), 0);
+}

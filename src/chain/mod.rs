@@ -404,6 +404,30 @@ impl Monitor {
         Ok(())
     }
 
+    /// Several updates as one input, journaled as one entry: what the
+    /// channel hands over in one step (its `Output::Monitor`s before its
+    /// `Output::Persist`) costs one write. Each is applied as
+    /// [`update`](Self::update) would; on a refusal the ones before it stay
+    /// applied (and journaled), the rest are not, and the error is returned.
+    pub fn update_all(&mut self, updates: impl IntoIterator<Item = MonitorUpdate>) -> Result<(), MonitorError> {
+        let mut applied = Vec::new();
+        let mut result = Ok(());
+        for u in updates {
+            if let Err(e) = self.apply_update(&u) {
+                result = Err(e);
+                break;
+            }
+            applied.push(u);
+        }
+        match applied.len() {
+            0 => {}
+            1 => self.append(persist::Entry::Update(applied.pop().expect("one"))),
+            _ => self.append(persist::Entry::Updates(applied)),
+        }
+        self.evaluate();
+        result
+    }
+
     /// A payment preimage learned outside the channel (from the next hop,
     /// after this channel failed, when the channel no longer takes a
     /// fulfill): HTLCs paying to it are claimed on chain (R6.2-c).

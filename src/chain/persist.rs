@@ -68,8 +68,17 @@ impl From<RestoreError> for MonitorRestoreError {
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub(crate) enum Entry {
     Update(MonitorUpdate),
-    Block { height: u32, hash: BlockHash, time: u32, txs: Vec<Transaction> },
-    Disconnect { height: u32 },
+    /// Several updates given together ([`Monitor::update_all`]).
+    Updates(Vec<MonitorUpdate>),
+    Block {
+        height: u32,
+        hash: BlockHash,
+        time: u32,
+        txs: Vec<Transaction>,
+    },
+    Disconnect {
+        height: u32,
+    },
 }
 
 impl W {
@@ -206,6 +215,13 @@ pub(crate) fn encode_entry(seq: u64, entry: &Entry) -> Vec<u8> {
             w.u8(2);
             w.u32(*height);
         }
+        Entry::Updates(updates) => {
+            w.u8(3);
+            w.u32(updates.len() as u32);
+            for u in updates {
+                w.update(u);
+            }
+        }
     }
     w.seal()
 }
@@ -226,6 +242,15 @@ fn decode_entry(mut r: R<'_>) -> Result<Entry, RestoreError> {
             Entry::Block { height, hash, time, txs }
         }
         2 => Entry::Disconnect { height: r.u32()? },
+        3 => {
+            let n = r.u32()? as usize;
+            // Each update is at least two bytes.
+            let mut updates = Vec::with_capacity(n.min(r.0.len() / 2));
+            for _ in 0..n {
+                updates.push(r.update()?);
+            }
+            Entry::Updates(updates)
+        }
         _ => return Err(RestoreError::Invalid("monitor entry kind")),
     };
     r.done()?;
@@ -369,6 +394,11 @@ impl Monitor {
             let inconsistent = |why: String| MonitorRestoreError::Inconsistent { seq, why };
             match entry {
                 Entry::Update(u) => m.apply_update(&u).map_err(|e| inconsistent(e.to_string()))?,
+                Entry::Updates(updates) => {
+                    for u in &updates {
+                        m.apply_update(u).map_err(|e| inconsistent(e.to_string()))?;
+                    }
+                }
                 // Blocks and disconnections that touched nothing are not
                 // journaled, and a snapshot holds the tip of its moment: a
                 // block at or below the tip replaced what was there, and a

@@ -222,7 +222,21 @@ impl Node {
     /// Drains every output; returns the messages to send.
     fn drain(&mut self) -> Vec<(u64, Message)> {
         let mut out = Vec::new();
+        // The monitor's updates of one step, handed over together before
+        // the step's write (C1-i).
+        let mut updates = Vec::new();
         while let Some(o) = self.ch.poll_output() {
+            if let Output::Monitor(u) = o {
+                if self.record {
+                    self.monitor_updates.push(u.clone());
+                }
+                updates.push(u);
+                continue;
+            }
+            if !updates.is_empty() {
+                self.monitor.update_all(updates.drain(..)).expect("the channel's updates apply to its monitor");
+                self.drain_monitor();
+            }
             match o {
                 Output::Persist(w) => {
                     self.persisted_bytes += w.bytes().len() as u64;
@@ -252,17 +266,16 @@ impl Node {
                 }
                 Output::Broadcast(tx) => self.broadcasts.push(tx),
                 Output::Revoked(r) => self.revoked.push(*r),
-                Output::Monitor(u) => {
-                    if self.record {
-                        self.monitor_updates.push(u.clone());
-                    }
-                    self.monitor.update(u).expect("the channel's updates apply to its monitor");
-                    self.drain_monitor();
-                }
+                // Taken above.
+                Output::Monitor(_) => {}
                 _ if !self.record => {}
                 Output::Watch(w) => self.watches.push(w),
                 Output::Event(e) => self.events.push(e),
             }
+        }
+        if !updates.is_empty() {
+            self.monitor.update_all(updates).expect("the channel's updates apply to its monitor");
+            self.drain_monitor();
         }
         out
     }
