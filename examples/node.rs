@@ -109,6 +109,11 @@ impl FileStore {
             entries.push(&rest[4..end]);
             rest = &rest[end..];
         }
+        // A length cut short is a torn entry too: passed on, so that the
+        // channel's next write is a snapshot, which empties the file.
+        if !rest.is_empty() {
+            entries.push(rest);
+        }
         Channel::restore(&snapshot, entries, signer).expect("restores")
     }
 }
