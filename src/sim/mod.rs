@@ -94,11 +94,16 @@ pub struct Store {
 impl Store {
     /// Stores one write.
     pub fn apply(&mut self, w: &Write) {
+        self.put(w.clone());
+    }
+
+    /// Stores one write, taking it.
+    pub fn put(&mut self, w: Write) {
         match w {
-            Write::Append { seq, entry } => self.entries.push((*seq, entry.clone())),
+            Write::Append { seq, entry } => self.entries.push((seq, entry)),
             Write::Snapshot { seq, state } => {
-                self.snapshot = Some(state.clone());
-                self.entries.retain(|(s, _)| s > seq);
+                self.snapshot = Some(state);
+                self.entries.retain(|(s, _)| *s > seq);
             }
         }
     }
@@ -240,14 +245,14 @@ impl Node {
             match o {
                 Output::Persist(w) => {
                     self.persisted_bytes += w.bytes().len() as u64;
-                    self.store.apply(&w);
                     self.persisted_version = w.seq();
                     if self.auto_persist {
                         self.ch.handle_persisted(w.seq());
                     }
                     if self.record {
-                        self.history.push(w);
+                        self.history.push(w.clone());
                     }
+                    self.store.put(w);
                 }
                 Output::Send { message, acknowledge } => {
                     if self.record {
@@ -286,11 +291,11 @@ impl Node {
         while let Some(o) = self.monitor.poll_output() {
             match o {
                 MonitorOutput::Persist(p) => {
-                    self.monitor_store.apply(&p);
                     self.monitor.handle_persisted(p.seq());
                     if self.record {
-                        self.monitor_history.push(p);
+                        self.monitor_history.push(p.clone());
                     }
+                    self.monitor_store.put(p);
                 }
                 MonitorOutput::Broadcast(tx) => self.monitor_broadcasts.push(tx),
                 MonitorOutput::Event(e) if self.record => self.monitor_events.push(e),
