@@ -398,16 +398,13 @@ impl Monitor {
 
     /// Applies one update from the channel.
     pub fn update(&mut self, update: MonitorUpdate) -> Result<(), MonitorError> {
-        self.apply_update(&update)?;
-        self.append(persist::Entry::Update(update));
-        self.evaluate();
-        Ok(())
+        self.update_all([update])
     }
 
     /// Several updates as one input, journaled as one entry: what the
     /// channel hands over in one step (its `Output::Monitor`s before its
-    /// `Output::Persist`) costs one write. Each is applied as
-    /// [`update`](Self::update) would; on a refusal the ones before it stay
+    /// `Output::Persist`) costs one write. Each is applied in
+    /// order; on a refusal the ones before it stay
     /// applied (and journaled), the rest are not, and the error is returned.
     pub fn update_all(&mut self, updates: impl IntoIterator<Item = MonitorUpdate>) -> Result<(), MonitorError> {
         let mut applied = Vec::new();
@@ -420,7 +417,8 @@ impl Monitor {
             applied.push(u);
         }
         match applied.len() {
-            0 => {}
+            // Nothing changed.
+            0 => return result,
             1 => self.append(persist::Entry::Update(applied.pop().expect("one"))),
             _ => self.append(persist::Entry::Updates(applied)),
         }

@@ -160,15 +160,11 @@ impl View {
     }
 
     /// The view without its HTLC map (enough for fee and output checks).
-    fn clone_light(&self) -> View {
-        View { htlcs: BTreeMap::new(), ..*self }
-    }
-
     /// This view without its HTLCs: balances, counts and the fee rate, for
     /// [`View::apply_to_totals`] and the affordability checks of
     /// [`View::check`].
     pub(crate) fn totals(&self) -> View {
-        self.clone_light()
+        View { htlcs: BTreeMap::new(), ..*self }
     }
 
     /// [`View::apply`] to the totals alone: a removal takes the HTLC it
@@ -256,7 +252,7 @@ impl View {
                         return Err(Refusal::CannotAfford);
                     }
                     // R3.6-d: the commitment must keep at least one output.
-                    let mut after = self.clone_light();
+                    let mut after = self.totals();
                     *after.balance_mut(from) = left;
                     after.non_dust = non_dust;
                     if !after.has_output() {

@@ -207,12 +207,7 @@ impl Tower {
         if len > self.config.max_blob {
             return Err(Refusal::Oversized(len));
         }
-        if len < 1 + 12 + 16 {
-            return Err(Refusal::Malformed(PackageError::TooShort(len)));
-        }
-        if package.blob[0] != package::BLOB_VERSION {
-            return Err(Refusal::Malformed(PackageError::Version(package.blob[0])));
-        }
+        package::check_header(&package.blob).map_err(Refusal::Malformed)?;
         let stored = self.by_hint.get(&package.hint);
         let mine = stored.map_or(0, |v| v.iter().filter(|s| s.client == client).count());
         // The same package again (its acknowledgement was lost): stored.

@@ -191,15 +191,22 @@ pub fn seal(txid: &Txid, txs: &[Transaction]) -> Vec<u8> {
     blob
 }
 
-/// Opens `blob` with the txid of the commitment that appeared on chain, and
-/// checks that every transaction in it spends that commitment (W1-b, W1-d).
-pub fn open(txid: &Txid, blob: &[u8]) -> Result<Vec<Transaction>, PackageError> {
+/// What can be checked of a blob without its key: long enough for a
+/// version, a nonce and a tag, and of a version this crate reads.
+pub fn check_header(blob: &[u8]) -> Result<(), PackageError> {
     if blob.len() < BLOB_OVERHEAD {
         return Err(PackageError::TooShort(blob.len()));
     }
     if blob[0] != BLOB_VERSION {
         return Err(PackageError::Version(blob[0]));
     }
+    Ok(())
+}
+
+/// Opens `blob` with the txid of the commitment that appeared on chain, and
+/// checks that every transaction in it spends that commitment (W1-b, W1-d).
+pub fn open(txid: &Txid, blob: &[u8]) -> Result<Vec<Transaction>, PackageError> {
+    check_header(blob)?;
     let cipher = ChaCha20Poly1305::new(Key::from_slice(txid.as_byte_array()));
     let plain =
         cipher.decrypt(Nonce::from_slice(&blob[1..13]), &blob[13..]).map_err(|_| PackageError::Undecryptable)?;
