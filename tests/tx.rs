@@ -814,6 +814,57 @@ proptest! {
         let again = commitment::build(&CommitmentSpec { htlcs: &reversed, ..spec }).unwrap();
         prop_assert_eq!(again.tx(), tx);
         prop_assert_eq!(again.outputs(), c.outputs());
+        // The txid and the signature hash, which the crate computes from the
+        // outputs serialized once, are rust-bitcoin's.
+        prop_assert_eq!(c.txid(), tx.compute_txid());
+        prop_assert_eq!(c.sighash(&f), f.sighash(tx));
+    }
+
+    /// The scripts the crate writes byte by byte are those rust-bitcoin's
+    /// `Builder` assembles from docs/transactions.md, for any keys, expiry
+    /// (every integer push size, heights and times) and delay.
+    #[test]
+    fn scripts_match_builder(
+        owner in 1u64..1000,
+        other in 1u64..1000,
+        r_seed: [u8; 32],
+        rev_seed: [u8; 32],
+        expiry in prop_oneof![0u32..=20, 100u32..300, 32_000u32..33_000, 8_000_000u32..8_400_000, any::<u32>()],
+        delay in prop_oneof![(0u16..=20).prop_map(Delay::Blocks), any::<u16>().prop_map(Delay::Blocks), (0u32..=Delay::MAX_SECONDS).prop_map(Delay::Seconds)],
+    ) {
+        use bitcoin::opcodes::all::*;
+        use bitcoin::script::Builder;
+        let (owner, other) = (pubkey(owner), pubkey(other));
+        let (r_hash, rev) = (sha256::Hash::hash(&r_seed), sha256::Hash::hash(&rev_seed));
+        let expiry = absolute::LockTime::from_consensus(expiry);
+        let prefix = || Builder::new()
+            .push_opcode(OP_SIZE).push_int(32).push_opcode(OP_EQUALVERIFY)
+            .push_opcode(OP_HASH160).push_opcode(OP_DUP).push_slice(ripemd(&r_hash)).push_opcode(OP_EQUAL);
+        let offered = prefix()
+            .push_opcode(OP_SWAP).push_slice(ripemd(&rev)).push_opcode(OP_EQUAL).push_opcode(OP_BOOLOR)
+            .push_opcode(OP_IF).push_slice(other.to_bytes())
+            .push_opcode(OP_ELSE).push_lock_time(expiry).push_opcode(OP_CLTV)
+            .push_sequence(delay.to_sequence()).push_opcode(OP_CSV).push_opcode(OP_2DROP).push_slice(owner.to_bytes())
+            .push_opcode(OP_ENDIF).push_opcode(OP_CHECKSIG)
+            .into_script();
+        let received = prefix()
+            .push_opcode(OP_IF).push_sequence(delay.to_sequence()).push_opcode(OP_CSV).push_opcode(OP_2DROP)
+            .push_slice(owner.to_bytes())
+            .push_opcode(OP_ELSE).push_slice(ripemd(&rev)).push_opcode(OP_EQUAL)
+            .push_opcode(OP_NOTIF).push_lock_time(expiry).push_opcode(OP_CLTV).push_opcode(OP_DROP).push_opcode(OP_ENDIF)
+            .push_slice(other.to_bytes())
+            .push_opcode(OP_ENDIF).push_opcode(OP_CHECKSIG)
+            .into_script();
+        let to_self = Builder::new()
+            .push_opcode(OP_HASH160).push_slice(ripemd(&rev)).push_opcode(OP_EQUAL)
+            .push_opcode(OP_IF).push_slice(other.to_bytes())
+            .push_opcode(OP_ELSE).push_sequence(delay.to_sequence()).push_opcode(OP_CSV).push_opcode(OP_DROP)
+            .push_slice(owner.to_bytes())
+            .push_opcode(OP_ENDIF).push_opcode(OP_CHECKSIG)
+            .into_script();
+        prop_assert_eq!(offered_htlc_script(&r_hash, &rev, &owner, &other, expiry, delay), offered);
+        prop_assert_eq!(received_htlc_script(&r_hash, &rev, &owner, &other, expiry, delay), received);
+        prop_assert_eq!(to_self_script(&rev, &other, delay, &owner), to_self);
     }
 }
 
@@ -845,6 +896,9 @@ fn a_1500_htlc_commitment_builds_signs_and_verifies() {
     assert!(c.tx().total_size() < 100_000, "{} bytes", c.tx().total_size());
     let tx = broadcast_a(&f, &spent, &c);
     assert_eq!(tx.compute_txid(), c.txid());
+    // More than 252 outputs: a three-byte output count in the txid and
+    // hashOutputs serializations.
+    assert_eq!(c.sighash(&f), f.sighash(c.tx()));
 }
 
 #[test]

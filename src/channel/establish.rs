@@ -112,12 +112,14 @@ impl Channel {
                 ),
             ));
         }
-        self.remote = Some(RemoteParams {
-            commit_key: o.commit_key,
-            final_key: o.final_key,
-            delay: o.delay,
-            min_depth: o.min_depth,
-        });
+        self.remote = Some(RemoteParams::new(
+            o.commit_key,
+            o.final_key,
+            o.delay,
+            o.min_depth,
+            &self.signer.public_key(KeyRole::Commit),
+            self.role,
+        ));
         self.their_hash = o.revocation_hash;
         self.their_next_hash = Some(o.next_revocation_hash);
         self.their_view = View::new(Side::Remote, MilliSats::ZERO, MilliSats::ZERO, o.initial_fee_rate);

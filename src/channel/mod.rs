@@ -539,6 +539,29 @@ pub(crate) struct RemoteParams {
     final_key: CompressedPublicKey,
     delay: Delay,
     min_depth: u32,
+    /// Derived once (not stored): the hash in our P2WPKH outputs to
+    /// `final_key`, and the channel's obscuring factor (ruling D10).
+    final_hash: bitcoin::WPubkeyHash,
+    obscuring: u64,
+}
+
+impl RemoteParams {
+    /// The peer's parameters, in a channel where our `commit_key` is
+    /// `our_commit` and we are `role`.
+    fn new(
+        commit_key: CompressedPublicKey,
+        final_key: CompressedPublicKey,
+        delay: Delay,
+        min_depth: u32,
+        our_commit: &CompressedPublicKey,
+        role: Role,
+    ) -> Self {
+        let obscuring = match role {
+            Role::Funder => commitment::obscuring_factor(our_commit, &commit_key),
+            Role::Fundee => commitment::obscuring_factor(&commit_key, our_commit),
+        };
+        RemoteParams { commit_key, final_key, delay, min_depth, final_hash: final_key.wpubkey_hash(), obscuring }
+    }
 }
 
 /// Close negotiation (section 4).
@@ -644,6 +667,8 @@ pub struct Channel {
     pub(crate) capacity: Amount,
     pub(crate) phase: Phase,
     pub(crate) remote: Option<RemoteParams>,
+    /// The hash in the peer's P2WPKH outputs to our `final_key` (derived).
+    pub(crate) our_final_hash: bitcoin::WPubkeyHash,
     pub(crate) funding: Option<FundingOutput>,
     pub(crate) anchor_tx: Option<Transaction>,
     /// The anchor may be on chain (funder broadcast it, or fundee sent
@@ -817,12 +842,14 @@ impl Channel {
         let empty = View::new(Side::Local, MilliSats::ZERO, MilliSats::ZERO, config.fee_rate);
         let empty_theirs = View::new(Side::Remote, MilliSats::ZERO, MilliSats::ZERO, config.fee_rate);
         let preimage_cache = PreimageCache::new(crate::shachain::Cursor::new(&secrets));
+        let our_final_hash = signer.public_key(KeyRole::Final).wpubkey_hash();
         let mut ch = Channel {
             signer,
             role,
             capacity,
             phase: Phase::AwaitOpen,
             remote: None,
+            our_final_hash,
             funding: None,
             anchor_tx: None,
             anchor_broadcast: false,
@@ -1285,7 +1312,7 @@ impl Channel {
     fn build_ours_with(&self, funding: &FundingOutput, view: &View, num: u64) -> Option<Commitment> {
         let remote = self.remote?;
         let (to_owner, to_other) = view.owner_balances();
-        commitment::build(&CommitmentSpec {
+        let spec = CommitmentSpec {
             funding,
             owner_final: self.signer.public_key(KeyRole::Final),
             other_final: remote.final_key,
@@ -1296,9 +1323,9 @@ impl Channel {
             revocation_hash: self.our_hash(num),
             // Our outputs wait for the delay the peer asked for.
             delay: remote.delay,
-            number: CommitmentNumber { number: num, obscuring: self.obscuring()? },
-        })
-        .ok()
+            number: CommitmentNumber { number: num, obscuring: remote.obscuring },
+        };
+        commitment::build_with(&spec, &remote.final_hash).ok()
     }
 
     fn build_theirs(&self, view: &View, revocation_hash: sha256::Hash, num: u64) -> Option<Commitment> {
@@ -1308,11 +1335,7 @@ impl Channel {
     /// The channel's obscuring factor of commitment numbers (ruling D10),
     /// once the peer's key is known.
     fn obscuring(&self) -> Option<u64> {
-        let (ours, theirs) = (self.signer.public_key(KeyRole::Commit), self.remote?.commit_key);
-        Some(match self.role {
-            Role::Funder => commitment::obscuring_factor(&ours, &theirs),
-            Role::Fundee => commitment::obscuring_factor(&theirs, &ours),
-        })
+        Some(self.remote?.obscuring)
     }
 
     fn build_theirs_with(
@@ -1324,7 +1347,7 @@ impl Channel {
     ) -> Option<Commitment> {
         let remote = self.remote?;
         let (to_owner, to_other) = view.owner_balances();
-        commitment::build(&CommitmentSpec {
+        let spec = CommitmentSpec {
             funding,
             owner_final: remote.final_key,
             other_final: self.signer.public_key(KeyRole::Final),
@@ -1335,9 +1358,9 @@ impl Channel {
             revocation_hash,
             // The peer's outputs wait for the delay we asked for.
             delay: self.config.delay,
-            number: CommitmentNumber { number: num, obscuring: self.obscuring()? },
-        })
-        .ok()
+            number: CommitmentNumber { number: num, obscuring: remote.obscuring },
+        };
+        commitment::build_with(&spec, &self.our_final_hash).ok()
     }
 
     // -----------------------------------------------------------------

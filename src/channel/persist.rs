@@ -855,8 +855,9 @@ impl Channel {
         }
         let capacity = Amount::from_sat(r.u64()?);
         let phase = phase_of(r.u8()?)?;
+        let our_commit = signer.public_key(crate::tx::KeyRole::Commit);
         let remote = r.opt(|r| {
-            Ok(RemoteParams { commit_key: r.key()?, final_key: r.key()?, delay: r.delay()?, min_depth: r.u32()? })
+            Ok(RemoteParams::new(r.key()?, r.key()?, r.delay()?, r.u32()?, &our_commit, role))
         })?;
         let funding = r.opt(|r| {
             let txid = Txid::from_byte_array(r.array()?);
@@ -962,6 +963,7 @@ impl Channel {
         r.done()?;
         let kept = unreleased;
         let preimage_cache = super::PreimageCache::new(crate::shachain::Cursor::new(&secrets));
+        let our_final_hash = signer.public_key(crate::tx::KeyRole::Final).wpubkey_hash();
         let mut ch = Channel {
             signer,
             config,
@@ -970,6 +972,7 @@ impl Channel {
             capacity,
             phase,
             remote,
+            our_final_hash,
             funding,
             anchor_tx,
             anchor_broadcast,

@@ -17,16 +17,16 @@
 
 #[allow(unused_imports)]
 use crate::prelude::*;
-use bitcoin::hashes::{ripemd160, sha256, Hash as _};
-use bitcoin::opcodes::all::{OP_CHECKSIG, OP_CSV, OP_DROP, OP_ELSE, OP_ENDIF, OP_EQUAL, OP_HASH160, OP_IF};
-use bitcoin::script::Builder;
+use bitcoin::hashes::{ripemd160, sha256, sha256d, Hash as _};
 use bitcoin::secp256k1::ecdsa::Signature;
+use bitcoin::sighash::SegwitV0Sighash;
 use bitcoin::{
     absolute, transaction, Amount, CompressedPublicKey, OutPoint, Script, ScriptBuf, Sequence, Transaction, TxOut, Txid,
+    WPubkeyHash,
 };
 
 use super::funding::FundingOutput;
-use super::htlc::{offered_script, received_script};
+use super::script::ScriptKeys;
 use super::sign::{Signer, SignerError, VerifyError};
 use crate::fees::{commitment_fee, htlc_is_dust, split_fee, FeeSplit};
 use crate::types::{Delay, MilliSats};
@@ -61,20 +61,7 @@ pub fn to_self_script(
     delay: Delay,
     owner_final: &CompressedPublicKey,
 ) -> ScriptBuf {
-    Builder::from(Vec::with_capacity(80))
-        .push_opcode(OP_HASH160)
-        .push_slice(ripemd_of(revocation_hash))
-        .push_opcode(OP_EQUAL)
-        .push_opcode(OP_IF)
-        .push_slice(other_final.to_bytes())
-        .push_opcode(OP_ELSE)
-        .push_sequence(delay.to_sequence())
-        .push_opcode(OP_CSV)
-        .push_opcode(OP_DROP)
-        .push_slice(owner_final.to_bytes())
-        .push_opcode(OP_ENDIF)
-        .push_opcode(OP_CHECKSIG)
-        .into_script()
+    ScriptKeys::new(owner_final, other_final, ripemd_of(revocation_hash), delay).to_self()
 }
 
 /// Which way an HTLC goes, seen from the commitment's owner.
@@ -264,6 +251,8 @@ pub struct Commitment {
     tx: Transaction,
     /// Computed once: hashing a 1500-HTLC transaction costs ~150 µs.
     txid: Txid,
+    /// BIP143's hashOutputs, computed with the txid from the same bytes.
+    hash_outputs: sha256d::Hash,
     outputs: Vec<CommitmentOutput>,
     trimmed: Vec<HtlcSpec>,
     fee: FeeSplit,
@@ -308,6 +297,12 @@ pub enum CommitmentError {
 ///
 /// Cost is O(n log n) in the number of HTLCs (one sort of the outputs).
 pub fn build(spec: &CommitmentSpec<'_>) -> Result<Commitment, CommitmentError> {
+    build_with(spec, &spec.other_final.wpubkey_hash())
+}
+
+/// [`build`], with the hash of `spec.other_final` known already (a channel
+/// keeps it: it never changes).
+pub(crate) fn build_with(spec: &CommitmentSpec<'_>, other_final_hash: &WPubkeyHash) -> Result<Commitment, CommitmentError> {
     let funding_msat = MilliSats::from_sat(spec.funding.value());
     let total =
         MilliSats::checked_sum([spec.to_owner, spec.to_other].into_iter().chain(spec.htlcs.iter().map(|h| h.amount)));
@@ -326,41 +321,47 @@ pub fn build(spec: &CommitmentSpec<'_>) -> Result<Commitment, CommitmentError> {
         }
     }
 
-    let (live, trimmed): (Vec<&HtlcSpec>, Vec<&HtlcSpec>) = spec.htlcs.iter().partition(|h| !htlc_is_dust(h.amount));
+    let live = spec.htlcs.iter().filter(|h| !htlc_is_dust(h.amount)).count();
     let fee = split_fee(
-        commitment_fee(spec.fee_rate_per_kb, live.len()),
+        commitment_fee(spec.fee_rate_per_kb, live),
         spec.to_owner.to_sat_floor(),
         spec.to_other.to_sat_floor(),
     );
 
-    let mut outputs: Vec<(TxOut, OutputKind, Option<ScriptBuf>)> = Vec::with_capacity(live.len() + 2);
+    let keys = ScriptKeys::new(&spec.owner_final, &spec.other_final, ripemd_of(&spec.revocation_hash), spec.delay);
+    let mut outputs: Vec<(TxOut, OutputKind, Option<ScriptBuf>)> = Vec::with_capacity(live + 2);
     if let Some(value) = fee.local_output() {
-        let script = to_self_script(&spec.revocation_hash, &spec.other_final, spec.delay, &spec.owner_final);
-        outputs.push(p2wsh(value, script, OutputKind::ToOwner));
+        outputs.push(p2wsh(value, keys.to_self(), OutputKind::ToOwner));
     }
     if let Some(value) = fee.remote_output() {
-        let txout = TxOut { value, script_pubkey: ScriptBuf::new_p2wpkh(&spec.other_final.wpubkey_hash()) };
+        let txout = TxOut { value, script_pubkey: ScriptBuf::new_p2wpkh(other_final_hash) };
         outputs.push((txout, OutputKind::ToOther, None));
     }
-    let revocation_ripemd = ripemd_of(&spec.revocation_hash);
-    for h in live {
-        let script = match h.direction {
-            HtlcDirection::Offered => offered_script(h, &revocation_ripemd, spec),
-            HtlcDirection::Received => received_script(h, &revocation_ripemd, spec),
-        };
-        outputs.push(p2wsh(h.amount.to_sat_floor(), script, OutputKind::Htlc(*h)));
+    for h in spec.htlcs.iter().filter(|h| !htlc_is_dust(h.amount)) {
+        outputs.push(p2wsh(h.amount.to_sat_floor(), keys.htlc(h), OutputKind::Htlc(*h)));
     }
     if outputs.is_empty() {
         return Err(CommitmentError::NoOutputs);
     }
-    // BIP69, then (kind, id): identical outputs get a fixed order too.
-    outputs.sort_unstable_by(|(a, ka, _), (b, kb, _)| {
+    // BIP69, then (kind, id): identical outputs get a fixed order too. The
+    // indices are sorted, not the outputs, which are large to move.
+    let mut order: Vec<u32> = (0..outputs.len() as u32).collect();
+    order.sort_unstable_by(|&a, &b| {
+        let ((a, ka, _), (b, kb, _)) = (&outputs[a as usize], &outputs[b as usize]);
         (a.value, a.script_pubkey.as_bytes(), ka.rank()).cmp(&(b.value, b.script_pubkey.as_bytes(), kb.rank()))
     });
 
-    let mut map = Vec::with_capacity(outputs.len());
-    let mut txouts = Vec::with_capacity(outputs.len());
-    for (vout, (txout, kind, witness_script)) in outputs.into_iter().enumerate() {
+    // The outputs serialized once: the txid and the signature hash's
+    // hashOutputs are both hashes of these bytes.
+    let mut serialized = Vec::with_capacity(outputs.len() * 43);
+    let mut slots: Vec<Option<(TxOut, OutputKind, Option<ScriptBuf>)>> = outputs.into_iter().map(Some).collect();
+    let mut map = Vec::with_capacity(slots.len());
+    let mut txouts = Vec::with_capacity(slots.len());
+    for (vout, i) in order.into_iter().enumerate() {
+        let (txout, kind, witness_script) = slots[i as usize].take().expect("each index once");
+        serialized.extend_from_slice(&txout.value.to_sat().to_le_bytes());
+        compact_size(&mut serialized, txout.script_pubkey.len());
+        serialized.extend_from_slice(txout.script_pubkey.as_bytes());
         map.push(CommitmentOutput { vout: vout as u32, value: txout.value, kind, witness_script });
         txouts.push(txout);
     }
@@ -373,16 +374,54 @@ pub fn build(spec: &CommitmentSpec<'_>) -> Result<Commitment, CommitmentError> {
         return Err(CommitmentError::TooHeavy(weight));
     }
     Ok(Commitment {
-        txid: tx.compute_txid(),
+        txid: txid_of(&tx, &serialized),
+        hash_outputs: sha256d::Hash::hash(&serialized),
         tx,
         outputs: map,
-        trimmed: trimmed.into_iter().copied().collect(),
+        trimmed: spec.htlcs.iter().filter(|h| htlc_is_dust(h.amount)).copied().collect(),
         fee,
         revocation_hash: spec.revocation_hash,
         delay: spec.delay,
         owner_final: spec.owner_final,
         other_final: spec.other_final,
     })
+}
+
+/// Bitcoin's CompactSize length prefix.
+pub(crate) fn compact_size(out: &mut Vec<u8>, n: usize) {
+    match n {
+        0..=0xfc => out.push(n as u8),
+        0xfd..=0xffff => {
+            out.push(0xfd);
+            out.extend_from_slice(&(n as u16).to_le_bytes());
+        }
+        _ => {
+            out.push(0xfe);
+            out.extend_from_slice(&(n as u32).to_le_bytes());
+        }
+    }
+}
+
+/// The txid of `tx`, a one-input transaction without witness data whose
+/// outputs serialize to `outputs`.
+fn txid_of(tx: &Transaction, outputs: &[u8]) -> Txid {
+    use bitcoin::hashes::HashEngine as _;
+    let input = &tx.input[0];
+    debug_assert!(tx.input.len() == 1 && input.script_sig.is_empty());
+    let mut engine = sha256d::Hash::engine();
+    engine.input(&tx.version.0.to_le_bytes());
+    engine.input(&[1]);
+    engine.input(input.previous_output.txid.as_byte_array());
+    engine.input(&input.previous_output.vout.to_le_bytes());
+    // An empty script sig.
+    engine.input(&[0]);
+    engine.input(&input.sequence.0.to_le_bytes());
+    let mut count = Vec::with_capacity(5);
+    compact_size(&mut count, tx.output.len());
+    engine.input(&count);
+    engine.input(outputs);
+    engine.input(&tx.lock_time.to_consensus_u32().to_le_bytes());
+    Txid::from_raw_hash(sha256d::Hash::from_engine(engine))
 }
 
 fn p2wsh(value: Amount, script: ScriptBuf, kind: OutputKind) -> (TxOut, OutputKind, Option<ScriptBuf>) {
@@ -461,7 +500,14 @@ impl Commitment {
     /// side, signing the owner's transaction: `update_commit`,
     /// `open_anchor`, `open_commit_sig`).
     pub fn sign(&self, funding: &FundingOutput, signer: &dyn Signer) -> Result<Signature, SignerError> {
-        funding.sign(&self.tx, signer)
+        funding.sign_digest(&self.tx, self.sighash(funding), signer)
+    }
+
+    /// The BIP143 `SIGHASH_ALL` digest of its anchor input: what
+    /// [`FundingOutput::sighash`] gives for [`Commitment::tx`], without
+    /// hashing the outputs again.
+    pub fn sighash(&self, funding: &FundingOutput) -> SegwitV0Sighash {
+        funding.sighash_parts(&self.tx, &self.hash_outputs)
     }
 
     /// Checks the other side's signature on this commitment (we are the
@@ -472,7 +518,7 @@ impl Commitment {
         key: &CompressedPublicKey,
         sig: &Signature,
     ) -> Result<(), VerifyError> {
-        funding.verify(&self.tx, key, sig)
+        funding.verify_digest(self.sighash(funding), key, sig)
     }
 
     /// The fully signed transaction, ready to broadcast. The owner signs
@@ -530,20 +576,18 @@ pub struct RecognisedOutputs {
 /// output.
 pub fn recognise(tx: &Transaction, template: &CommitmentTemplate<'_>) -> RecognisedOutputs {
     use alloc::collections::BTreeMap;
-    let to_owner =
-        to_self_script(&template.revocation_hash, &template.other_final, template.delay, &template.owner_final);
+    let keys = ScriptKeys::new(
+        &template.owner_final,
+        &template.other_final,
+        ripemd_of(&template.revocation_hash),
+        template.delay,
+    );
+    let to_owner = keys.to_self();
     let to_owner_spk = ScriptBuf::new_p2wsh(&to_owner.wscript_hash());
     let to_other_spk = ScriptBuf::new_p2wpkh(&template.other_final.wpubkey_hash());
-    let revocation_ripemd = ripemd_of(&template.revocation_hash);
     let mut candidates: BTreeMap<ScriptBuf, Vec<(HtlcSpec, ScriptBuf, bool)>> = BTreeMap::new();
     for h in template.htlcs.iter().filter(|h| !htlc_is_dust(h.amount)) {
-        let script = super::htlc::script_for(
-            h,
-            &revocation_ripemd,
-            &template.owner_final,
-            &template.other_final,
-            template.delay,
-        );
+        let script = keys.htlc(h);
         candidates.entry(ScriptBuf::new_p2wsh(&script.wscript_hash())).or_default().push((*h, script, false));
     }
     let mut outputs = Vec::with_capacity(tx.output.len());

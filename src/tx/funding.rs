@@ -8,6 +8,7 @@
 
 #[allow(unused_imports)]
 use crate::prelude::*;
+use bitcoin::hashes::{sha256d, Hash as _, HashEngine as _};
 use bitcoin::opcodes::all::{OP_CHECKMULTISIG, OP_PUSHNUM_2};
 use bitcoin::script::Builder;
 use bitcoin::secp256k1::ecdsa::Signature;
@@ -48,6 +49,8 @@ pub struct FundingOutput {
     value: Amount,
     keys: [CompressedPublicKey; 2],
     witness_script: ScriptBuf,
+    /// BIP143's hashPrevouts of every one-input spend of the anchor.
+    hash_prevouts: sha256d::Hash,
 }
 
 impl FundingOutput {
@@ -56,7 +59,16 @@ impl FundingOutput {
     /// This trusts the caller's description; use [`validate_funding`] to
     /// check a funding transaction against it.
     pub fn new(outpoint: OutPoint, value: Amount, a: &CompressedPublicKey, b: &CompressedPublicKey) -> Self {
-        FundingOutput { outpoint, value, keys: sorted(a, b), witness_script: anchor_witness_script(a, b) }
+        let mut prevout = [0u8; 36];
+        prevout[..32].copy_from_slice(outpoint.txid.as_byte_array());
+        prevout[32..].copy_from_slice(&outpoint.vout.to_le_bytes());
+        FundingOutput {
+            outpoint,
+            value,
+            keys: sorted(a, b),
+            witness_script: anchor_witness_script(a, b),
+            hash_prevouts: sha256d::Hash::hash(&prevout),
+        }
     }
 
     /// Where the anchor output is.
@@ -105,15 +117,49 @@ impl FundingOutput {
             .expect("a transaction spending the anchor has input 0")
     }
 
+    /// [`FundingOutput::sighash`] of `tx`, a one-input transaction spending
+    /// this anchor whose outputs hash (BIP143's hashOutputs) to
+    /// `hash_outputs`: the outputs are not serialized again.
+    pub(crate) fn sighash_parts(&self, tx: &Transaction, hash_outputs: &sha256d::Hash) -> SegwitV0Sighash {
+        let input = &tx.input[0];
+        debug_assert!(tx.input.len() == 1 && input.previous_output == self.outpoint);
+        let mut script_code = Vec::with_capacity(3 + self.witness_script.len());
+        super::commitment::compact_size(&mut script_code, self.witness_script.len());
+        script_code.extend_from_slice(self.witness_script.as_bytes());
+        let mut engine = SegwitV0Sighash::engine();
+        engine.input(&tx.version.0.to_le_bytes());
+        engine.input(self.hash_prevouts.as_byte_array());
+        engine.input(sha256d::Hash::hash(&input.sequence.0.to_le_bytes()).as_byte_array());
+        engine.input(self.outpoint.txid.as_byte_array());
+        engine.input(&self.outpoint.vout.to_le_bytes());
+        engine.input(&script_code);
+        engine.input(&self.value.to_sat().to_le_bytes());
+        engine.input(&input.sequence.0.to_le_bytes());
+        engine.input(hash_outputs.as_byte_array());
+        engine.input(&tx.lock_time.to_consensus_u32().to_le_bytes());
+        engine.input(&EcdsaSighashType::All.to_u32().to_le_bytes());
+        SegwitV0Sighash::from_engine(engine)
+    }
+
     /// Our signature on `tx` (a commitment or close transaction spending this
     /// anchor), made by `signer`'s `commit_key`.
     pub fn sign(&self, tx: &Transaction, signer: &dyn Signer) -> Result<Signature, SignerError> {
+        self.sign_digest(tx, self.sighash(tx), signer)
+    }
+
+    /// Our signature on `tx`, whose [`FundingOutput::sighash`] is `sighash`.
+    pub(crate) fn sign_digest(
+        &self,
+        tx: &Transaction,
+        sighash: SegwitV0Sighash,
+        signer: &dyn Signer,
+    ) -> Result<Signature, SignerError> {
         sign::low_s(signer.sign(&SigningInput {
             tx,
             input_index: 0,
             script: &self.witness_script,
             value: self.value,
-            sighash: Sighash::SegwitV0(self.sighash(tx)),
+            sighash: Sighash::SegwitV0(sighash),
             role: KeyRole::Commit,
         }))
     }
@@ -121,7 +167,16 @@ impl FundingOutput {
     /// Checks a signature on `tx` by `key`, which must be one of the two
     /// anchor keys.
     pub fn verify(&self, tx: &Transaction, key: &CompressedPublicKey, sig: &Signature) -> Result<(), VerifyError> {
-        let sighash = self.sighash(tx);
+        self.verify_digest(self.sighash(tx), key, sig)
+    }
+
+    /// Checks a signature by `key` on a spend whose sighash is `sighash`.
+    pub(crate) fn verify_digest(
+        &self,
+        sighash: SegwitV0Sighash,
+        key: &CompressedPublicKey,
+        sig: &Signature,
+    ) -> Result<(), VerifyError> {
         if !self.keys.contains(key) {
             return Err(VerifyError { key: *key, sighash: Sighash::SegwitV0(sighash) });
         }

@@ -40,14 +40,10 @@
 #[allow(unused_imports)]
 use crate::prelude::*;
 use bitcoin::hashes::sha256;
-use bitcoin::opcodes::all::{
-    OP_2DROP, OP_BOOLOR, OP_CHECKSIG, OP_CLTV, OP_CSV, OP_DROP, OP_DUP, OP_ELSE, OP_ENDIF, OP_EQUAL, OP_EQUALVERIFY,
-    OP_HASH160, OP_IF, OP_NOTIF, OP_SIZE, OP_SWAP,
-};
-use bitcoin::script::Builder;
 use bitcoin::{absolute, CompressedPublicKey, FeeRate, ScriptBuf, Transaction};
 
-use super::commitment::{ripemd_of, Commitment, CommitmentSpec, HtlcDirection, HtlcSpec};
+use super::commitment::{ripemd_of, Commitment, HtlcDirection};
+use super::script::ScriptKeys;
 use super::sign::Signer;
 use super::sweep::{sweep_output, Claim, SweepError};
 use crate::types::{Delay, Preimage};
@@ -61,7 +57,11 @@ pub fn offered_htlc_script(
     expiry: absolute::LockTime,
     delay: Delay,
 ) -> ScriptBuf {
-    offered(&ripemd_of(r_hash), &ripemd_of(revocation_hash), owner_final, other_final, expiry, delay)
+    ScriptKeys::new(owner_final, other_final, ripemd_of(revocation_hash), delay).htlc_with(
+        HtlcDirection::Offered,
+        &ripemd_of(r_hash),
+        expiry,
+    )
 }
 
 /// The script of an HTLC the commitment's owner received.
@@ -73,98 +73,11 @@ pub fn received_htlc_script(
     expiry: absolute::LockTime,
     delay: Delay,
 ) -> ScriptBuf {
-    received(&ripemd_of(r_hash), &ripemd_of(revocation_hash), owner_final, other_final, expiry, delay)
-}
-
-pub(crate) fn offered_script(h: &HtlcSpec, revocation_ripemd: &[u8; 20], spec: &CommitmentSpec<'_>) -> ScriptBuf {
-    offered(&h.r_hash160(), revocation_ripemd, &spec.owner_final, &spec.other_final, h.expiry, spec.delay)
-}
-
-pub(crate) fn received_script(h: &HtlcSpec, revocation_ripemd: &[u8; 20], spec: &CommitmentSpec<'_>) -> ScriptBuf {
-    received(&h.r_hash160(), revocation_ripemd, &spec.owner_final, &spec.other_final, h.expiry, spec.delay)
-}
-
-/// The script of `h` in a commitment with these keys and delay.
-pub(crate) fn script_for(
-    h: &HtlcSpec,
-    revocation_ripemd: &[u8; 20],
-    owner_final: &CompressedPublicKey,
-    other_final: &CompressedPublicKey,
-    delay: Delay,
-) -> ScriptBuf {
-    let r = h.r_hash160();
-    match h.direction {
-        HtlcDirection::Offered => offered(&r, revocation_ripemd, owner_final, other_final, h.expiry, delay),
-        HtlcDirection::Received => received(&r, revocation_ripemd, owner_final, other_final, h.expiry, delay),
-    }
-}
-
-/// `OP_SIZE 32 OP_EQUALVERIFY OP_HASH160 OP_DUP <RIPEMD160(r_hash)> OP_EQUAL`
-fn hash_prefix(r_ripemd: &[u8; 20]) -> Builder {
-    // Room for the whole script (at most 140 bytes): no reallocation.
-    Builder::from(Vec::with_capacity(144))
-        .push_opcode(OP_SIZE)
-        .push_int(32)
-        .push_opcode(OP_EQUALVERIFY)
-        .push_opcode(OP_HASH160)
-        .push_opcode(OP_DUP)
-        .push_slice(r_ripemd)
-        .push_opcode(OP_EQUAL)
-}
-
-fn offered(
-    r_ripemd: &[u8; 20],
-    revocation_ripemd: &[u8; 20],
-    owner_final: &CompressedPublicKey,
-    other_final: &CompressedPublicKey,
-    expiry: absolute::LockTime,
-    delay: Delay,
-) -> ScriptBuf {
-    hash_prefix(r_ripemd)
-        .push_opcode(OP_SWAP)
-        .push_slice(revocation_ripemd)
-        .push_opcode(OP_EQUAL)
-        .push_opcode(OP_BOOLOR)
-        .push_opcode(OP_IF)
-        .push_slice(other_final.to_bytes())
-        .push_opcode(OP_ELSE)
-        .push_lock_time(expiry)
-        .push_opcode(OP_CLTV)
-        .push_sequence(delay.to_sequence())
-        .push_opcode(OP_CSV)
-        .push_opcode(OP_2DROP)
-        .push_slice(owner_final.to_bytes())
-        .push_opcode(OP_ENDIF)
-        .push_opcode(OP_CHECKSIG)
-        .into_script()
-}
-
-fn received(
-    r_ripemd: &[u8; 20],
-    revocation_ripemd: &[u8; 20],
-    owner_final: &CompressedPublicKey,
-    other_final: &CompressedPublicKey,
-    expiry: absolute::LockTime,
-    delay: Delay,
-) -> ScriptBuf {
-    hash_prefix(r_ripemd)
-        .push_opcode(OP_IF)
-        .push_sequence(delay.to_sequence())
-        .push_opcode(OP_CSV)
-        .push_opcode(OP_2DROP)
-        .push_slice(owner_final.to_bytes())
-        .push_opcode(OP_ELSE)
-        .push_slice(revocation_ripemd)
-        .push_opcode(OP_EQUAL)
-        .push_opcode(OP_NOTIF)
-        .push_lock_time(expiry)
-        .push_opcode(OP_CLTV)
-        .push_opcode(OP_DROP)
-        .push_opcode(OP_ENDIF)
-        .push_slice(other_final.to_bytes())
-        .push_opcode(OP_ENDIF)
-        .push_opcode(OP_CHECKSIG)
-        .into_script()
+    ScriptKeys::new(owner_final, other_final, ripemd_of(revocation_hash), delay).htlc_with(
+        HtlcDirection::Received,
+        &ripemd_of(r_hash),
+        expiry,
+    )
 }
 
 /// Spends the HTLC output `vout` of `commitment` with its `R` (R6.2-c): the
