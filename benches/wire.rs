@@ -26,7 +26,7 @@ fn messages() -> [(&'static str, Message); 2] {
         ),
         (
             "open_channel",
-            Message::OpenChannel(OpenChannel {
+            Message::OpenChannel(Box::new(OpenChannel {
                 delay: Delay::Blocks(144),
                 revocation_hash: sha256::Hash::hash(b"rev0"),
                 next_revocation_hash: sha256::Hash::hash(b"rev1"),
@@ -35,7 +35,7 @@ fn messages() -> [(&'static str, Message); 2] {
                 anch: AnchorOffer::WillCreate,
                 min_depth: 3,
                 initial_fee_rate: 20_000,
-            }),
+            })),
         ),
     ]
 }

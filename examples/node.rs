@@ -164,10 +164,10 @@ impl Node {
         self.stream = Some(stream);
         self.decoder = FrameDecoder::new();
         let ack = self.ch.new_transport();
-        let auth = Message::Authenticate(Authenticate {
+        let auth = Message::Authenticate(Box::new(Authenticate {
             node_id: pubkey(self.name),
             session_sig: bitcoin::secp256k1::ecdsa::Signature::from_compact(&[1; 64]).expect("a signature"),
-        });
+        }));
         let mut bytes = Vec::new();
         encode_frame(ack, &auth, &mut bytes).expect("small");
         if let Some(s) = self.stream.as_mut() {

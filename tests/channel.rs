@@ -484,7 +484,7 @@ fn acknowledge_counts_processed_messages() {
     // authenticate is not counted.
     let before = p.b.ch.acknowledge();
     let auth = wire::Authenticate { node_id: common::pubkey(1), session_sig: common::sig(1, [0; 32]) };
-    p.b.ch.handle_message(Message::Authenticate(auth), 0);
+    p.b.ch.handle_message(Message::Authenticate(Box::new(auth)), 0);
     assert_eq!(p.b.ch.acknowledge(), before);
 }
 

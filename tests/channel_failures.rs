@@ -169,7 +169,7 @@ fn establishment_messages_out_of_order_fail() {
         amount: Amount::from_sat(100_000),
         commit_sig: wrong_sig_by_b(),
     };
-    inject(&mut p, true, Message::OpenAnchor(anchor));
+    inject(&mut p, true, Message::OpenAnchor(Box::new(anchor)));
     failed(&p.a, "R2-a", FailBroadcast::Nothing);
 }
 
@@ -183,7 +183,7 @@ fn b_awaiting_anchor() -> Pair {
 
 fn open_anchor_from_a(p: &Pair) -> wire::OpenAnchor {
     match p.a_to_b.front() {
-        Some((_, Message::OpenAnchor(a))) => a.clone(),
+        Some((_, Message::OpenAnchor(a))) => (**a).clone(),
         other => panic!("expected open_anchor, got {other:?}"),
     }
 }
@@ -194,20 +194,20 @@ fn open_anchor_is_checked() {
     let mut p = b_awaiting_anchor();
     let mut a = open_anchor_from_a(&p);
     a.amount = Amount::from_sat(3000);
-    inject(&mut p, false, Message::OpenAnchor(a));
+    inject(&mut p, false, Message::OpenAnchor(Box::new(a)));
     failed(&p.b, "R2.2-b", FailBroadcast::Nothing);
     // R2.2-c: above 4294967 sat.
     let mut p = b_awaiting_anchor();
     let mut a = open_anchor_from_a(&p);
     a.amount = Amount::from_sat(4_294_968);
-    inject(&mut p, false, Message::OpenAnchor(a));
+    inject(&mut p, false, Message::OpenAnchor(Box::new(a)));
     failed(&p.b, "R2.2-c", FailBroadcast::Nothing);
     // R2.2-d: commit_sig does not sign B's initial commitment. B has signed
     // nothing, so no anchor can be on chain (R6.3-d).
     let mut p = b_awaiting_anchor();
     let mut a = open_anchor_from_a(&p);
     a.commit_sig = wrong_sig_by_a();
-    inject(&mut p, false, Message::OpenAnchor(a));
+    inject(&mut p, false, Message::OpenAnchor(Box::new(a)));
     failed(&p.b, "R2.2-d", FailBroadcast::Nothing);
     assert!(!p.b.sent.iter().any(|(_, m)| matches!(m, Message::OpenCommitSig(_))));
 }
@@ -651,7 +651,7 @@ fn a_funder_lying_about_the_anchor_is_caught_on_chain() {
     })
     .unwrap();
     a.commit_sig = b_first.sign(&funding, &*p.a.signer).unwrap();
-    inject(&mut p, false, Message::OpenAnchor(a));
+    inject(&mut p, false, Message::OpenAnchor(Box::new(a)));
     assert!(p.b.failed().is_none(), "the signature matches the lie");
     // R2.2-d: the anchor on chain does not hold what open_anchor said.
     let real = p.a.anchor.clone().unwrap();

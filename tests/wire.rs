@@ -49,7 +49,7 @@ fn golden_encodings() {
         ),
         (
             "open_channel",
-            Message::OpenChannel(OpenChannel {
+            Message::OpenChannel(Box::new(OpenChannel {
                 delay: Delay::Blocks(144),
                 revocation_hash: sha256::Hash::from_byte_array([0x11; 32]),
                 next_revocation_hash: sha256::Hash::from_byte_array([0x22; 32]),
@@ -58,7 +58,7 @@ fn golden_encodings() {
                 anch: AnchorOffer::WillCreate,
                 min_depth: 3,
                 initial_fee_rate: 10_000,
-            }),
+            })),
         ),
         ("update_commit", Message::UpdateCommit(UpdateCommit { sig: sig_r1_s2() })),
         (
@@ -105,7 +105,7 @@ fn expiry() -> impl Strategy<Value = absolute::LockTime> {
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
         (key(), signature())
-            .prop_map(|(node_id, session_sig)| Message::Authenticate(Authenticate { node_id, session_sig })),
+            .prop_map(|(node_id, session_sig)| Message::Authenticate(Box::new(Authenticate { node_id, session_sig }))),
         (delay(), hash(), hash(), key(), key(), any::<bool>(), any::<u32>(), any::<u32>()).prop_map(
             |(
                 delay,
@@ -117,7 +117,7 @@ fn message() -> impl Strategy<Value = Message> {
                 min_depth,
                 initial_fee_rate,
             )| {
-                Message::OpenChannel(OpenChannel {
+                Message::OpenChannel(Box::new(OpenChannel {
                     delay,
                     revocation_hash,
                     next_revocation_hash,
@@ -126,17 +126,17 @@ fn message() -> impl Strategy<Value = Message> {
                     anch: if will { AnchorOffer::WillCreate } else { AnchorOffer::WontCreate },
                     min_depth,
                     initial_fee_rate,
-                })
+                }))
             }
         ),
         (any::<[u8; 32]>(), any::<u32>(), any::<u64>(), signature()).prop_map(
             |(txid, output_index, amount, commit_sig)| {
-                Message::OpenAnchor(OpenAnchor {
+                Message::OpenAnchor(Box::new(OpenAnchor {
                     txid: Txid::from_byte_array(txid),
                     output_index,
                     amount: Amount::from_sat(amount),
                     commit_sig,
-                })
+                }))
             }
         ),
         signature().prop_map(|sig| Message::OpenCommitSig(OpenCommitSig { sig })),

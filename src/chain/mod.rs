@@ -407,7 +407,8 @@ impl Monitor {
     /// order; on a refusal the ones before it stay
     /// applied (and journaled), the rest are not, and the error is returned.
     pub fn update_all(&mut self, updates: impl IntoIterator<Item = MonitorUpdate>) -> Result<(), MonitorError> {
-        let mut applied = Vec::new();
+        let updates = updates.into_iter();
+        let mut applied = Vec::with_capacity(updates.size_hint().0);
         let mut result = Ok(());
         for u in updates {
             if let Err(e) = self.apply_update(&u) {

@@ -29,12 +29,12 @@ impl Channel {
             return Err(ChannelError::Failed(problem));
         };
         let commit_sig = theirs.sign(&funding, &self.signing())?;
-        self.send(Message::OpenAnchor(OpenAnchor {
+        self.send(Message::OpenAnchor(Box::new(OpenAnchor {
             txid: funding.outpoint().txid,
             output_index: funding.outpoint().vout,
             amount: funding.value(),
             commit_sig,
-        }));
+        })));
         self.funding = Some(funding);
         self.anchor_tx = Some(tx);
         self.phase = Phase::AwaitCommitSig;

@@ -46,7 +46,7 @@ use crate::journal::{Compaction, Write};
 use crate::rules::Rule;
 use crate::shachain::{RevocationSecrets, ShachainStore};
 use crate::tx::closing::{build_close, CloseSpec, CloseTx};
-use crate::tx::commitment::{self, Commitment, CommitmentNumber, CommitmentSpec};
+use crate::tx::commitment::{self, Commitment, CommitmentId, CommitmentNumber, CommitmentSpec};
 use crate::tx::funding::{validate_funding, FundingError, FundingOutput, MAX_ANCHOR};
 use crate::tx::{KeyRole, Signer, SignerError};
 use crate::types::{Delay, HtlcMsat, MilliSats, Preimage};
@@ -702,6 +702,10 @@ pub struct Channel {
     pub(crate) staged_ours: View,
     pub(crate) staged_theirs: View,
     pub(crate) log: Vec<Entry>,
+    /// An empty buffer `lock_in` fills with the entries it keeps (not part
+    /// of the state): the log's two buffers take turns, so locking in
+    /// allocates nothing.
+    log_spare: Vec<Entry>,
     /// RIPEMD-160 of the `r_hash` of every HTLC in a view, as the scripts
     /// hold it (a cache, not persisted: rebuilt on restore).
     pub(crate) hash160s: BTreeMap<(Side, u64), [u8; 20]>,
@@ -765,13 +769,45 @@ pub struct Channel {
     monitor_pending: Vec<MonitorUpdate>,
 }
 
-/// The shachain levels of the last revocation preimage derived (see
-/// `Channel::our_preimage`): behind a lock with `std`, so that a channel
-/// stays `Sync`.
+/// Our revocation preimages as `Channel::our_preimage` derives them: the
+/// shachain levels of the last one derived, and the last few preimages with
+/// their hashes, since a commitment round asks for each number several
+/// times (to build, to tell the monitor, to send). Behind a lock with `std`,
+/// so that a channel stays `Sync`.
 #[cfg(feature = "std")]
-type PreimageCache = std::sync::Mutex<crate::shachain::Cursor>;
+type PreimageCache = std::sync::Mutex<OurRevocations>;
 #[cfg(not(feature = "std"))]
-type PreimageCache = core::cell::RefCell<crate::shachain::Cursor>;
+type PreimageCache = core::cell::RefCell<OurRevocations>;
+
+pub(crate) struct OurRevocations {
+    cursor: crate::shachain::Cursor,
+    recent: [Option<(u64, Preimage, sha256::Hash)>; 4],
+    next: usize,
+}
+
+impl OurRevocations {
+    pub(crate) fn new(secrets: &RevocationSecrets) -> Self {
+        OurRevocations { cursor: crate::shachain::Cursor::new(secrets), recent: [None; 4], next: 0 }
+    }
+
+    /// The preimage of commitment `num` and its hash.
+    fn get(&mut self, num: u64) -> (Preimage, sha256::Hash) {
+        if let Some((_, preimage, hash)) = self.recent.iter().flatten().find(|(n, _, _)| *n == num) {
+            return (*preimage, *hash);
+        }
+        let preimage = self.cursor.preimage(num);
+        let hash = preimage.hash();
+        self.recent[self.next] = Some((num, preimage, hash));
+        self.next = (self.next + 1) % self.recent.len();
+        (preimage, hash)
+    }
+}
+
+impl fmt::Debug for OurRevocations {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OurRevocations { <secret> }")
+    }
+}
 #[cfg(feature = "std")]
 type TapeCell = std::sync::Mutex<journal::Tape>;
 #[cfg(not(feature = "std"))]
@@ -841,7 +877,7 @@ impl Channel {
         let placeholder = sha256::Hash::from_byte_array([0; 32]);
         let empty = View::new(Side::Local, MilliSats::ZERO, MilliSats::ZERO, config.fee_rate);
         let empty_theirs = View::new(Side::Remote, MilliSats::ZERO, MilliSats::ZERO, config.fee_rate);
-        let preimage_cache = PreimageCache::new(crate::shachain::Cursor::new(&secrets));
+        let preimage_cache = PreimageCache::new(OurRevocations::new(&secrets));
         let our_final_hash = signer.public_key(KeyRole::Final).wpubkey_hash();
         let mut ch = Channel {
             signer,
@@ -871,6 +907,7 @@ impl Channel {
             staged_ours: empty.clone(),
             staged_theirs: empty_theirs,
             log: Vec::new(),
+            log_spare: Vec::new(),
             hash160s: BTreeMap::new(),
             next_htlc_id: 0,
             deadlines: BTreeMap::new(),
@@ -920,7 +957,7 @@ impl Channel {
             min_depth: ch.config.min_depth,
             initial_fee_rate: ch.config.fee_rate,
         };
-        ch.send(Message::OpenChannel(open));
+        ch.send(Message::OpenChannel(Box::new(open)));
         ch.flush();
         ch
     }
@@ -1231,8 +1268,8 @@ impl Channel {
             }
             // R1-a: an unknown odd message is ignored.
             (_, Message::Unknown(_)) => Ok(()),
-            (Phase::AwaitOpen, Message::OpenChannel(o)) => self.on_open_channel(o),
-            (Phase::AwaitOpenAnchor, Message::OpenAnchor(a)) => self.on_open_anchor(a),
+            (Phase::AwaitOpen, Message::OpenChannel(o)) => self.on_open_channel(*o),
+            (Phase::AwaitOpenAnchor, Message::OpenAnchor(a)) => self.on_open_anchor(*a),
             (Phase::AwaitCommitSig, Message::OpenCommitSig(s)) => self.on_open_commit_sig(s),
             (Phase::AwaitDepth, Message::OpenComplete) if !self.received_complete => {
                 self.received_complete = true;
@@ -1293,16 +1330,20 @@ impl Channel {
     /// for are of neighbouring commitments (the hash of the next but one
     /// when one is signed, the preimage of the previous when revoked), so
     /// the derivation resumes from the levels it shares with the last one.
-    fn our_preimage(&self, num: u64) -> Preimage {
+    fn our_revocation(&self, num: u64) -> (Preimage, sha256::Hash) {
         #[cfg(feature = "std")]
-        let mut cursor = self.preimage_cache.lock().expect("never poisoned: no code panics while holding it");
+        let mut cache = self.preimage_cache.lock().expect("never poisoned: no code panics while holding it");
         #[cfg(not(feature = "std"))]
-        let mut cursor = self.preimage_cache.borrow_mut();
-        cursor.preimage(num)
+        let mut cache = self.preimage_cache.borrow_mut();
+        cache.get(num)
+    }
+
+    fn our_preimage(&self, num: u64) -> Preimage {
+        self.our_revocation(num).0
     }
 
     fn our_hash(&self, num: u64) -> sha256::Hash {
-        self.our_preimage(num).hash()
+        self.our_revocation(num).1
     }
 
     fn build_ours(&self, view: &View, num: u64) -> Option<Commitment> {
@@ -1310,6 +1351,23 @@ impl Channel {
     }
 
     fn build_ours_with(&self, funding: &FundingOutput, view: &View, num: u64) -> Option<Commitment> {
+        self.with_our_spec(funding, view, num, commitment::build_with)
+    }
+
+    /// Our commitment `num` holding `view`, as far as checking the peer's
+    /// signature on it and telling the monitor need (no output map).
+    fn id_ours(&self, view: &View, num: u64) -> Option<CommitmentId> {
+        self.with_our_spec(self.funding.as_ref()?, view, num, |spec, hash| commitment::id_with(spec, hash, false))
+    }
+
+    /// Runs `f` on the spec of our commitment `num` holding `view`.
+    fn with_our_spec<T>(
+        &self,
+        funding: &FundingOutput,
+        view: &View,
+        num: u64,
+        f: impl FnOnce(&CommitmentSpec<'_>, &bitcoin::WPubkeyHash) -> Result<T, commitment::CommitmentError>,
+    ) -> Option<T> {
         let remote = self.remote?;
         let (to_owner, to_other) = view.owner_balances();
         let spec = CommitmentSpec {
@@ -1325,7 +1383,7 @@ impl Channel {
             delay: remote.delay,
             number: CommitmentNumber { number: num, obscuring: remote.obscuring },
         };
-        commitment::build_with(&spec, &remote.final_hash).ok()
+        f(&spec, &remote.final_hash).ok()
     }
 
     fn build_theirs(&self, view: &View, revocation_hash: sha256::Hash, num: u64) -> Option<Commitment> {
@@ -1345,6 +1403,25 @@ impl Channel {
         revocation_hash: sha256::Hash,
         num: u64,
     ) -> Option<Commitment> {
+        self.with_their_spec(funding, view, revocation_hash, num, commitment::build_with)
+    }
+
+    /// The peer's commitment `num` holding `view`, as far as signing it and
+    /// telling the monitor need (no output map).
+    fn id_theirs(&self, view: &View, revocation_hash: sha256::Hash, num: u64) -> Option<CommitmentId> {
+        let funding = self.funding.as_ref()?;
+        self.with_their_spec(funding, view, revocation_hash, num, |spec, hash| commitment::id_with(spec, hash, true))
+    }
+
+    /// Runs `f` on the spec of the peer's commitment `num` holding `view`.
+    fn with_their_spec<T>(
+        &self,
+        funding: &FundingOutput,
+        view: &View,
+        revocation_hash: sha256::Hash,
+        num: u64,
+        f: impl FnOnce(&CommitmentSpec<'_>, &bitcoin::WPubkeyHash) -> Result<T, commitment::CommitmentError>,
+    ) -> Option<T> {
         let remote = self.remote?;
         let (to_owner, to_other) = view.owner_balances();
         let spec = CommitmentSpec {
@@ -1360,7 +1437,7 @@ impl Channel {
             delay: self.config.delay,
             number: CommitmentNumber { number: num, obscuring: remote.obscuring },
         };
-        commitment::build_with(&spec, &self.our_final_hash).ok()
+        f(&spec, &self.our_final_hash).ok()
     }
 
     // -----------------------------------------------------------------

@@ -962,7 +962,7 @@ impl Channel {
         let version = r.u64()?;
         r.done()?;
         let kept = unreleased;
-        let preimage_cache = super::PreimageCache::new(crate::shachain::Cursor::new(&secrets));
+        let preimage_cache = super::PreimageCache::new(super::OurRevocations::new(&secrets));
         let our_final_hash = signer.public_key(crate::tx::KeyRole::Final).wpubkey_hash();
         let mut ch = Channel {
             signer,
@@ -994,6 +994,7 @@ impl Channel {
             staged_ours,
             staged_theirs,
             log,
+            log_spare: Vec::new(),
             hash160s: BTreeMap::new(),
             next_htlc_id,
             deadlines,

@@ -190,7 +190,7 @@ impl Channel {
         }
         let next_hash = self.their_next_hash.expect("known while no revocation is awaited");
         let view = self.staged_theirs.clone();
-        let Some(built) = self.build_theirs(&view, next_hash, self.their_num + 1) else {
+        let Some(built) = self.id_theirs(&view, next_hash, self.their_num + 1) else {
             // Only a channel so small that fees leave every output dust gets
             // here (R3.6-d leaves a transaction with no output): it cannot go
             // on, so it fails like any broken channel.
@@ -206,14 +206,14 @@ impl Channel {
         self.monitor(MonitorUpdate::Commitment {
             side: Side::Remote,
             number,
-            txid: built.txid(),
+            txid: built.txid,
             revocation_hash: next_hash,
             to_local: view.to_local,
         });
         self.send(Message::UpdateCommit(UpdateCommit { sig }));
         let prev = core::mem::replace(&mut self.their_view, view);
         self.their_prev = Some((prev, self.their_hash));
-        self.their_prev_txid = self.their_txid.replace(built.txid());
+        self.their_prev_txid = self.their_txid.replace(built.txid);
         self.their_hash = next_hash;
         self.their_next_hash = None;
         self.their_num += 1;
@@ -335,7 +335,7 @@ impl Channel {
             view.apply(e.from, &e.update).map_err(Refusal::peer)?;
         }
         let num = self.our_num + 1;
-        let built = self.build_ours(&view, num).ok_or_else(|| violation(Rule::R3_2_a, "commitment cannot be built"))?;
+        let built = self.id_ours(&view, num).ok_or_else(|| violation(Rule::R3_2_a, "commitment cannot be built"))?;
         let funding = self.funding.as_ref().expect("normal operation has an anchor");
         if built.verify(funding, &self.remote.expect("open").commit_key, &sig).is_err() {
             return Err(violation(Rule::R3_5_b, format!("update_commit signature does not sign our commitment {num}")));
@@ -344,7 +344,7 @@ impl Channel {
         self.monitor(MonitorUpdate::Commitment {
             side: Side::Local,
             number: num,
-            txid: built.txid(),
+            txid: built.txid,
             revocation_hash: self.our_hash(num),
             to_local: view.to_local,
         });
@@ -427,6 +427,12 @@ impl Channel {
     /// R3.2-a, R3.6-e: an update must be valid in both staged commitments
     /// (`afford`: including the offerer's fee share).
     pub(super) fn check_both(&self, from: Side, update: &Update, afford: bool) -> Result<(), Refusal> {
+        if let Update::Fulfill { id, r } = update {
+            // R is hashed once for both views.
+            let hash = r.hash();
+            self.staged_theirs.check_fulfill(from, *id, &hash)?;
+            return self.staged_ours.check_fulfill(from, *id, &hash);
+        }
         self.staged_theirs.check(from, update, self.config.max_htlcs, afford)?;
         self.staged_ours.check(from, update, self.config.max_htlcs, afford)
     }
@@ -480,10 +486,13 @@ impl Channel {
     /// Updates committed in both current commitments leave the log and are
     /// reported.
     pub(super) fn lock_in(&mut self) {
-        let (done, rest): (Vec<Entry>, Vec<Entry>) =
-            core::mem::take(&mut self.log).into_iter().partition(|e| e.in_ours && e.theirs_locked);
-        self.log = rest;
-        for e in done {
+        let mut log = core::mem::take(&mut self.log);
+        let mut kept = core::mem::take(&mut self.log_spare);
+        for e in log.drain(..) {
+            if !(e.in_ours && e.theirs_locked) {
+                kept.push(e);
+                continue;
+            }
             // A removal locked in has left every view: so has its hash.
             if let Update::Fulfill { id, .. } | Update::Fail { id } = e.update {
                 self.hash160s.remove(&(e.from.other(), id));
@@ -525,6 +534,8 @@ impl Channel {
                 self.event(event);
             }
         }
+        self.log = kept;
+        self.log_spare = log;
     }
 
     /// Sends the fails decided earlier (R3.3-b, R4.1-c, an expiry too soon)

@@ -261,13 +261,7 @@ impl View {
                 }
                 Ok(())
             }
-            Update::Fulfill { id, r } => {
-                let h = self.htlcs.get(&(from.other(), *id)).ok_or(Refusal::UnknownHtlc(*id))?;
-                if r.hash() != h.r_hash {
-                    return Err(Refusal::WrongPreimage(*id));
-                }
-                Ok(())
-            }
+            Update::Fulfill { id, r } => self.check_fulfill(from, *id, &r.hash()),
             Update::Fail { id } => self.htlcs.get(&(from.other(), *id)).map(|_| ()).ok_or(Refusal::UnknownHtlc(*id)),
             Update::Fee(_) => Ok(()),
         }
@@ -277,6 +271,16 @@ impl View {
     /// (the HTLC exists or not, balances stay non-negative): the full rules
     /// were checked by [`View::check`] when the update was first seen. On
     /// refusal the view is unchanged.
+    /// [`View::check`] of a fulfill by `from` of HTLC `id` whose `R` hashes
+    /// to `hash`.
+    pub(crate) fn check_fulfill(&self, from: Side, id: u64, hash: &sha256::Hash) -> Result<(), Refusal> {
+        let h = self.htlcs.get(&(from.other(), id)).ok_or(Refusal::UnknownHtlc(id))?;
+        if *hash != h.r_hash {
+            return Err(Refusal::WrongPreimage(id));
+        }
+        Ok(())
+    }
+
     pub(crate) fn apply(&mut self, from: Side, update: &Update) -> Result<(), Refusal> {
         match update {
             Update::Add(h) => {

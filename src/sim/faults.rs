@@ -545,10 +545,10 @@ impl Harness {
         self.link = [VecDeque::new(), VecDeque::new()];
         for n in 0..2 {
             let ack = self.nodes[n].ch.new_transport();
-            let auth = Message::Authenticate(Authenticate {
+            let auth = Message::Authenticate(Box::new(Authenticate {
                 node_id: self.nodes[n].signer.public_key(KeyRole::Commit),
                 session_sig: bitcoin::secp256k1::ecdsa::Signature::from_compact(&[1; 64]).expect("valid"),
-            });
+            }));
             let bytes = wire::encode(&auth).expect("small");
             self.link[1 - n].push_back((ack, bytes));
         }

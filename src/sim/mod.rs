@@ -190,6 +190,8 @@ pub struct Node {
     /// it returns the funding transaction and the output index. `None`: the
     /// stand-in [`funding_tx`].
     pub wallet: Option<Wallet>,
+    /// A buffer for the monitor updates of one step (reused).
+    monitor_batch: Vec<MonitorUpdate>,
 }
 
 /// A wallet for [`Node::wallet`]: funds `amount` to `script_pubkey`, returns
@@ -221,15 +223,15 @@ impl Node {
             anchor: None,
             record: true,
             wallet: None,
+            monitor_batch: Vec::new(),
         }
     }
 
-    /// Drains every output; returns the messages to send.
-    fn drain(&mut self) -> Vec<(u64, Message)> {
-        let mut out = Vec::new();
+    /// Drains every output; queues the messages to send on `out`.
+    fn drain(&mut self, out: &mut VecDeque<(u64, Message)>) {
         // The monitor's updates of one step, handed over together before
         // the step's write (C1-i).
-        let mut updates = Vec::new();
+        let mut updates = core::mem::take(&mut self.monitor_batch);
         while let Some(o) = self.ch.poll_output() {
             if let Output::Monitor(u) = o {
                 if self.record {
@@ -258,7 +260,7 @@ impl Node {
                     if self.record {
                         self.sent.push((acknowledge, message.clone()));
                     }
-                    out.push((acknowledge, message));
+                    out.push_back((acknowledge, message));
                 }
                 Output::FundAnchor { amount, script_pubkey } => {
                     let (tx, vout) = match self.wallet.as_mut() {
@@ -279,10 +281,10 @@ impl Node {
             }
         }
         if !updates.is_empty() {
-            self.monitor.update_all(updates).expect("the channel's updates apply to its monitor");
+            self.monitor.update_all(updates.drain(..)).expect("the channel's updates apply to its monitor");
             self.drain_monitor();
         }
-        out
+        self.monitor_batch = updates;
     }
 
     /// Drains the monitor's outputs: stores what it persists, keeps its
@@ -400,10 +402,8 @@ impl Pair {
     /// the other's broadcasts that spend the anchor (the simulated chain).
     pub fn pump(&mut self) {
         loop {
-            let a = self.a.drain();
-            self.a_to_b.extend(a);
-            let b = self.b.drain();
-            self.b_to_a.extend(b);
+            self.a.drain(&mut self.a_to_b);
+            self.b.drain(&mut self.b_to_a);
             if !self.show_spends() {
                 return;
             }

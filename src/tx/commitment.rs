@@ -221,15 +221,6 @@ pub enum OutputKind {
     Htlc(HtlcSpec),
 }
 
-impl OutputKind {
-    fn rank(&self) -> (u8, u64) {
-        match self {
-            OutputKind::ToOwner => (0, 0),
-            OutputKind::ToOther => (1, 0),
-            OutputKind::Htlc(h) => (2 + h.direction as u8, h.id),
-        }
-    }
-}
 
 /// One output of a commitment and how to spend it.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -303,6 +294,133 @@ pub fn build(spec: &CommitmentSpec<'_>) -> Result<Commitment, CommitmentError> {
 /// [`build`], with the hash of `spec.other_final` known already (a channel
 /// keeps it: it never changes).
 pub(crate) fn build_with(spec: &CommitmentSpec<'_>, other_final_hash: &WPubkeyHash) -> Result<Commitment, CommitmentError> {
+    let mut laid = lay_out(spec, other_final_hash, true)?;
+    let mut map = Vec::with_capacity(laid.outputs.len());
+    for (vout, o) in laid.outputs.iter().enumerate() {
+        let kind = match o.source {
+            Source::ToOwner => OutputKind::ToOwner,
+            Source::ToOther => OutputKind::ToOther,
+            Source::Htlc(i) => OutputKind::Htlc(spec.htlcs[i as usize]),
+        };
+        let witness_script = o.script.map(|i| core::mem::take(&mut laid.scripts[i as usize]));
+        map.push(CommitmentOutput { vout: vout as u32, value: o.value, kind, witness_script });
+    }
+    Ok(Commitment {
+        tx: laid.tx(spec.funding),
+        txid: laid.txid(spec.funding),
+        hash_outputs: sha256d::Hash::hash(&laid.serialized),
+        outputs: map,
+        trimmed: spec.htlcs.iter().filter(|h| htlc_is_dust(h.amount)).copied().collect(),
+        fee: laid.fee,
+        revocation_hash: spec.revocation_hash,
+        delay: spec.delay,
+        owner_final: spec.owner_final,
+        other_final: spec.other_final,
+    })
+}
+
+/// What a channel needs of a commitment to sign it or check a signature on
+/// it and to tell its monitor: the txid and the BIP143 signature hash,
+/// computed without the output map and witness scripts a [`Commitment`]
+/// keeps (and, to check a signature, without the transaction).
+pub(crate) struct CommitmentId {
+    pub(crate) txid: Txid,
+    hash_outputs: sha256d::Hash,
+    lock_time: absolute::LockTime,
+    sequence: Sequence,
+    /// The transaction, for a signer to see; `None` when only checking.
+    tx: Option<Transaction>,
+}
+
+/// [`build_with`]'s [`CommitmentId`], with the unsigned transaction when
+/// `with_tx` (to sign it).
+pub(crate) fn id_with(
+    spec: &CommitmentSpec<'_>,
+    other_final_hash: &WPubkeyHash,
+    with_tx: bool,
+) -> Result<CommitmentId, CommitmentError> {
+    let laid = lay_out(spec, other_final_hash, false)?;
+    Ok(CommitmentId {
+        txid: laid.txid(spec.funding),
+        hash_outputs: sha256d::Hash::hash(&laid.serialized),
+        lock_time: laid.lock_time,
+        sequence: laid.sequence,
+        tx: with_tx.then(|| laid.tx(spec.funding)),
+    })
+}
+
+impl CommitmentId {
+    /// The BIP143 `SIGHASH_ALL` digest of its anchor input.
+    pub(crate) fn sighash(&self, funding: &FundingOutput) -> SegwitV0Sighash {
+        funding.sighash_parts(VERSION, self.sequence, self.lock_time, &self.hash_outputs)
+    }
+
+    /// Our `commit_key` signature (see [`Commitment::sign`]); the id must
+    /// have been made with its transaction.
+    pub(crate) fn sign(&self, funding: &FundingOutput, signer: &dyn Signer) -> Result<Signature, SignerError> {
+        let tx = self.tx.as_ref().expect("an id made to be signed holds its transaction");
+        funding.sign_digest(tx, self.sighash(funding), signer)
+    }
+
+    /// Checks the other side's signature (see [`Commitment::verify`]).
+    pub(crate) fn verify(
+        &self,
+        funding: &FundingOutput,
+        key: &CompressedPublicKey,
+        sig: &Signature,
+    ) -> Result<(), VerifyError> {
+        funding.verify_digest(self.sighash(funding), key, sig)
+    }
+}
+
+/// Every commitment is a version 2 transaction.
+const VERSION: transaction::Version = transaction::Version::TWO;
+
+/// Where an output comes from: the index of its HTLC in the spec's list.
+#[derive(Clone, Copy, Debug)]
+enum Source {
+    ToOwner,
+    ToOther,
+    Htlc(u32),
+}
+
+/// One output as laid out: its value, its script pubkey (a P2WSH or a
+/// P2WPKH, 34 or 22 bytes) inline, where it comes from and, when kept, the
+/// index of its witness script.
+#[derive(Clone, Copy, Debug)]
+struct Laid1 {
+    value: Amount,
+    spk: [u8; 34],
+    spk_len: u8,
+    source: Source,
+    script: Option<u32>,
+}
+
+impl Laid1 {
+    fn spk(&self) -> &[u8] {
+        &self.spk[..self.spk_len as usize]
+    }
+}
+
+/// A commitment's outputs in transaction order, serialized, with its lock
+/// fields and fee split: everything its txid and signature hash need.
+struct Laid {
+    outputs: Vec<Laid1>,
+    /// The outputs serialized once: the txid and the signature hash's
+    /// hashOutputs are both hashes of these bytes.
+    serialized: Vec<u8>,
+    /// The witness scripts, when kept.
+    scripts: Vec<ScriptBuf>,
+    fee: FeeSplit,
+    lock_time: absolute::LockTime,
+    sequence: Sequence,
+}
+
+/// Lays out the outputs of the commitment `spec` describes (checking it
+/// first): the same for a full [`Commitment`] and for a [`CommitmentId`].
+/// Witness scripts are kept when `keep_scripts`; otherwise each is written
+/// into one scratch buffer, hashed and dropped.
+fn lay_out(spec: &CommitmentSpec<'_>, other_final_hash: &WPubkeyHash, keep_scripts: bool) -> Result<Laid, CommitmentError> {
     let funding_msat = MilliSats::from_sat(spec.funding.value());
     let total =
         MilliSats::checked_sum([spec.to_owner, spec.to_other].into_iter().chain(spec.htlcs.iter().map(|h| h.amount)));
@@ -329,62 +447,100 @@ pub(crate) fn build_with(spec: &CommitmentSpec<'_>, other_final_hash: &WPubkeyHa
     );
 
     let keys = ScriptKeys::new(&spec.owner_final, &spec.other_final, ripemd_of(&spec.revocation_hash), spec.delay);
-    let mut outputs: Vec<(TxOut, OutputKind, Option<ScriptBuf>)> = Vec::with_capacity(live + 2);
+    let mut outputs = Vec::with_capacity(live + 2);
+    let mut scripts = Vec::with_capacity(if keep_scripts { live + 1 } else { 0 });
+    let mut scratch = Vec::new();
+    let mut p2wsh = |value: Amount, source: Source, write: &dyn Fn(&mut Vec<u8>)| {
+        scratch.clear();
+        write(&mut scratch);
+        let hash = sha256::Hash::hash(&scratch);
+        let mut spk = [0u8; 34];
+        spk[0] = bitcoin::opcodes::OP_0.to_u8();
+        spk[1] = 32;
+        spk[2..].copy_from_slice(hash.as_byte_array());
+        let script = keep_scripts.then(|| {
+            scripts.push(ScriptBuf::from_bytes(scratch.clone()));
+            scripts.len() as u32 - 1
+        });
+        Laid1 { value, spk, spk_len: 34, source, script }
+    };
     if let Some(value) = fee.local_output() {
-        outputs.push(p2wsh(value, keys.to_self(), OutputKind::ToOwner));
+        outputs.push(p2wsh(value, Source::ToOwner, &|out| keys.write_to_self(out)));
+    }
+    for (i, h) in spec.htlcs.iter().enumerate().filter(|(_, h)| !htlc_is_dust(h.amount)) {
+        let write = |out: &mut Vec<u8>| keys.write_htlc(h.direction, &h.r_hash160(), h.expiry, out);
+        outputs.push(p2wsh(h.amount.to_sat_floor(), Source::Htlc(i as u32), &write));
     }
     if let Some(value) = fee.remote_output() {
-        let txout = TxOut { value, script_pubkey: ScriptBuf::new_p2wpkh(other_final_hash) };
-        outputs.push((txout, OutputKind::ToOther, None));
-    }
-    for h in spec.htlcs.iter().filter(|h| !htlc_is_dust(h.amount)) {
-        outputs.push(p2wsh(h.amount.to_sat_floor(), keys.htlc(h), OutputKind::Htlc(*h)));
+        let mut spk = [0u8; 34];
+        spk[0] = bitcoin::opcodes::OP_0.to_u8();
+        spk[1] = 20;
+        spk[2..22].copy_from_slice(other_final_hash.as_byte_array());
+        outputs.push(Laid1 { value, spk, spk_len: 22, source: Source::ToOther, script: None });
     }
     if outputs.is_empty() {
         return Err(CommitmentError::NoOutputs);
     }
-    // BIP69, then (kind, id): identical outputs get a fixed order too. The
-    // indices are sorted, not the outputs, which are large to move.
-    let mut order: Vec<u32> = (0..outputs.len() as u32).collect();
-    order.sort_unstable_by(|&a, &b| {
-        let ((a, ka, _), (b, kb, _)) = (&outputs[a as usize], &outputs[b as usize]);
-        (a.value, a.script_pubkey.as_bytes(), ka.rank()).cmp(&(b.value, b.script_pubkey.as_bytes(), kb.rank()))
-    });
+    // BIP69, then (kind, id): identical outputs get a fixed order too.
+    let rank = |o: &Laid1| match o.source {
+        Source::ToOwner => (0, 0),
+        Source::ToOther => (1, 0),
+        Source::Htlc(i) => {
+            let h = &spec.htlcs[i as usize];
+            (2 + h.direction as u8, h.id)
+        }
+    };
+    outputs.sort_unstable_by(|a, b| (a.value, a.spk(), rank(a)).cmp(&(b.value, b.spk(), rank(b))));
 
-    // The outputs serialized once: the txid and the signature hash's
-    // hashOutputs are both hashes of these bytes.
     let mut serialized = Vec::with_capacity(outputs.len() * 43);
-    let mut slots: Vec<Option<(TxOut, OutputKind, Option<ScriptBuf>)>> = outputs.into_iter().map(Some).collect();
-    let mut map = Vec::with_capacity(slots.len());
-    let mut txouts = Vec::with_capacity(slots.len());
-    for (vout, i) in order.into_iter().enumerate() {
-        let (txout, kind, witness_script) = slots[i as usize].take().expect("each index once");
-        serialized.extend_from_slice(&txout.value.to_sat().to_le_bytes());
-        compact_size(&mut serialized, txout.script_pubkey.len());
-        serialized.extend_from_slice(txout.script_pubkey.as_bytes());
-        map.push(CommitmentOutput { vout: vout as u32, value: txout.value, kind, witness_script });
-        txouts.push(txout);
+    for o in &outputs {
+        serialized.extend_from_slice(&o.value.to_sat().to_le_bytes());
+        compact_size(&mut serialized, o.spk().len());
+        serialized.extend_from_slice(o.spk());
     }
-    let (lock_time, sequence) = spec.number.lock_fields();
-    let mut input = spec.funding.txin();
-    input.sequence = sequence;
-    let tx = Transaction { version: transaction::Version::TWO, lock_time, input: vec![input], output: txouts };
-    let weight = tx.weight().to_wu() + ANCHOR_WITNESS_WEIGHT;
+    // No witness yet: the weight is four times the size, plus the anchor
+    // witness to come.
+    let size = 4 + 1 + 41 + compact_size_len(outputs.len()) + serialized.len() + 4;
+    let weight = 4 * size as u64 + ANCHOR_WITNESS_WEIGHT;
     if weight > MAX_STANDARD_WEIGHT {
         return Err(CommitmentError::TooHeavy(weight));
     }
-    Ok(Commitment {
-        txid: txid_of(&tx, &serialized),
-        hash_outputs: sha256d::Hash::hash(&serialized),
-        tx,
-        outputs: map,
-        trimmed: spec.htlcs.iter().filter(|h| htlc_is_dust(h.amount)).copied().collect(),
-        fee,
-        revocation_hash: spec.revocation_hash,
-        delay: spec.delay,
-        owner_final: spec.owner_final,
-        other_final: spec.other_final,
-    })
+    let (lock_time, sequence) = spec.number.lock_fields();
+    Ok(Laid { outputs, serialized, scripts, fee, lock_time, sequence })
+}
+
+impl Laid {
+    /// The unsigned transaction.
+    fn tx(&self, funding: &FundingOutput) -> Transaction {
+        let mut input = funding.txin();
+        input.sequence = self.sequence;
+        let output = self
+            .outputs
+            .iter()
+            .map(|o| TxOut { value: o.value, script_pubkey: ScriptBuf::from_bytes(o.spk().to_vec()) })
+            .collect();
+        Transaction { version: VERSION, lock_time: self.lock_time, input: vec![input], output }
+    }
+
+    /// The txid: the hash of the transaction without witness data.
+    fn txid(&self, funding: &FundingOutput) -> Txid {
+        use bitcoin::hashes::HashEngine as _;
+        let outpoint = funding.outpoint();
+        let mut engine = sha256d::Hash::engine();
+        engine.input(&VERSION.0.to_le_bytes());
+        engine.input(&[1]);
+        engine.input(outpoint.txid.as_byte_array());
+        engine.input(&outpoint.vout.to_le_bytes());
+        // An empty script sig.
+        engine.input(&[0]);
+        engine.input(&self.sequence.0.to_le_bytes());
+        let mut count = Vec::with_capacity(5);
+        compact_size(&mut count, self.outputs.len());
+        engine.input(&count);
+        engine.input(&self.serialized);
+        engine.input(&self.lock_time.to_consensus_u32().to_le_bytes());
+        Txid::from_raw_hash(sha256d::Hash::from_engine(engine))
+    }
 }
 
 /// Bitcoin's CompactSize length prefix.
@@ -402,31 +558,13 @@ pub(crate) fn compact_size(out: &mut Vec<u8>, n: usize) {
     }
 }
 
-/// The txid of `tx`, a one-input transaction without witness data whose
-/// outputs serialize to `outputs`.
-fn txid_of(tx: &Transaction, outputs: &[u8]) -> Txid {
-    use bitcoin::hashes::HashEngine as _;
-    let input = &tx.input[0];
-    debug_assert!(tx.input.len() == 1 && input.script_sig.is_empty());
-    let mut engine = sha256d::Hash::engine();
-    engine.input(&tx.version.0.to_le_bytes());
-    engine.input(&[1]);
-    engine.input(input.previous_output.txid.as_byte_array());
-    engine.input(&input.previous_output.vout.to_le_bytes());
-    // An empty script sig.
-    engine.input(&[0]);
-    engine.input(&input.sequence.0.to_le_bytes());
-    let mut count = Vec::with_capacity(5);
-    compact_size(&mut count, tx.output.len());
-    engine.input(&count);
-    engine.input(outputs);
-    engine.input(&tx.lock_time.to_consensus_u32().to_le_bytes());
-    Txid::from_raw_hash(sha256d::Hash::from_engine(engine))
-}
-
-fn p2wsh(value: Amount, script: ScriptBuf, kind: OutputKind) -> (TxOut, OutputKind, Option<ScriptBuf>) {
-    let txout = TxOut { value, script_pubkey: ScriptBuf::new_p2wsh(&script.wscript_hash()) };
-    (txout, kind, Some(script))
+/// How many bytes [`compact_size`] writes for `n`.
+fn compact_size_len(n: usize) -> usize {
+    match n {
+        0..=0xfc => 1,
+        0xfd..=0xffff => 3,
+        _ => 5,
+    }
 }
 
 impl Commitment {
@@ -507,7 +645,8 @@ impl Commitment {
     /// [`FundingOutput::sighash`] gives for [`Commitment::tx`], without
     /// hashing the outputs again.
     pub fn sighash(&self, funding: &FundingOutput) -> SegwitV0Sighash {
-        funding.sighash_parts(&self.tx, &self.hash_outputs)
+        let sequence = self.tx.input[0].sequence;
+        funding.sighash_parts(self.tx.version, sequence, self.tx.lock_time, &self.hash_outputs)
     }
 
     /// Checks the other side's signature on this commitment (we are the
@@ -616,4 +755,78 @@ pub fn recognise(tx: &Transaction, template: &CommitmentTemplate<'_>) -> Recogni
         }
     }
     RecognisedOutputs { outputs, unknown }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitcoin::secp256k1::{Secp256k1, SecretKey};
+    use proptest::prelude::*;
+
+    fn key(n: u8) -> CompressedPublicKey {
+        let secret = SecretKey::from_slice(&[n; 32]).expect("in range");
+        CompressedPublicKey(secret.public_key(&Secp256k1::new()))
+    }
+
+    fn funding(sat: u64) -> FundingOutput {
+        let outpoint = OutPoint { txid: Txid::from_byte_array([7; 32]), vout: 1 };
+        FundingOutput::new(outpoint, Amount::from_sat(sat), &key(1), &key(3))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// The identity the channel signs and checks ([`id_with`]) is the
+        /// full [`build`]'s: same txid, same signature hash, same
+        /// transaction, same refusals. Up to 600 HTLCs, so that some
+        /// commitments have more than 252 outputs (a three-byte count) and
+        /// some are too heavy to relay.
+        #[test]
+        fn the_id_is_the_full_commitments(
+            htlcs in proptest::collection::vec((any::<bool>(), 1u64..2_000_000, any::<u8>(), 400_000u32..400_100), 0..600),
+            owner_share in 0u64..=1000,
+            rate in 0u32..60_000,
+            number in 0u64..(1 << 48),
+        ) {
+            let f = funding(4_000_000);
+            let htlcs: Vec<HtlcSpec> = htlcs
+                .into_iter()
+                .enumerate()
+                .map(|(i, (offered, msat, r, h))| {
+                    let direction = if offered { HtlcDirection::Offered } else { HtlcDirection::Received };
+                    let expiry = absolute::LockTime::from_consensus(h);
+                    HtlcSpec::new(direction, i as u64, MilliSats::from_msat(msat), sha256::Hash::hash(&[r]), expiry)
+                })
+                .collect();
+            let in_htlcs: u64 = htlcs.iter().map(|h| h.amount.to_msat()).sum();
+            let rest = 4_000_000_000 - in_htlcs;
+            let to_owner = rest / 1000 * owner_share;
+            let spec = CommitmentSpec {
+                funding: &f,
+                owner_final: key(2),
+                other_final: key(4),
+                to_owner: MilliSats::from_msat(to_owner),
+                to_other: MilliSats::from_msat(rest - to_owner),
+                htlcs: &htlcs,
+                fee_rate_per_kb: rate,
+                revocation_hash: sha256::Hash::hash(b"revocation"),
+                delay: Delay::Blocks(144),
+                number: CommitmentNumber { number, obscuring: 0x5253_382d_acf5 },
+            };
+            let hash = key(4).wpubkey_hash();
+            match (build(&spec), id_with(&spec, &hash, true)) {
+                (Ok(full), Ok(id)) => {
+                    prop_assert_eq!(id.txid, full.txid());
+                    prop_assert_eq!(id.txid, full.tx().compute_txid());
+                    prop_assert_eq!(id.sighash(&f), f.sighash(full.tx()));
+                    prop_assert_eq!(id.tx.as_ref(), Some(full.tx()));
+                    let checking = id_with(&spec, &hash, false).expect("built once");
+                    prop_assert!(checking.tx.is_none());
+                    prop_assert_eq!(checking.sighash(&f), full.sighash(&f));
+                }
+                (Err(a), Err(b)) => prop_assert_eq!(a, b),
+                (a, b) => prop_assert!(false, "build {:?} but id {:?}", a.map(|c| c.txid()), b.map(|c| c.txid)),
+            }
+        }
+    }
 }

@@ -13,7 +13,9 @@ use bitcoin::opcodes::all::{OP_CHECKMULTISIG, OP_PUSHNUM_2};
 use bitcoin::script::Builder;
 use bitcoin::secp256k1::ecdsa::Signature;
 use bitcoin::sighash::{EcdsaSighashType, SegwitV0Sighash, SighashCache};
-use bitcoin::{Amount, CompressedPublicKey, OutPoint, Script, ScriptBuf, Sequence, Transaction, TxIn, Witness};
+use bitcoin::{
+    absolute, transaction, Amount, CompressedPublicKey, OutPoint, Script, ScriptBuf, Sequence, Transaction, TxIn, Witness,
+};
 
 use super::sign::{self, witness_sig, KeyRole, Sighash, Signer, SignerError, SigningInput, VerifyError};
 
@@ -117,26 +119,32 @@ impl FundingOutput {
             .expect("a transaction spending the anchor has input 0")
     }
 
-    /// [`FundingOutput::sighash`] of `tx`, a one-input transaction spending
-    /// this anchor whose outputs hash (BIP143's hashOutputs) to
-    /// `hash_outputs`: the outputs are not serialized again.
-    pub(crate) fn sighash_parts(&self, tx: &Transaction, hash_outputs: &sha256d::Hash) -> SegwitV0Sighash {
-        let input = &tx.input[0];
-        debug_assert!(tx.input.len() == 1 && input.previous_output == self.outpoint);
-        let mut script_code = Vec::with_capacity(3 + self.witness_script.len());
-        super::commitment::compact_size(&mut script_code, self.witness_script.len());
-        script_code.extend_from_slice(self.witness_script.as_bytes());
+    /// [`FundingOutput::sighash`] of a one-input transaction spending this
+    /// anchor, from its version, input sequence and lock time, and its
+    /// outputs' hash (BIP143's hashOutputs): the outputs are not serialized
+    /// again.
+    pub(crate) fn sighash_parts(
+        &self,
+        version: transaction::Version,
+        sequence: Sequence,
+        lock_time: absolute::LockTime,
+        hash_outputs: &sha256d::Hash,
+    ) -> SegwitV0Sighash {
+        // The script code's length: the 71-byte 2-of-2 takes one byte.
+        let script_len = u8::try_from(self.witness_script.len()).expect("a 2-of-2 script is 71 bytes");
+        debug_assert!(script_len < 0xfd);
         let mut engine = SegwitV0Sighash::engine();
-        engine.input(&tx.version.0.to_le_bytes());
+        engine.input(&version.0.to_le_bytes());
         engine.input(self.hash_prevouts.as_byte_array());
-        engine.input(sha256d::Hash::hash(&input.sequence.0.to_le_bytes()).as_byte_array());
+        engine.input(sha256d::Hash::hash(&sequence.0.to_le_bytes()).as_byte_array());
         engine.input(self.outpoint.txid.as_byte_array());
         engine.input(&self.outpoint.vout.to_le_bytes());
-        engine.input(&script_code);
+        engine.input(&[script_len]);
+        engine.input(self.witness_script.as_bytes());
         engine.input(&self.value.to_sat().to_le_bytes());
-        engine.input(&input.sequence.0.to_le_bytes());
+        engine.input(&sequence.0.to_le_bytes());
         engine.input(hash_outputs.as_byte_array());
-        engine.input(&tx.lock_time.to_consensus_u32().to_le_bytes());
+        engine.input(&lock_time.to_consensus_u32().to_le_bytes());
         engine.input(&EcdsaSighashType::All.to_u32().to_le_bytes());
         SegwitV0Sighash::from_engine(engine)
     }

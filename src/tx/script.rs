@@ -68,11 +68,11 @@ pub(crate) struct ScriptKeys {
 /// pushes of at most 9 bytes.
 const MAX_SCRIPT: usize = 57 + 2 * 34 + 2 * 9;
 
-/// Appends script bytes without bounds on each call (the buffer is sized for
-/// the longest script up front).
-struct Writer(Vec<u8>);
+/// Appends script bytes (the buffer is sized for the longest script up
+/// front).
+struct Writer<'a>(&'a mut Vec<u8>);
 
-impl Writer {
+impl Writer<'_> {
     fn op(&mut self, op: bitcoin::Opcode) -> &mut Self {
         self.0.push(op.to_u8());
         self
@@ -112,7 +112,15 @@ impl ScriptKeys {
     /// The owner's revocable output's script
     /// ([`super::commitment::to_self_script`]).
     pub(crate) fn to_self(&self) -> ScriptBuf {
-        let mut w = Writer(Vec::with_capacity(MAX_SCRIPT));
+        let mut bytes = Vec::with_capacity(MAX_SCRIPT);
+        self.write_to_self(&mut bytes);
+        ScriptBuf::from_bytes(bytes)
+    }
+
+    /// Appends [`ScriptKeys::to_self`]'s bytes to `out`.
+    pub(crate) fn write_to_self(&self, out: &mut Vec<u8>) {
+        out.reserve(MAX_SCRIPT);
+        let mut w = Writer(out);
         w.op(OP_HASH160)
             .push(&self.revocation_ripemd)
             .op(OP_EQUAL)
@@ -125,7 +133,6 @@ impl ScriptKeys {
             .push(&self.owner_final)
             .op(OP_ENDIF)
             .op(OP_CHECKSIG);
-        ScriptBuf::from_bytes(w.0)
     }
 
     /// The script of HTLC `h` in this commitment ([`super::htlc`]).
@@ -139,8 +146,22 @@ impl ScriptKeys {
         r_ripemd: &[u8; 20],
         expiry: absolute::LockTime,
     ) -> ScriptBuf {
+        let mut bytes = Vec::with_capacity(MAX_SCRIPT);
+        self.write_htlc(direction, r_ripemd, expiry, &mut bytes);
+        ScriptBuf::from_bytes(bytes)
+    }
+
+    /// Appends [`ScriptKeys::htlc_with`]'s bytes to `out`.
+    pub(crate) fn write_htlc(
+        &self,
+        direction: HtlcDirection,
+        r_ripemd: &[u8; 20],
+        expiry: absolute::LockTime,
+        out: &mut Vec<u8>,
+    ) {
         let expiry = IntPush::new(expiry.to_consensus_u32().into());
-        let mut w = Writer(Vec::with_capacity(MAX_SCRIPT));
+        out.reserve(MAX_SCRIPT);
+        let mut w = Writer(out);
         // OP_SIZE 32 OP_EQUALVERIFY OP_HASH160 OP_DUP <RIPEMD160(r_hash)> OP_EQUAL
         w.op(OP_SIZE).raw(IntPush::new(32).as_bytes()).op(OP_EQUALVERIFY).op(OP_HASH160).op(OP_DUP);
         w.push(r_ripemd).op(OP_EQUAL);
@@ -181,6 +202,5 @@ impl ScriptKeys {
                     .op(OP_CHECKSIG);
             }
         }
-        ScriptBuf::from_bytes(w.0)
     }
 }

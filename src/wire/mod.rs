@@ -267,12 +267,15 @@ impl UnknownPacket {
 #[derive(Clone, PartialEq, Eq, Debug)]
 #[non_exhaustive]
 pub enum Message {
-    /// `authenticate` (pkt field 50).
-    Authenticate(Authenticate),
+    /// `authenticate` (pkt field 50). Boxed, like `open_channel` and
+    /// `open_anchor`: these come once per connection or channel, and inline
+    /// they would make every message as large as the largest (212 bytes)
+    /// where an HTLC update takes 80.
+    Authenticate(Box<Authenticate>),
     /// `open_channel` (pkt field 20).
-    OpenChannel(OpenChannel),
+    OpenChannel(Box<OpenChannel>),
     /// `open_anchor` (pkt field 21).
-    OpenAnchor(OpenAnchor),
+    OpenAnchor(Box<OpenAnchor>),
     /// `open_commit_sig` (pkt field 22).
     OpenCommitSig(OpenCommitSig),
     /// `open_complete` (pkt field 23).
@@ -670,10 +673,10 @@ fn from_proto(pkt: proto::pkt::Pkt) -> Result<Message, DecodeError> {
     Ok(match pkt {
         P::Auth(m) => {
             let at = Ctx("authenticate");
-            Message::Authenticate(Authenticate {
+            Message::Authenticate(Box::new(Authenticate {
                 node_id: at.pubkey("node_id", &m.node_id)?,
                 session_sig: at.sig("session_sig", &m.session_sig)?,
-            })
+            }))
         }
         P::Open(m) => {
             let at = Ctx("open_channel");
@@ -691,7 +694,7 @@ fn from_proto(pkt: proto::pkt::Pkt) -> Result<Message, DecodeError> {
                         at.err("delay.seconds", DecodeErrorKind::OutOfRange("above BIP68's 65535 * 512 seconds"))
                     })?,
                 };
-            Message::OpenChannel(OpenChannel {
+            Message::OpenChannel(Box::new(OpenChannel {
                 delay,
                 revocation_hash: sha256::Hash::from_byte_array(hash_from_proto(&m.revocation_hash)),
                 next_revocation_hash: sha256::Hash::from_byte_array(hash_from_proto(&m.next_revocation_hash)),
@@ -700,16 +703,16 @@ fn from_proto(pkt: proto::pkt::Pkt) -> Result<Message, DecodeError> {
                 anch,
                 min_depth: m.min_depth.unwrap_or(0),
                 initial_fee_rate: m.initial_fee_rate,
-            })
+            }))
         }
         P::OpenAnchor(m) => {
             let at = Ctx("open_anchor");
-            Message::OpenAnchor(OpenAnchor {
+            Message::OpenAnchor(Box::new(OpenAnchor {
                 txid: Txid::from_byte_array(hash_from_proto(&m.txid)),
                 output_index: m.output_index,
                 amount: Amount::from_sat(m.amount),
                 commit_sig: at.sig("commit_sig", &m.commit_sig)?,
-            })
+            }))
         }
         P::OpenCommitSig(m) => {
             Message::OpenCommitSig(OpenCommitSig { sig: Ctx("open_commit_sig").sig("sig", &m.sig)? })
