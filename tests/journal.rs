@@ -456,3 +456,46 @@ fn after_a_torn_entry_the_next_write_is_a_snapshot() {
     assert!(store.entries.is_empty());
     assert_eq!(store.channel(p.a.signer.clone()).unwrap().version(), torn_version);
 }
+
+#[test]
+fn a_message_is_journaled_as_it_came_off_the_wire() {
+    let mut p = with_live(0);
+    p.a.ch.offer_htlc(MilliSats::from_msat(1_000_000), preimage(7).hash(), expiry(), vec![]).unwrap();
+    p.pump();
+    let (ack, message) = p.a_to_b.pop_front().expect("A's update_add_htlc");
+    assert!(matches!(message, Message::UpdateAddHtlc(_)));
+    // An unknown odd field (999, a varint) after the message's own: R1-a
+    // says it is ignored, so the message is the same.
+    let mut bytes = paychan::wire::encode(&message).unwrap();
+    bytes.extend_from_slice(&[0xb8, 0x3e, 0x01]);
+    assert_eq!(paychan::wire::decode(&bytes).unwrap(), message);
+    let before = p.b.history.len();
+    p.b.ch.handle_wire(&bytes, ack);
+    p.pump();
+    // B's entry holds the bytes as they came, unknown field and all...
+    let entry = match &p.b.history[before] {
+        Write::Append { entry, .. } => entry.clone(),
+        other => panic!("an entry, not {other:?}"),
+    };
+    assert!(entry.windows(bytes.len()).any(|w| w == bytes.as_slice()), "the received bytes are in the entry");
+    assert!(p.b.failed().is_none());
+    // ...and the store replays them to the live channel.
+    let mut restored = p.b.restored().unwrap();
+    while restored.poll_output().is_some() {}
+    assert_eq!(restored.snapshot(), p.b.ch.snapshot());
+    p.settle();
+    assert_eq!(p.b.ch.our_commitment().htlcs().count(), 1);
+
+    // Bytes that do not decode fail the channel as `handle_malformed` does.
+    let mut q = with_live(0);
+    let bad = [0xff, 0xff, 0xff];
+    let error = paychan::wire::decode(&bad).unwrap_err();
+    q.b.ch.handle_wire(&bad, 0);
+    q.pump();
+    let mut r = with_live(0);
+    r.b.ch.handle_malformed(&error);
+    r.pump();
+    assert!(q.b.failed().is_some());
+    assert_eq!(q.b.sent_error(), r.b.sent_error());
+    assert_eq!(q.b.failed(), r.b.failed());
+}

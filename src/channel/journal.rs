@@ -97,9 +97,7 @@ impl Input {
         };
         match self {
             Input::Message { message: m, ack } => {
-                w.u8(1);
-                w.u64(*ack);
-                message(w, m);
+                Input::encode_message(w, *ack, &wire::encode(m).expect("a decoded message encodes"))
             }
             Input::BeforeAuth(m) => {
                 w.u8(2);
@@ -170,6 +168,15 @@ impl Input {
                 w.bytes(text.as_bytes());
             }
         }
+    }
+
+    /// The entry of a numbered peer message whose encoding is `bytes`
+    /// (tag 1): a message journaled as it came off the wire needs no
+    /// encoding again.
+    pub(super) fn encode_message(w: &mut W, ack: u64, bytes: &[u8]) {
+        w.u8(1);
+        w.u64(ack);
+        w.bytes(bytes);
     }
 
     pub(super) fn decode(r: &mut R<'_>) -> Result<Input, RestoreError> {
@@ -292,9 +299,18 @@ impl Channel {
     /// Runs one step: journals `input`, applies it, and ends the step
     /// ([`Channel::flush`]). A step that changes nothing leaves no entry.
     pub(super) fn step(&mut self, input: Input) -> Result<(), ChannelError> {
+        self.step_encoded(input, Input::encode)
+    }
+
+    /// [`Channel::step`] with the input's entry written by `encode`.
+    pub(super) fn step_encoded(
+        &mut self,
+        input: Input,
+        encode: impl FnOnce(&Input, &mut W),
+    ) -> Result<(), ChannelError> {
         let mut w = W(core::mem::take(&mut self.input));
         w.0.clear();
-        input.encode(&mut w);
+        encode(&input, &mut w);
         self.input = w.0;
         {
             let mut tape = self.tape();

@@ -856,9 +856,7 @@ impl Channel {
         let capacity = Amount::from_sat(r.u64()?);
         let phase = phase_of(r.u8()?)?;
         let our_commit = signer.public_key(crate::tx::KeyRole::Commit);
-        let remote = r.opt(|r| {
-            Ok(RemoteParams::new(r.key()?, r.key()?, r.delay()?, r.u32()?, &our_commit, role))
-        })?;
+        let remote = r.opt(|r| Ok(RemoteParams::new(r.key()?, r.key()?, r.delay()?, r.u32()?, &our_commit, role)))?;
         let funding = r.opt(|r| {
             let txid = Txid::from_byte_array(r.array()?);
             let vout = r.u32()?;

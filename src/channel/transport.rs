@@ -16,6 +16,25 @@ impl Channel {
     /// retransmits after a reconnection that this channel had already
     /// processed is recognised by its number and skipped (R1.2-b, R1.2-d).
     pub fn handle_message(&mut self, message: Message, acknowledge: u64) {
+        self.receive(message, acknowledge, None);
+    }
+
+    /// A message from the peer as it came off the wire, with the
+    /// `acknowledge` value of its transport header: [`crate::wire::decode`]
+    /// then [`handle_message`](Self::handle_message), or
+    /// [`handle_malformed`](Self::handle_malformed) if it does not decode.
+    /// The journal keeps `bytes` as they came, where `handle_message` has to
+    /// encode the message again.
+    pub fn handle_wire(&mut self, bytes: &[u8], acknowledge: u64) {
+        match crate::wire::decode(bytes) {
+            Ok(message) => self.receive(message, acknowledge, Some(bytes)),
+            Err(e) => self.handle_malformed(&e),
+        }
+    }
+
+    /// [`handle_message`](Self::handle_message), with the message's wire
+    /// encoding when the caller has it.
+    fn receive(&mut self, message: Message, acknowledge: u64, bytes: Option<&[u8]>) {
         // `authenticate` belongs to the transport and is not counted (R1.2-b).
         if let Message::Authenticate(_) = message {
             self.handle_authenticate(acknowledge);
@@ -48,7 +67,11 @@ impl Channel {
             // durable). Its effects are already in the state.
             return;
         }
-        let _ = self.step(Input::Message { message, ack: acknowledge });
+        let input = Input::Message { message, ack: acknowledge };
+        let _ = match bytes {
+            Some(bytes) => self.step_encoded(input, |_, w| Input::encode_message(w, acknowledge, bytes)),
+            None => self.step(input),
+        };
     }
 
     /// A numbered peer message, live or replayed.

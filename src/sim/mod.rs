@@ -435,9 +435,8 @@ impl Pair {
             Dir::BToA => (&mut self.b_to_a, &mut self.a),
         };
         let (ack, msg) = queue.pop_front()?;
-        let decoded = wire::decode(&wire::encode(&msg).expect("our messages encode")).expect("our messages decode");
         let name = msg.name();
-        to.ch.handle_message(decoded, ack);
+        to.ch.handle_wire(&wire::encode(&msg).expect("our messages encode"), ack);
         if self.a.record {
             self.trace.push((dir, name));
         }

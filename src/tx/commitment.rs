@@ -21,8 +21,8 @@ use bitcoin::hashes::{ripemd160, sha256, sha256d, Hash as _};
 use bitcoin::secp256k1::ecdsa::Signature;
 use bitcoin::sighash::SegwitV0Sighash;
 use bitcoin::{
-    absolute, transaction, Amount, CompressedPublicKey, OutPoint, Script, ScriptBuf, Sequence, Transaction, TxOut, Txid,
-    WPubkeyHash,
+    absolute, transaction, Amount, CompressedPublicKey, OutPoint, Script, ScriptBuf, Sequence, Transaction, TxOut,
+    Txid, WPubkeyHash,
 };
 
 use super::funding::FundingOutput;
@@ -221,7 +221,6 @@ pub enum OutputKind {
     Htlc(HtlcSpec),
 }
 
-
 /// One output of a commitment and how to spend it.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct CommitmentOutput {
@@ -293,7 +292,10 @@ pub fn build(spec: &CommitmentSpec<'_>) -> Result<Commitment, CommitmentError> {
 
 /// [`build`], with the hash of `spec.other_final` known already (a channel
 /// keeps it: it never changes).
-pub(crate) fn build_with(spec: &CommitmentSpec<'_>, other_final_hash: &WPubkeyHash) -> Result<Commitment, CommitmentError> {
+pub(crate) fn build_with(
+    spec: &CommitmentSpec<'_>,
+    other_final_hash: &WPubkeyHash,
+) -> Result<Commitment, CommitmentError> {
     let mut laid = lay_out(spec, other_final_hash, true)?;
     let mut map = Vec::with_capacity(laid.outputs.len());
     for (vout, o) in laid.outputs.iter().enumerate() {
@@ -420,7 +422,11 @@ struct Laid {
 /// first): the same for a full [`Commitment`] and for a [`CommitmentId`].
 /// Witness scripts are kept when `keep_scripts`; otherwise each is written
 /// into one scratch buffer, hashed and dropped.
-fn lay_out(spec: &CommitmentSpec<'_>, other_final_hash: &WPubkeyHash, keep_scripts: bool) -> Result<Laid, CommitmentError> {
+fn lay_out(
+    spec: &CommitmentSpec<'_>,
+    other_final_hash: &WPubkeyHash,
+    keep_scripts: bool,
+) -> Result<Laid, CommitmentError> {
     let funding_msat = MilliSats::from_sat(spec.funding.value());
     let total =
         MilliSats::checked_sum([spec.to_owner, spec.to_other].into_iter().chain(spec.htlcs.iter().map(|h| h.amount)));
