@@ -211,9 +211,10 @@ pub(crate) struct Tip {
 pub(crate) struct State {
     pub(crate) params: Option<ChannelParams>,
     pub(crate) records: Vec<HtlcRecord>,
-    /// Where each `(offerer, id)`'s records are in `records` (derived, not
-    /// stored).
-    pub(crate) by_id: BTreeMap<(Side, u64), Vec<usize>>,
+    /// Where each `(offerer, id)`'s records are in `records`, as
+    /// `(offerer, id, index)` (derived, not stored): one set, no list per
+    /// id.
+    pub(crate) by_id: BTreeSet<(Side, u64, usize)>,
     pub(crate) ours: Option<Known>,
     /// Our previous commitment: revoked by the channel in the step that
     /// replaced it, but a crash before the channel's write can restore the
@@ -530,8 +531,7 @@ impl Monitor {
             }
             MonitorUpdate::HtlcAdded { side, number, htlc } => {
                 let slot = *side as usize;
-                let same = s.by_id.get(&(htlc.offerer, htlc.id)).into_iter().flatten();
-                let found = same.copied().find(|&i| s.records[i].htlc == *htlc);
+                let found = records_of(&s.by_id, htlc.offerer, htlc.id).find(|&i| s.records[i].htlc == *htlc);
                 match found.map(|i| &mut s.records[i]) {
                     Some(r) => {
                         r.held[slot] = Some(match r.held[slot] {
@@ -542,14 +542,14 @@ impl Monitor {
                     None => {
                         let mut held = [None, None];
                         held[slot] = Some((*number, None));
-                        s.by_id.entry((htlc.offerer, htlc.id)).or_default().push(s.records.len());
+                        s.by_id.insert((htlc.offerer, htlc.id, s.records.len()));
                         s.records.push(HtlcRecord { htlc: *htlc, held });
                     }
                 }
             }
             MonitorUpdate::HtlcRemoved { side, number, offerer, id } => {
                 let slot = *side as usize;
-                for &i in s.by_id.get(&(*offerer, *id)).into_iter().flatten() {
+                for i in records_of(&s.by_id, *offerer, *id) {
                     let r = &mut s.records[i];
                     if let Some((first, None)) = r.held[slot] {
                         // Removed in the very commitment that added it: no
@@ -631,6 +631,11 @@ impl Monitor {
             self.watches.push_back((outpoint, script_pubkey));
         }
     }
+}
+
+/// The indices of the records of HTLC `(offerer, id)` in `by_id`.
+fn records_of(by_id: &BTreeSet<(Side, u64, usize)>, offerer: Side, id: u64) -> impl Iterator<Item = usize> + '_ {
+    by_id.range((offerer, id, 0)..=(offerer, id, usize::MAX)).map(|&(_, _, i)| i)
 }
 
 use bitcoin::hashes::Hash as _;

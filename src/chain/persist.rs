@@ -194,7 +194,11 @@ impl R<'_> {
 }
 
 pub(crate) fn encode_entry(seq: u64, entry: &Entry) -> Vec<u8> {
-    let mut w = W(Vec::with_capacity(64));
+    // An update takes at most about 100 bytes (an added HTLC).
+    let mut w = W(Vec::with_capacity(match entry {
+        Entry::Updates(updates) => 24 + 100 * updates.len(),
+        _ => 128,
+    }));
     w.u64(seq);
     match entry {
         Entry::Update(u) => {
@@ -298,11 +302,11 @@ fn decode_state(bytes: &[u8]) -> Result<(u64, State), RestoreError> {
     })?;
     let n = r.u32()? as usize;
     let mut records = Vec::with_capacity(n.min(r.0.len() / 50));
-    let mut by_id: alloc::collections::BTreeMap<(Side, u64), Vec<usize>> = Default::default();
+    let mut by_id = alloc::collections::BTreeSet::new();
     for _ in 0..n {
         let htlc = r.htlc()?;
         let held = [r.range()?, r.range()?];
-        by_id.entry((htlc.offerer, htlc.id)).or_default().push(records.len());
+        by_id.insert((htlc.offerer, htlc.id, records.len()));
         records.push(HtlcRecord { htlc, held });
     }
     let ours = r.opt(R::known)?;

@@ -35,7 +35,7 @@ impl Channel {
             amount: funding.value(),
             commit_sig,
         })));
-        self.funding = Some(funding);
+        self.set_funding(funding);
         self.anchor_tx = Some(tx);
         self.phase = Phase::AwaitCommitSig;
         Ok(())
@@ -217,7 +217,7 @@ impl Channel {
         self.monitor_setup(&funding, ours.txid(), theirs.txid());
         self.send(Message::OpenCommitSig(OpenCommitSig { sig }));
         self.watch_anchor(&funding);
-        self.funding = Some(funding);
+        self.set_funding(funding);
         // The funder may broadcast from now on (R2.3-b).
         self.anchor_broadcast = true;
         self.phase = Phase::AwaitDepth;

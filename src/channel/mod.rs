@@ -47,6 +47,7 @@ use crate::rules::Rule;
 use crate::shachain::{RevocationSecrets, ShachainStore};
 use crate::tx::closing::{build_close, CloseSpec, CloseTx};
 use crate::tx::commitment::{self, Commitment, CommitmentId, CommitmentNumber, CommitmentSpec};
+use crate::tx::funding::SighashPrefix;
 use crate::tx::funding::{validate_funding, FundingError, FundingOutput, MAX_ANCHOR};
 use crate::tx::{KeyRole, Signer, SignerError};
 use crate::types::{Delay, HtlcMsat, MilliSats, Preimage};
@@ -670,6 +671,9 @@ pub struct Channel {
     /// The hash in the peer's P2WPKH outputs to our `final_key` (derived).
     pub(crate) our_final_hash: bitcoin::WPubkeyHash,
     pub(crate) funding: Option<FundingOutput>,
+    /// The hashed constant part of the signature hash of our commitments
+    /// (derived, with `funding`).
+    sighash_prefix: Option<SighashPrefix>,
     pub(crate) anchor_tx: Option<Transaction>,
     /// The anchor may be on chain (funder broadcast it, or fundee sent
     /// `open_commit_sig`): from now on failing means broadcasting.
@@ -886,6 +890,7 @@ impl Channel {
             phase: Phase::AwaitOpen,
             remote: None,
             our_final_hash,
+            sighash_prefix: None,
             funding: None,
             anchor_tx: None,
             anchor_broadcast: false,
@@ -1357,7 +1362,8 @@ impl Channel {
     /// Our commitment `num` holding `view`, as far as checking the peer's
     /// signature on it and telling the monitor need (no output map).
     fn id_ours(&self, view: &View, num: u64) -> Option<CommitmentId> {
-        self.with_our_spec(self.funding.as_ref()?, view, num, |spec, hash| commitment::id_with(spec, hash, false))
+        let prefix = self.sighash_prefix.as_ref();
+        self.with_our_spec(self.funding.as_ref()?, view, num, |spec, hash| commitment::id_with(spec, hash, false, prefix))
     }
 
     /// Runs `f` on the spec of our commitment `num` holding `view`.
@@ -1390,6 +1396,12 @@ impl Channel {
         self.build_theirs_with(self.funding.as_ref()?, view, revocation_hash, num)
     }
 
+    /// The anchor is known: it, and what is derived from it.
+    pub(crate) fn set_funding(&mut self, funding: FundingOutput) {
+        self.sighash_prefix = self.remote.map(|r| commitment::sighash_prefix(&funding, r.obscuring));
+        self.funding = Some(funding);
+    }
+
     /// The channel's obscuring factor of commitment numbers (ruling D10),
     /// once the peer's key is known.
     fn obscuring(&self) -> Option<u64> {
@@ -1410,7 +1422,10 @@ impl Channel {
     /// telling the monitor need (no output map).
     fn id_theirs(&self, view: &View, revocation_hash: sha256::Hash, num: u64) -> Option<CommitmentId> {
         let funding = self.funding.as_ref()?;
-        self.with_their_spec(funding, view, revocation_hash, num, |spec, hash| commitment::id_with(spec, hash, true))
+        let prefix = self.sighash_prefix.as_ref();
+        self.with_their_spec(funding, view, revocation_hash, num, |spec, hash| {
+            commitment::id_with(spec, hash, true, prefix)
+        })
     }
 
     /// Runs `f` on the spec of the peer's commitment `num` holding `view`.

@@ -971,7 +971,8 @@ impl Channel {
             phase,
             remote,
             our_final_hash,
-            funding,
+            sighash_prefix: None,
+            funding: None,
             anchor_tx,
             anchor_broadcast,
             anchor_depth,
@@ -1027,6 +1028,9 @@ impl Channel {
             pending: Vec::new(),
             monitor_pending: Vec::new(),
         };
+        if let Some(funding) = funding {
+            ch.set_funding(funding);
+        }
         ch.check_invariants().map_err(RestoreError::Inconsistent)?;
         // At least once: what the last state change emitted may not have
         // been handled before the restart, so it comes out again.

@@ -25,7 +25,7 @@ use bitcoin::{
     Txid, WPubkeyHash,
 };
 
-use super::funding::FundingOutput;
+use super::funding::{FundingOutput, SighashPrefix};
 use super::script::ScriptKeys;
 use super::sign::{Signer, SignerError, VerifyError};
 use crate::fees::{commitment_fee, htlc_is_dust, split_fee, FeeSplit};
@@ -327,41 +327,36 @@ pub(crate) fn build_with(
 /// keeps (and, to check a signature, without the transaction).
 pub(crate) struct CommitmentId {
     pub(crate) txid: Txid,
-    hash_outputs: sha256d::Hash,
-    lock_time: absolute::LockTime,
-    sequence: Sequence,
+    /// The BIP143 `SIGHASH_ALL` digest of its anchor input.
+    pub(crate) sighash: SegwitV0Sighash,
     /// The transaction, for a signer to see; `None` when only checking.
     tx: Option<Transaction>,
 }
 
 /// [`build_with`]'s [`CommitmentId`], with the unsigned transaction when
-/// `with_tx` (to sign it).
+/// `with_tx` (to sign it), its signature hash from `prefix` when it is this
+/// commitment's.
 pub(crate) fn id_with(
     spec: &CommitmentSpec<'_>,
     other_final_hash: &WPubkeyHash,
     with_tx: bool,
+    prefix: Option<&SighashPrefix>,
 ) -> Result<CommitmentId, CommitmentError> {
     let laid = lay_out(spec, other_final_hash, false)?;
+    let hash_outputs = sha256d::Hash::hash(&laid.serialized);
     Ok(CommitmentId {
         txid: laid.txid(spec.funding),
-        hash_outputs: sha256d::Hash::hash(&laid.serialized),
-        lock_time: laid.lock_time,
-        sequence: laid.sequence,
+        sighash: spec.funding.sighash_parts(VERSION, laid.sequence, laid.lock_time, &hash_outputs, prefix),
         tx: with_tx.then(|| laid.tx(spec.funding)),
     })
 }
 
 impl CommitmentId {
-    /// The BIP143 `SIGHASH_ALL` digest of its anchor input.
-    pub(crate) fn sighash(&self, funding: &FundingOutput) -> SegwitV0Sighash {
-        funding.sighash_parts(VERSION, self.sequence, self.lock_time, &self.hash_outputs)
-    }
-
     /// Our `commit_key` signature (see [`Commitment::sign`]); the id must
     /// have been made with its transaction.
     pub(crate) fn sign(&self, funding: &FundingOutput, signer: &dyn Signer) -> Result<Signature, SignerError> {
         let tx = self.tx.as_ref().expect("an id made to be signed holds its transaction");
-        funding.sign_digest(tx, self.sighash(funding), signer)
+        funding.sign_digest(tx, self.sighash, signer)
     }
 
     /// Checks the other side's signature (see [`Commitment::verify`]).
@@ -371,8 +366,17 @@ impl CommitmentId {
         key: &CompressedPublicKey,
         sig: &Signature,
     ) -> Result<(), VerifyError> {
-        funding.verify_digest(self.sighash(funding), key, sig)
+        funding.verify_digest(self.sighash, key, sig)
     }
+}
+
+/// The signature hash prefix of the commitments of a channel with this
+/// anchor and obscuring factor, for commitment numbers below 2^24 (the
+/// lower 24 bits of the number go to the lock time, the rest, obscured, to
+/// the input's sequence).
+pub(crate) fn sighash_prefix(funding: &FundingOutput, obscuring: u64) -> SighashPrefix {
+    let (_, sequence) = CommitmentNumber { number: 0, obscuring }.lock_fields();
+    funding.sighash_prefix(VERSION, sequence)
 }
 
 /// Every commitment is a version 2 transaction.
@@ -652,7 +656,7 @@ impl Commitment {
     /// hashing the outputs again.
     pub fn sighash(&self, funding: &FundingOutput) -> SegwitV0Sighash {
         let sequence = self.tx.input[0].sequence;
-        funding.sighash_parts(self.tx.version, sequence, self.tx.lock_time, &self.hash_outputs)
+        funding.sighash_parts(self.tx.version, sequence, self.tx.lock_time, &self.hash_outputs, None)
     }
 
     /// Checks the other side's signature on this commitment (we are the
@@ -792,7 +796,7 @@ mod tests {
             htlcs in proptest::collection::vec((any::<bool>(), 1u64..2_000_000, any::<u8>(), 400_000u32..400_100), 0..600),
             owner_share in 0u64..=1000,
             rate in 0u32..60_000,
-            number in 0u64..(1 << 48),
+            number in prop_oneof![0u64..(1 << 24), 0u64..(1 << 48)],
         ) {
             let f = funding(4_000_000);
             let htlcs: Vec<HtlcSpec> = htlcs
@@ -820,15 +824,18 @@ mod tests {
                 number: CommitmentNumber { number, obscuring: 0x5253_382d_acf5 },
             };
             let hash = key(4).wpubkey_hash();
-            match (build(&spec), id_with(&spec, &hash, true)) {
+            let prefix = sighash_prefix(&f, spec.number.obscuring);
+            match (build(&spec), id_with(&spec, &hash, true, None)) {
                 (Ok(full), Ok(id)) => {
                     prop_assert_eq!(id.txid, full.txid());
                     prop_assert_eq!(id.txid, full.tx().compute_txid());
-                    prop_assert_eq!(id.sighash(&f), f.sighash(full.tx()));
+                    prop_assert_eq!(id.sighash, f.sighash(full.tx()));
                     prop_assert_eq!(id.tx.as_ref(), Some(full.tx()));
-                    let checking = id_with(&spec, &hash, false).expect("built once");
+                    // With the channel's prefix: the same hash, whether the
+                    // number's sequence is the prefix's (below 2^24) or not.
+                    let checking = id_with(&spec, &hash, false, Some(&prefix)).expect("built once");
                     prop_assert!(checking.tx.is_none());
-                    prop_assert_eq!(checking.sighash(&f), full.sighash(&f));
+                    prop_assert_eq!(checking.sighash, full.sighash(&f));
                 }
                 (Err(a), Err(b)) => prop_assert_eq!(a, b),
                 (a, b) => prop_assert!(false, "build {:?} but id {:?}", a.map(|c| c.txid()), b.map(|c| c.txid)),

@@ -8,7 +8,7 @@
 
 #[allow(unused_imports)]
 use crate::prelude::*;
-use bitcoin::hashes::{sha256d, Hash as _, HashEngine as _};
+use bitcoin::hashes::{sha256, sha256d, Hash as _, HashEngine as _};
 use bitcoin::opcodes::all::{OP_CHECKMULTISIG, OP_PUSHNUM_2};
 use bitcoin::script::Builder;
 use bitcoin::secp256k1::ecdsa::Signature;
@@ -123,31 +123,46 @@ impl FundingOutput {
     /// [`FundingOutput::sighash`] of a one-input transaction spending this
     /// anchor, from its version, input sequence and lock time, and its
     /// outputs' hash (BIP143's hashOutputs): the outputs are not serialized
-    /// again.
+    /// again. With `prefix` for this version and sequence, the preimage's
+    /// constant part is not hashed again either.
     pub(crate) fn sighash_parts(
         &self,
         version: transaction::Version,
         sequence: Sequence,
         lock_time: absolute::LockTime,
         hash_outputs: &sha256d::Hash,
+        prefix: Option<&SighashPrefix>,
     ) -> SegwitV0Sighash {
-        // The script code's length: the 71-byte 2-of-2 takes one byte.
-        let script_len = u8::try_from(self.witness_script.len()).expect("a 2-of-2 script is 71 bytes");
-        debug_assert!(script_len < 0xfd);
+        let mut engine = match prefix {
+            Some(p) if p.version == version && p.sequence == sequence => p.engine.clone(),
+            _ => self.sighash_prefix(version, sequence).engine,
+        };
+        engine.input(&sequence.0.to_le_bytes());
+        engine.input(hash_outputs.as_byte_array());
+        engine.input(&lock_time.to_consensus_u32().to_le_bytes());
+        engine.input(&EcdsaSighashType::All.to_u32().to_le_bytes());
+        SegwitV0Sighash::from_engine(engine)
+    }
+
+    /// The part of the BIP143 preimage of a one-input spend of this anchor
+    /// that only the transaction's version and input sequence change (184 of
+    /// its 228 bytes), hashed: a commitment's signature hash then takes
+    /// three SHA-256 blocks instead of seven. A commitment's sequence changes
+    /// once every 2^24 commitments (ruling D10).
+    pub(crate) fn sighash_prefix(&self, version: transaction::Version, sequence: Sequence) -> SighashPrefix {
         let mut engine = SegwitV0Sighash::engine();
         engine.input(&version.0.to_le_bytes());
         engine.input(self.hash_prevouts.as_byte_array());
         engine.input(sha256d::Hash::hash(&sequence.0.to_le_bytes()).as_byte_array());
         engine.input(self.outpoint.txid.as_byte_array());
         engine.input(&self.outpoint.vout.to_le_bytes());
+        // The script code: the 71-byte 2-of-2 with its one-byte length.
+        let script_len = u8::try_from(self.witness_script.len()).expect("a 2-of-2 script is 71 bytes");
+        debug_assert!(script_len < 0xfd);
         engine.input(&[script_len]);
         engine.input(self.witness_script.as_bytes());
         engine.input(&self.value.to_sat().to_le_bytes());
-        engine.input(&sequence.0.to_le_bytes());
-        engine.input(hash_outputs.as_byte_array());
-        engine.input(&lock_time.to_consensus_u32().to_le_bytes());
-        engine.input(&EcdsaSighashType::All.to_u32().to_le_bytes());
-        SegwitV0Sighash::from_engine(engine)
+        SighashPrefix { version, sequence, engine }
     }
 
     /// Our signature on `tx` (a commitment or close transaction spending this
@@ -218,6 +233,22 @@ impl FundingOutput {
         w.push(witness_sig(second));
         w.push(self.witness_script.as_bytes());
         w
+    }
+}
+
+/// [`FundingOutput::sighash_prefix`]: the hashed constant part of the
+/// signature hash of one-input spends of an anchor with this version and
+/// input sequence.
+#[derive(Clone)]
+pub(crate) struct SighashPrefix {
+    version: transaction::Version,
+    sequence: Sequence,
+    engine: sha256::HashEngine,
+}
+
+impl core::fmt::Debug for SighashPrefix {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SighashPrefix").field("version", &self.version).field("sequence", &self.sequence).finish()
     }
 }
 
