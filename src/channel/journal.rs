@@ -382,8 +382,8 @@ impl Channel {
     /// released, or the next change if there is none.
     pub(super) fn unreleased_from(&self) -> u64 {
         let unreleased = |o: &Output| !matches!(o, Output::Send { .. });
-        match self.gated.iter().find(|(_, o)| unreleased(o)) {
-            Some((v, _)) => *v,
+        match self.gated.oldest_other() {
+            Some(v) => v,
             None if self.pending.iter().any(unreleased) => self.version,
             None => self.version + 1,
         }

@@ -767,7 +767,7 @@ pub struct Channel {
     durable: u64,
     dirty: bool,
     persist: VecDeque<Output>,
-    gated: VecDeque<(u64, Output)>,
+    gated: Gated,
     pending: Vec<Output>,
     /// Updates for the monitor, released with the next state.
     monitor_pending: Vec<MonitorUpdate>,
@@ -816,6 +816,65 @@ impl fmt::Debug for OurRevocations {
 type TapeCell = std::sync::Mutex<journal::Tape>;
 #[cfg(not(feature = "std"))]
 type TapeCell = core::cell::RefCell<journal::Tape>;
+
+/// Outputs waiting for the state they depend on to be durable, in order,
+/// each with the number of that state; and how many of them are not
+/// messages, so that the oldest change with such an output is found without
+/// walking a long queue of messages (a caller that issues many commands
+/// before draining would otherwise pay for it at every step).
+#[derive(Default, Debug)]
+pub(crate) struct Gated {
+    queue: VecDeque<(u64, Output)>,
+    others: usize,
+}
+
+impl Gated {
+    fn is_message(output: &Output) -> bool {
+        matches!(output, Output::Send { .. })
+    }
+
+    pub(crate) fn push_back(&mut self, item: (u64, Output)) {
+        self.others += usize::from(!Self::is_message(&item.1));
+        self.queue.push_back(item);
+    }
+
+    pub(crate) fn extend(&mut self, items: impl IntoIterator<Item = (u64, Output)>) {
+        for item in items {
+            self.push_back(item);
+        }
+    }
+
+    fn front(&self) -> Option<&(u64, Output)> {
+        self.queue.front()
+    }
+
+    fn pop_front(&mut self) -> Option<(u64, Output)> {
+        let item = self.queue.pop_front()?;
+        self.others -= usize::from(!Self::is_message(&item.1));
+        Some(item)
+    }
+
+    /// Drops the messages (a new transport resends from `unacked`).
+    fn drop_messages(&mut self) {
+        self.queue.retain(|(_, o)| !Self::is_message(o));
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &(u64, Output)> {
+        self.queue.iter()
+    }
+
+    pub(crate) fn into_items(self) -> impl Iterator<Item = (u64, Output)> {
+        self.queue.into_iter()
+    }
+
+    /// The change of the oldest output that is not a message.
+    pub(crate) fn oldest_other(&self) -> Option<u64> {
+        if self.others == 0 {
+            return None;
+        }
+        self.queue.iter().find(|(_, o)| !Self::is_message(o)).map(|(v, _)| *v)
+    }
+}
 
 /// The transport, as the channel sees it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -941,7 +1000,7 @@ impl Channel {
             durable: 0,
             dirty: false,
             persist: VecDeque::new(),
-            gated: VecDeque::new(),
+            gated: Gated::default(),
             pending: Vec::new(),
             monitor_pending: Vec::new(),
             secrets,
@@ -1363,7 +1422,9 @@ impl Channel {
     /// signature on it and telling the monitor need (no output map).
     fn id_ours(&self, view: &View, num: u64) -> Option<CommitmentId> {
         let prefix = self.sighash_prefix.as_ref();
-        self.with_our_spec(self.funding.as_ref()?, view, num, |spec, hash| commitment::id_with(spec, hash, false, prefix))
+        self.with_our_spec(self.funding.as_ref()?, view, num, |spec, hash| {
+            commitment::id_with(spec, hash, false, prefix)
+        })
     }
 
     /// Runs `f` on the spec of our commitment `num` holding `view`.

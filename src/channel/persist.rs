@@ -811,9 +811,9 @@ impl Channel {
         let replayed = core::mem::take(&mut ch.gated);
         let (snapshot_version, snapshot_outputs) = at_snapshot;
         if unreleased_from <= snapshot_version {
-            ch.gated.extend(snapshot_outputs);
+            ch.gated.extend(snapshot_outputs.into_items());
         }
-        ch.gated.extend(replayed.into_iter().filter(|(v, _)| *v >= unreleased_from));
+        ch.gated.extend(replayed.into_items().filter(|(v, _)| *v >= unreleased_from));
         ch.processed_at.clear();
         ch.durable_processed = ch.processed;
         ch.in_no = ch.processed;
@@ -1022,7 +1022,7 @@ impl Channel {
             persist: VecDeque::new(),
             // At least once: what the last state change emitted may not have
             // been handled before the restart, so it comes out again.
-            gated: VecDeque::new(),
+            gated: super::Gated::default(),
             link: super::Link::Down,
             in_no: processed,
             pending: Vec::new(),

@@ -105,7 +105,7 @@ impl Channel {
     /// ([`handle_authenticate`](Self::handle_authenticate)), since only it
     /// says where the retransmission starts.
     pub fn new_transport(&mut self) -> u64 {
-        self.gated.retain(|(_, o)| !matches!(o, Output::Send { .. }));
+        self.gated.drop_messages();
         self.link = Link::AwaitingAuth;
         // The peer resends everything after what we acknowledge now.
         self.in_no = self.durable_processed;

@@ -500,7 +500,15 @@ fn lay_out(
             (2 + h.direction as u8, h.id)
         }
     };
-    outputs.sort_unstable_by(|a, b| (a.value, a.spk(), rank(a)).cmp(&(b.value, b.spk(), rank(b))));
+    // The value and the script's first 8 bytes in one integer settle most
+    // comparisons (the order is the same: both scripts are longer).
+    let key = |o: &Laid1| {
+        let head = u64::from_be_bytes(o.spk[..8].try_into().expect("8 bytes"));
+        (u128::from(o.value.to_sat()) << 64) | u128::from(head)
+    };
+    outputs.sort_unstable_by(|a, b| {
+        key(a).cmp(&key(b)).then_with(|| a.spk().cmp(b.spk())).then_with(|| rank(a).cmp(&rank(b)))
+    });
 
     let mut serialized = Vec::with_capacity(outputs.len() * 43);
     for o in &outputs {
