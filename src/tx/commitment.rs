@@ -61,7 +61,7 @@ pub fn to_self_script(
     delay: Delay,
     owner_final: &CompressedPublicKey,
 ) -> ScriptBuf {
-    ScriptKeys::new(owner_final, other_final, ripemd_of(revocation_hash), delay).to_self()
+    ScriptKeys::new(owner_final, other_final, ripemd_of(revocation_hash), delay).revocable()
 }
 
 /// Which way an HTLC goes, seen from the commitment's owner.
@@ -475,7 +475,7 @@ fn lay_out(
         Laid1 { value, spk, spk_len: 34, source, script }
     };
     if let Some(value) = fee.local_output() {
-        outputs.push(p2wsh(value, Source::ToOwner, &|out| keys.write_to_self(out)));
+        outputs.push(p2wsh(value, Source::ToOwner, &|out| keys.write_revocable(out)));
     }
     for (i, h) in spec.htlcs.iter().enumerate().filter(|(_, h)| !htlc_is_dust(h.amount)) {
         let write = |out: &mut Vec<u8>| keys.write_htlc(h.direction, &h.r_hash160(), h.expiry, out);
@@ -739,7 +739,7 @@ pub fn recognise(tx: &Transaction, template: &CommitmentTemplate<'_>) -> Recogni
         ripemd_of(&template.revocation_hash),
         template.delay,
     );
-    let to_owner = keys.to_self();
+    let to_owner = keys.revocable();
     let to_owner_spk = ScriptBuf::new_p2wsh(&to_owner.wscript_hash());
     let to_other_spk = ScriptBuf::new_p2wpkh(&template.other_final.wpubkey_hash());
     let mut candidates: BTreeMap<ScriptBuf, Vec<(HtlcSpec, ScriptBuf, bool)>> = BTreeMap::new();

@@ -111,14 +111,14 @@ impl ScriptKeys {
 
     /// The owner's revocable output's script
     /// ([`super::commitment::to_self_script`]).
-    pub(crate) fn to_self(&self) -> ScriptBuf {
+    pub(crate) fn revocable(&self) -> ScriptBuf {
         let mut bytes = Vec::with_capacity(MAX_SCRIPT);
-        self.write_to_self(&mut bytes);
+        self.write_revocable(&mut bytes);
         ScriptBuf::from_bytes(bytes)
     }
 
-    /// Appends [`ScriptKeys::to_self`]'s bytes to `out`.
-    pub(crate) fn write_to_self(&self, out: &mut Vec<u8>) {
+    /// Appends [`ScriptKeys::revocable`]'s bytes to `out`.
+    pub(crate) fn write_revocable(&self, out: &mut Vec<u8>) {
         out.reserve(MAX_SCRIPT);
         let mut w = Writer(out);
         w.op(OP_HASH160)
