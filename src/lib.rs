@@ -108,11 +108,9 @@
 //!         drain(b, wb);
 //!         if wa.outbox.is_empty() && wb.outbox.is_empty() { break; }
 //!         for (from, to) in [(&mut *wa, &mut *b), (&mut *wb, &mut *a)] {
+//!             // Decoded, or failed as malformed; journaled as received.
 //!             while let Some((ack, bytes)) = from.outbox.pop_front() {
-//!                 match wire::decode(&bytes) {
-//!                     Ok(message) => to.handle_message(message, ack),
-//!                     Err(e) => to.handle_malformed(&e),
-//!                 }
+//!                 to.handle_wire(&bytes, ack);
 //!             }
 //!         }
 //!     }
