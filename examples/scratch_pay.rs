@@ -119,6 +119,22 @@ fn main() {
         println!("p10 batch {:.2} us/payment, floor {:.1} us: {:.4} floors; at the issue's floor of 161.5 us that is {:.2} us", b * 1e6, f * 1e6, b / f, b / f * 161.5);
         return;
     }
+    if mode == "writes" {
+        let mut p = funded();
+        let (h0, m0) = (p.a.history.len(), p.a.monitor_history.len());
+        batch(&mut p);
+        for (name, node) in [("A", &p.a), ("B", &p.b)] {
+            let snaps: Vec<usize> =
+                node.history[h0..].iter().filter(|w| w.is_snapshot()).map(|w| w.bytes().len()).collect();
+            let entries: usize = node.history[h0..].iter().filter(|w| !w.is_snapshot()).map(|w| w.bytes().len()).sum();
+            let msnaps: Vec<usize> =
+                node.monitor_history[m0..].iter().filter(|w| w.is_snapshot()).map(|w| w.bytes().len()).collect();
+            let mentries: usize =
+                node.monitor_history[m0..].iter().filter(|w| !w.is_snapshot()).map(|w| w.bytes().len()).sum();
+            println!("{name}: channel entries {entries} B, snapshots {snaps:?}; monitor entries {mentries} B, snapshots {msnaps:?}");
+        }
+        return;
+    }
     if mode == "inter" {
         use bitcoin::secp256k1::{Message, Secp256k1, SecretKey};
         let secp = Secp256k1::new();

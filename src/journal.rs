@@ -77,7 +77,11 @@ pub(crate) const MIN_JOURNAL: usize = 4096;
 /// The compaction rule: a snapshot once the entries since the last one add
 /// up to more than twice its size, and to more than [`MIN_JOURNAL`]. The
 /// store then holds at most a snapshot plus twice its size plus 4 KiB, and
-/// on average each byte of entry costs at most one byte of snapshot.
+/// on average each byte of entry costs at most one byte of snapshot. An
+/// owner whose state has grown since its last snapshot may pass its
+/// current size ([`Compaction::due_at`]): the snapshot then waits until the
+/// entries add up to twice that, so that a state growing fast (a batch of
+/// new HTLCs) is not snapshotted again and again on its way up.
 #[derive(Clone, Copy, Default, Debug)]
 pub(crate) struct Compaction {
     journal: usize,
@@ -108,7 +112,14 @@ impl Compaction {
 
     /// Whether the entries since the last snapshot call for a new one.
     pub(crate) fn due(&self) -> bool {
-        self.forced || self.journal > MIN_JOURNAL.max(2 * self.snapshot)
+        self.due_at(0)
+    }
+
+    /// [`Compaction::due`], for a state whose size is now about `current`
+    /// bytes: a snapshot once the entries add up to twice the larger of the
+    /// last snapshot and `current`.
+    pub(crate) fn due_at(&self, current: usize) -> bool {
+        self.forced || self.journal > MIN_JOURNAL.max(2 * self.snapshot.max(current))
     }
 }
 

@@ -751,6 +751,8 @@ pub struct Channel {
     preimage_cache: PreimageCache,
     /// The last state's size, to allocate the next one at once.
     state_len_hint: usize,
+    /// [`Channel::htlc_entries`] when the last snapshot was written.
+    htlcs_at_snapshot: usize,
     /// The current step's input, encoded for the journal (the buffer is
     /// reused).
     input: Vec<u8>,
@@ -990,6 +992,7 @@ impl Channel {
             fee_estimate: None,
             preimage_cache,
             state_len_hint: 0,
+            htlcs_at_snapshot: 0,
             input: Vec::new(),
             replaying: false,
             tape: Default::default(),
@@ -1248,9 +1251,10 @@ impl Channel {
         }
         // The first change (the channel's creation) has no input and starts
         // the store with a snapshot; the compaction rule says when the next.
-        let write = if self.input.is_empty() || self.compaction.due() {
+        let write = if self.input.is_empty() || self.compaction.due_at(self.state_len_estimate()) {
             let state = self.to_bytes();
             self.state_len_hint = state.len();
+            self.htlcs_at_snapshot = self.htlc_entries();
             self.compaction.snapshotted(state.len());
             Write::Snapshot { seq: self.version, state }
         } else {
@@ -1455,6 +1459,23 @@ impl Channel {
 
     fn build_theirs(&self, view: &View, revocation_hash: sha256::Hash, num: u64) -> Option<Commitment> {
         self.build_theirs_with(self.funding.as_ref()?, view, revocation_hash, num)
+    }
+
+    /// How many HTLCs the state holds, counting each view's and each log
+    /// entry's: what makes a snapshot large.
+    fn htlc_entries(&self) -> usize {
+        let views = [&self.our_view, &self.their_view, &self.staged_ours, &self.staged_theirs];
+        views.iter().map(|v| v.htlcs.len()).sum::<usize>()
+            + self.their_prev.as_ref().map_or(0, |(v, _)| v.htlcs.len())
+            + self.log.len()
+    }
+
+    /// About how large a snapshot would be now: the last one, and 49 bytes
+    /// (an encoded HTLC) for each HTLC entry since. A lower estimate: log
+    /// entries take more.
+    fn state_len_estimate(&self) -> usize {
+        let grown = self.htlc_entries().saturating_sub(self.htlcs_at_snapshot);
+        self.state_len_hint + 49 * grown
     }
 
     /// The anchor is known: it, and what is derived from it.

@@ -753,6 +753,8 @@ impl Channel {
             JournalError::Gap { expected, found } => RestoreError::Gap { expected, found },
         })?;
         ch.compaction.snapshotted(snapshot.len());
+        ch.state_len_hint = snapshot.len();
+        ch.htlcs_at_snapshot = ch.htlc_entries();
         if journal.torn {
             ch.compaction.force();
         }
@@ -1010,6 +1012,7 @@ impl Channel {
             fee_estimate,
             preimage_cache,
             state_len_hint: 0,
+            htlcs_at_snapshot: 0,
             input: Vec::new(),
             replaying: false,
             tape: Default::default(),
