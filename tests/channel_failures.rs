@@ -704,3 +704,47 @@ fn peer_fee_rates_are_bounded_by_ten_times_the_estimate() {
     inject(&mut p, true, Message::UpdateFee(wire::UpdateFee { fee_rate: 20_002 }));
     failed(&p.a, "R3.4-b", FailBroadcast::CommitmentNoHtlcs);
 }
+
+#[test]
+fn a_reused_peer_id_does_not_change_the_htlc_our_commitment_holds() {
+    let mut p = Pair::open();
+    // B gets money to offer with.
+    let r = Preimage([9; 32]);
+    p.a.ch.offer_htlc(MilliSats::from_msat(400_000_000), r.hash(), height(5_000), vec![]).unwrap();
+    p.settle();
+    p.b.ch.fulfill_htlc(0, r).unwrap();
+    p.settle();
+    // B offers an HTLC for R1; both commitments hold it.
+    let (r1, r2) = (Preimage([0x51; 32]), Preimage([0x52; 32]));
+    let amount = MilliSats::from_msat(5_000_000);
+    let id = p.b.ch.offer_htlc(amount, r1.hash(), height(5_000), vec![]).unwrap();
+    p.settle();
+    // A fails it: gone from A's staged commitments, still in A's current one.
+    p.a.ch.fail_htlc(id, b"no".to_vec()).unwrap();
+    // R3.2-e forbids reusing an id present in the staged commitment only:
+    // B may offer a new HTLC, for R2, under the same id.
+    let add = wire::UpdateAddHtlc {
+        id,
+        amount: HtlcMsat::try_from(amount).unwrap(),
+        r_hash: r2.hash(),
+        expiry: height(5_000),
+        route: vec![],
+    };
+    inject(&mut p, true, Message::UpdateAddHtlc(add));
+    assert!(p.a.failed().is_none(), "R3.2-e allows it");
+    // A's current commitment is still the one B signed, HTLC for R1 and
+    // all: it spends the anchor.
+    let anchor = p.a.anchor.clone().expect("A funded");
+    let commitment = p.a.ch.signed_commitment().expect("open");
+    verify_input(&commitment, 0, &anchor.output[0]).expect("the commitment B signed");
+    let built = p.a.ch.our_commitment_tx().unwrap();
+    let htlc =
+        built.outputs().iter().find(|o| matches!(o.kind, paychan::tx::commitment::OutputKind::Htlc(h) if h.id == id));
+    assert!(
+        matches!(htlc.map(|o| o.kind), Some(paychan::tx::commitment::OutputKind::Htlc(h)) if h.r_hash == r1.hash())
+    );
+    // So does the commitment of A restored from its store, which rebuilds
+    // its cache of HTLC hashes from every view.
+    let restored = p.a.restored().unwrap();
+    assert_eq!(restored.signed_commitment(), Some(commitment));
+}

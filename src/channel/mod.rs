@@ -711,8 +711,11 @@ pub struct Channel {
     /// allocates nothing.
     log_spare: Vec<Entry>,
     /// RIPEMD-160 of the `r_hash` of every HTLC in a view, as the scripts
-    /// hold it (a cache, not persisted: rebuilt on restore).
-    pub(crate) hash160s: BTreeMap<(Side, u64), [u8; 20]>,
+    /// hold it, with that `r_hash` (a cache, not persisted: rebuilt on
+    /// restore). The peer may reuse an id once no staged commitment holds it
+    /// (R3.2-e) while a current one still holds the old HTLC: an entry is
+    /// used only for the `r_hash` it was computed from.
+    pub(crate) hash160s: BTreeMap<(Side, u64), Hash160Entry>,
     pub(crate) next_htlc_id: u64,
     /// Redemption deadlines of HTLCs we offered (R3.1-a).
     pub(crate) deadlines: BTreeMap<u64, absolute::LockTime>,
@@ -818,6 +821,9 @@ impl fmt::Debug for OurRevocations {
 type TapeCell = std::sync::Mutex<journal::Tape>;
 #[cfg(not(feature = "std"))]
 type TapeCell = core::cell::RefCell<journal::Tape>;
+
+/// An entry of `Channel::hash160s`: an `r_hash` and its RIPEMD-160.
+pub(crate) type Hash160Entry = (sha256::Hash, [u8; 20]);
 
 /// Outputs waiting for the state they depend on to be durable, in order,
 /// each with the number of that state; and how many of them are not
@@ -1461,18 +1467,17 @@ impl Channel {
         self.build_theirs_with(self.funding.as_ref()?, view, revocation_hash, num)
     }
 
-    /// How many HTLCs the state holds, counting each view's and each log
-    /// entry's: what makes a snapshot large.
+    /// How many HTLCs the views hold, each counted once per view: what makes
+    /// a snapshot large.
     fn htlc_entries(&self) -> usize {
         let views = [&self.our_view, &self.their_view, &self.staged_ours, &self.staged_theirs];
-        views.iter().map(|v| v.htlcs.len()).sum::<usize>()
-            + self.their_prev.as_ref().map_or(0, |(v, _)| v.htlcs.len())
-            + self.log.len()
+        views.iter().map(|v| v.htlcs.len()).sum::<usize>() + self.their_prev.as_ref().map_or(0, |(v, _)| v.htlcs.len())
     }
 
     /// About how large a snapshot would be now: the last one, and 49 bytes
-    /// (an encoded HTLC) for each HTLC entry since. A lower estimate: log
-    /// entries take more.
+    /// (an encoded HTLC) for each HTLC a view holds beyond what the views
+    /// held then. A lower estimate of the growth: the log's entries for
+    /// those HTLCs take more.
     fn state_len_estimate(&self) -> usize {
         let grown = self.htlc_entries().saturating_sub(self.htlcs_at_snapshot);
         self.state_len_hint + 49 * grown

@@ -1049,11 +1049,15 @@ impl Channel {
             };
             ch.gated.push_back((version, output));
         }
+        // The staged views first: under an id the peer reused (R3.2-e), the
+        // newer HTLC is the one the coming commitments hold.
         let prev = ch.their_prev.as_ref().map(|(v, _)| v);
-        let views = [Some(&ch.our_view), Some(&ch.their_view), Some(&ch.staged_ours), Some(&ch.staged_theirs), prev];
+        let views = [Some(&ch.staged_ours), Some(&ch.staged_theirs), Some(&ch.our_view), Some(&ch.their_view), prev];
         let htlcs: Vec<Htlc> = views.into_iter().flatten().flat_map(|v| v.htlcs().copied()).collect();
         for h in htlcs {
-            ch.hash160s.entry((h.offerer, h.id)).or_insert_with(|| crate::tx::commitment::ripemd_of(&h.r_hash));
+            ch.hash160s
+                .entry((h.offerer, h.id))
+                .or_insert_with(|| (h.r_hash, crate::tx::commitment::ripemd_of(&h.r_hash)));
         }
         Ok(ch)
     }

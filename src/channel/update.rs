@@ -465,7 +465,7 @@ impl Channel {
 
     pub(super) fn log_update(&mut self, from: Side, update: Update, blob: Vec<u8>, removed: Option<Htlc>) {
         if let Update::Add(h) = &update {
-            self.hash160s.insert((from, h.id), crate::tx::commitment::ripemd_of(&h.r_hash));
+            self.hash160s.insert((from, h.id), (h.r_hash, crate::tx::commitment::ripemd_of(&h.r_hash)));
         }
         self.staged_theirs.apply(from, &update).expect("checked against this view");
         self.staged_ours.apply(from, &update).expect("checked against this view");
@@ -493,9 +493,13 @@ impl Channel {
                 kept.push(e);
                 continue;
             }
-            // A removal locked in has left every view: so has its hash.
-            if let Update::Fulfill { id, .. } | Update::Fail { id } = e.update {
-                self.hash160s.remove(&(e.from.other(), id));
+            // A removal locked in has left every view: so has its hash,
+            // unless the peer reused the id for a new HTLC since (R3.2-e).
+            if let (Update::Fulfill { id, .. } | Update::Fail { id }, Some(removed)) = (&e.update, &e.removed) {
+                let key = (e.from.other(), *id);
+                if self.hash160s.get(&key).is_some_and(|(r_hash, _)| *r_hash == removed.r_hash) {
+                    self.hash160s.remove(&key);
+                }
             }
             let event = match (&e.update, e.from) {
                 (Update::Add(h), _) => Some(Event::HtlcAdded {

@@ -267,10 +267,6 @@ impl View {
         }
     }
 
-    /// Applies an update by `from`. Only structural rules are enforced here
-    /// (the HTLC exists or not, balances stay non-negative): the full rules
-    /// were checked by [`View::check`] when the update was first seen. On
-    /// refusal the view is unchanged.
     /// [`View::check`] of a fulfill by `from` of HTLC `id` whose `R` hashes
     /// to `hash`.
     pub(crate) fn check_fulfill(&self, from: Side, id: u64, hash: &sha256::Hash) -> Result<(), Refusal> {
@@ -280,6 +276,11 @@ impl View {
         }
         Ok(())
     }
+
+    /// Applies an update by `from`. Only structural rules are enforced here
+    /// (the HTLC exists or not, balances stay non-negative): the full rules
+    /// were checked by [`View::check`] when the update was first seen. On
+    /// refusal the view is unchanged.
 
     pub(crate) fn apply(&mut self, from: Side, update: &Update) -> Result<(), Refusal> {
         match update {
@@ -335,8 +336,9 @@ impl View {
 
     /// The HTLCs as the transaction layer wants them, directions relative to
     /// the owner, with the RIPEMD-160 of each `r_hash` from `hash160s` (the
-    /// channel's cache, in the same key order; one missing is computed).
-    pub(crate) fn htlc_specs(&self, hash160s: &BTreeMap<(Side, u64), [u8; 20]>) -> Vec<HtlcSpec> {
+    /// channel's cache, in the same key order; one missing, or computed for
+    /// another HTLC under the same id, is computed).
+    pub(crate) fn htlc_specs(&self, hash160s: &BTreeMap<(Side, u64), super::Hash160Entry>) -> Vec<HtlcSpec> {
         let mut cached = hash160s.iter().peekable();
         self.htlcs
             .iter()
@@ -344,7 +346,7 @@ impl View {
                 // Both maps are ordered by key: one walk through the cache.
                 while cached.next_if(|(k, _)| *k < key).is_some() {}
                 let hash160 = match cached.peek() {
-                    Some((k, hash160)) if *k == key => **hash160,
+                    Some((k, (r_hash, hash160))) if *k == key && *r_hash == h.r_hash => *hash160,
                     _ => crate::tx::commitment::ripemd_of(&h.r_hash),
                 };
                 let direction = if h.offerer == self.owner { HtlcDirection::Offered } else { HtlcDirection::Received };
