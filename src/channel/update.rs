@@ -330,10 +330,16 @@ impl Channel {
             // R3.5-a
             return Err(violation(Rule::R3_5_a, "update_commit without any update"));
         }
-        let mut view = self.our_view.clone();
-        for e in self.log.iter().filter(|e| included(e)) {
-            view.apply(e.from, &e.update).map_err(Refusal::peer)?;
-        }
+        // Our staged commitment is our current one with every update not in
+        // it applied, in log order: when the peer's commitment includes all
+        // of them (the usual case), it is that.
+        let view = if self.log.iter().filter(|e| !e.in_ours).all(included) {
+            let view = self.staged_ours.clone();
+            debug_assert_eq!(Ok(&view), self.our_view_with(included).as_ref());
+            view
+        } else {
+            self.our_view_with(included).map_err(Refusal::peer)?
+        };
         let num = self.our_num + 1;
         let built = self.id_ours(&view, num).ok_or_else(|| violation(Rule::R3_2_a, "commitment cannot be built"))?;
         let funding = self.funding.as_ref().expect("normal operation has an anchor");
@@ -364,6 +370,16 @@ impl Channel {
         }));
         self.lock_in();
         Ok(())
+    }
+
+    /// Our current commitment's view with the log entries `included`
+    /// applied, in order.
+    fn our_view_with(&self, included: impl Fn(&Entry) -> bool) -> Result<View, crate::channel::view::Refusal> {
+        let mut view = self.our_view.clone();
+        for e in self.log.iter().filter(|e| included(e)) {
+            view.apply(e.from, &e.update)?;
+        }
+        Ok(view)
     }
 
     pub(super) fn on_revocation(&mut self, m: UpdateRevocation) -> Result<(), Violation> {
