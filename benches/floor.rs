@@ -94,6 +94,19 @@ impl Floor {
         Floor { secp, key, public, digests, next: 0 }
     }
 
+    /// The time of one run, warmed: timed cold, right after a payment
+    /// evicted its tables, the floor would look slower than it is.
+    fn warm_time(&mut self) -> f64 {
+        for _ in 0..CHUNK {
+            self.run();
+        }
+        let t = Instant::now();
+        for _ in 0..CHUNK {
+            self.run();
+        }
+        t.elapsed().as_secs_f64() / CHUNK as f64
+    }
+
     /// Four signatures and four verifications.
     fn run(&mut self) {
         for _ in 0..4 {
@@ -123,16 +136,7 @@ fn main() {
             n += 1;
         }
         payments.push(t.elapsed().as_secs_f64() / CHUNK as f64);
-        // The floor warms up first: timed cold, right after the payments
-        // evicted its tables, it would look slower than it is.
-        for _ in 0..CHUNK {
-            floor.run();
-        }
-        let t = Instant::now();
-        for _ in 0..CHUNK {
-            floor.run();
-        }
-        floors.push(t.elapsed().as_secs_f64() / CHUNK as f64);
+        floors.push(floor.warm_time());
     }
     let (pay_time, floor_time) = (p10(payments), p10(floors));
     println!(
@@ -150,14 +154,7 @@ fn main() {
         batch(&mut p);
         batched.push(t.elapsed().as_secs_f64() / 100.0);
         drop(p);
-        for _ in 0..CHUNK {
-            floor.run();
-        }
-        let t = Instant::now();
-        for _ in 0..CHUNK {
-            floor.run();
-        }
-        floors.push(t.elapsed().as_secs_f64() / CHUNK as f64);
+        floors.push(floor.warm_time());
     }
     let (batch_time, floor_time) = (p10(batched), p10(floors));
     println!(

@@ -281,7 +281,6 @@ impl View {
     /// (the HTLC exists or not, balances stay non-negative): the full rules
     /// were checked by [`View::check`] when the update was first seen. On
     /// refusal the view is unchanged.
-
     pub(crate) fn apply(&mut self, from: Side, update: &Update) -> Result<(), Refusal> {
         match update {
             Update::Add(h) => {
