@@ -5,7 +5,7 @@
 
 use paychan::bitcoin::absolute::LockTime;
 use libfuzzer_sys::fuzz_target;
-use paychan::channel::Side;
+use paychan::channel::{ChannelError, Side};
 use paychan::sim::{Dir, Pair};
 use paychan::{MilliSats, Preimage};
 
@@ -28,9 +28,15 @@ fuzz_target!(|data: &[u8]| {
                     let h = *node.ch.our_staged().htlc(Side::Remote, *id).expect("listed");
                     // The fuzzer's preimages are [b; 32] for the offer's byte b.
                     let r = (0..=255u8).map(|b| Preimage([b; 32])).find(|r| r.hash() == h.r_hash);
-                    match (kind >> 1 & 7, r) {
-                        (1, Some(r)) => node.ch.fulfill_htlc(*id, r).expect("valid fulfill"),
-                        _ => node.ch.fail_htlc(*id, vec![arg]).expect("valid fail"),
+                    let result = match (kind >> 1 & 7, r) {
+                        (1, Some(r)) => node.ch.fulfill_htlc(*id, r),
+                        _ => node.ch.fail_htlc(*id, vec![arg]),
+                    };
+                    // R3.3-c: an HTLC only staged cannot be removed yet;
+                    // any other refusal of a listed HTLC is a bug.
+                    match result {
+                        Ok(()) | Err(ChannelError::NotCommitted(_)) => {}
+                        Err(e) => panic!("a valid removal refused: {e}"),
                     }
                 }
             }
