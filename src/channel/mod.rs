@@ -1202,7 +1202,8 @@ impl Channel {
     /// The monitor's setup and both initial commitments, once both are
     /// signed.
     fn monitor_setup(&mut self, funding: &FundingOutput, ours: Txid, theirs: Txid) {
-        let (Some(remote), Some(obscuring)) = (self.remote, self.obscuring()) else { return };
+        let Some(remote) = self.remote else { return };
+        let obscuring = remote.obscuring;
         self.monitor(MonitorUpdate::Setup(Box::new(ChannelParams {
             funding: funding.clone(),
             role: self.role,
@@ -1487,12 +1488,6 @@ impl Channel {
     pub(crate) fn set_funding(&mut self, funding: FundingOutput) {
         self.sighash_prefix = self.remote.map(|r| commitment::sighash_prefix(&funding, r.obscuring));
         self.funding = Some(funding);
-    }
-
-    /// The channel's obscuring factor of commitment numbers (ruling D10),
-    /// once the peer's key is known.
-    fn obscuring(&self) -> Option<u64> {
-        Some(self.remote?.obscuring)
     }
 
     fn build_theirs_with(

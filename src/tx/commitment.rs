@@ -394,7 +394,7 @@ enum Source {
 /// P2WPKH, 34 or 22 bytes) inline, where it comes from and, when kept, the
 /// index of its witness script.
 #[derive(Clone, Copy, Debug)]
-struct Laid1 {
+struct LaidOutput {
     value: Amount,
     spk: [u8; 34],
     spk_len: u8,
@@ -402,7 +402,7 @@ struct Laid1 {
     script: Option<u32>,
 }
 
-impl Laid1 {
+impl LaidOutput {
     fn spk(&self) -> &[u8] {
         &self.spk[..self.spk_len as usize]
     }
@@ -411,7 +411,7 @@ impl Laid1 {
 /// A commitment's outputs in transaction order, serialized, with its lock
 /// fields and fee split: everything its txid and signature hash need.
 struct Laid {
-    outputs: Vec<Laid1>,
+    outputs: Vec<LaidOutput>,
     /// The outputs serialized once: the txid and the signature hash's
     /// hashOutputs are both hashes of these bytes.
     serialized: Vec<u8>,
@@ -472,7 +472,7 @@ fn lay_out(
             scripts.push(ScriptBuf::from_bytes(scratch.clone()));
             scripts.len() as u32 - 1
         });
-        Laid1 { value, spk, spk_len: 34, source, script }
+        LaidOutput { value, spk, spk_len: 34, source, script }
     };
     if let Some(value) = fee.local_output() {
         outputs.push(p2wsh(value, Source::ToOwner, &|out| keys.write_revocable(out)));
@@ -486,13 +486,13 @@ fn lay_out(
         spk[0] = bitcoin::opcodes::OP_0.to_u8();
         spk[1] = 20;
         spk[2..22].copy_from_slice(other_final_hash.as_byte_array());
-        outputs.push(Laid1 { value, spk, spk_len: 22, source: Source::ToOther, script: None });
+        outputs.push(LaidOutput { value, spk, spk_len: 22, source: Source::ToOther, script: None });
     }
     if outputs.is_empty() {
         return Err(CommitmentError::NoOutputs);
     }
     // BIP69, then (kind, id): identical outputs get a fixed order too.
-    let rank = |o: &Laid1| match o.source {
+    let rank = |o: &LaidOutput| match o.source {
         Source::ToOwner => (0, 0),
         Source::ToOther => (1, 0),
         Source::Htlc(i) => {
@@ -502,7 +502,7 @@ fn lay_out(
     };
     // The value and the script's first 8 bytes in one integer settle most
     // comparisons (the order is the same: both scripts are longer).
-    let key = |o: &Laid1| {
+    let key = |o: &LaidOutput| {
         let head = u64::from_be_bytes(o.spk[..8].try_into().expect("8 bytes"));
         (u128::from(o.value.to_sat()) << 64) | u128::from(head)
     };
@@ -513,12 +513,13 @@ fn lay_out(
     let mut serialized = Vec::with_capacity(outputs.len() * 43);
     for o in &outputs {
         serialized.extend_from_slice(&o.value.to_sat().to_le_bytes());
-        compact_size(&mut serialized, o.spk().len());
+        let (prefix, len) = compact_size(o.spk().len());
+        serialized.extend_from_slice(&prefix[..len]);
         serialized.extend_from_slice(o.spk());
     }
     // No witness yet: the weight is four times the size, plus the anchor
     // witness to come.
-    let size = 4 + 1 + 41 + compact_size_len(outputs.len()) + serialized.len() + 4;
+    let size = 4 + 1 + 41 + compact_size(outputs.len()).1 + serialized.len() + 4;
     let weight = 4 * size as u64 + ANCHOR_WITNESS_WEIGHT;
     if weight > MAX_STANDARD_WEIGHT {
         return Err(CommitmentError::TooHeavy(weight));
@@ -552,37 +553,35 @@ impl Laid {
         // An empty script sig.
         engine.input(&[0]);
         engine.input(&self.sequence.0.to_le_bytes());
-        let mut count = Vec::with_capacity(5);
-        compact_size(&mut count, self.outputs.len());
-        engine.input(&count);
+        let (count, len) = compact_size(self.outputs.len());
+        engine.input(&count[..len]);
         engine.input(&self.serialized);
         engine.input(&self.lock_time.to_consensus_u32().to_le_bytes());
         Txid::from_raw_hash(sha256d::Hash::from_engine(engine))
     }
 }
 
-/// Bitcoin's CompactSize length prefix.
-pub(crate) fn compact_size(out: &mut Vec<u8>, n: usize) {
-    match n {
-        0..=0xfc => out.push(n as u8),
+/// Bitcoin's CompactSize length prefix of `n`: the buffer and how many of
+/// its bytes it takes.
+fn compact_size(n: usize) -> ([u8; 5], usize) {
+    let mut out = [0u8; 5];
+    let len = match n {
+        0..=0xfc => {
+            out[0] = n as u8;
+            1
+        }
         0xfd..=0xffff => {
-            out.push(0xfd);
-            out.extend_from_slice(&(n as u16).to_le_bytes());
+            out[0] = 0xfd;
+            out[1..3].copy_from_slice(&(n as u16).to_le_bytes());
+            3
         }
         _ => {
-            out.push(0xfe);
-            out.extend_from_slice(&(n as u32).to_le_bytes());
+            out[0] = 0xfe;
+            out[1..].copy_from_slice(&(n as u32).to_le_bytes());
+            5
         }
-    }
-}
-
-/// How many bytes [`compact_size`] writes for `n`.
-fn compact_size_len(n: usize) -> usize {
-    match n {
-        0..=0xfc => 1,
-        0xfd..=0xffff => 3,
-        _ => 5,
-    }
+    };
+    (out, len)
 }
 
 impl Commitment {
