@@ -31,7 +31,7 @@ use crate::tx::Signer;
 use crate::types::{MilliSats, Preimage};
 
 const MAGIC: &[u8; 4] = b"PMON";
-const FORMAT: u8 = 1;
+const FORMAT: u8 = 2;
 
 /// Why a monitor could not be restored.
 #[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]

@@ -666,7 +666,7 @@ impl Client {
 // ---------------------------------------------------------------------
 
 const MAGIC: &[u8; 4] = b"PCLI";
-const FORMAT: u8 = 1;
+const FORMAT: u8 = 2;
 
 use crate::channel::persist::{open, R, W};
 use crate::channel::RestoreError;

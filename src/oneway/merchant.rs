@@ -1003,7 +1003,7 @@ impl Merchant {
 // ---------------------------------------------------------------------
 
 const MAGIC: &[u8; 4] = b"PMER";
-const FORMAT: u8 = 1;
+const FORMAT: u8 = 2;
 
 /// Why a stored merchant state could not be restored.
 #[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]

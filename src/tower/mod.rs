@@ -169,7 +169,7 @@ impl core::fmt::Debug for Tower {
 }
 
 const MAGIC: &[u8; 4] = b"PTWR";
-const FORMAT: u8 = 1;
+const FORMAT: u8 = 2;
 
 impl Tower {
     /// An empty tower.

@@ -8,11 +8,17 @@ pub fn resealed(mut state: Vec<u8>) -> Vec<u8> {
         (x ^ (x >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
     }
     let body = state.len() - 8;
-    let mut h = (body as u64).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    // Word i goes to lane i mod 4.
+    let mut lanes: [u64; 4] = [0x243f_6a88_85a3_08d3, 0x1319_8a2e_0370_7344, 0xa409_3822_299f_31d0, 0x082e_fa98_ec4e_6c89];
     let mut at = 0;
     while at + 8 <= body {
-        h = mix(h ^ u64::from_le_bytes(state[at..at + 8].try_into().unwrap()));
+        let lane = (at / 8) % 4;
+        lanes[lane] = mix(lanes[lane] ^ u64::from_le_bytes(state[at..at + 8].try_into().unwrap()));
         at += 8;
+    }
+    let mut h = (body as u64).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    for lane in lanes {
+        h = mix(h ^ lane);
     }
     let mut tail = [0u8; 8];
     tail[..body - at].copy_from_slice(&state[at..body]);
