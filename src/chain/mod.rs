@@ -211,10 +211,9 @@ pub(crate) struct Tip {
 pub(crate) struct State {
     pub(crate) params: Option<ChannelParams>,
     pub(crate) records: Vec<HtlcRecord>,
-    /// Where each `(offerer, id)`'s records are in `records`, as
-    /// `(offerer, id, index)` (derived, not stored): one set, no list per
-    /// id.
-    pub(crate) by_id: BTreeSet<(Side, u64, usize)>,
+    /// Where each `(offerer, id)`'s records are in `records` (derived, not
+    /// stored).
+    pub(crate) by_id: ById,
     pub(crate) ours: Option<Known>,
     /// Our previous commitment: revoked by the channel in the step that
     /// replaced it, but a crash before the channel's write can restore the
@@ -531,7 +530,7 @@ impl Monitor {
             }
             MonitorUpdate::HtlcAdded { side, number, htlc } => {
                 let slot = *side as usize;
-                let found = records_of(&s.by_id, htlc.offerer, htlc.id).find(|&i| s.records[i].htlc == *htlc);
+                let found = s.by_id.of(htlc.offerer, htlc.id).find(|&i| s.records[i].htlc == *htlc);
                 match found.map(|i| &mut s.records[i]) {
                     Some(r) => {
                         r.held[slot] = Some(match r.held[slot] {
@@ -542,14 +541,14 @@ impl Monitor {
                     None => {
                         let mut held = [None, None];
                         held[slot] = Some((*number, None));
-                        s.by_id.insert((htlc.offerer, htlc.id, s.records.len()));
+                        s.by_id.insert(htlc.offerer, htlc.id, s.records.len());
                         s.records.push(HtlcRecord { htlc: *htlc, held });
                     }
                 }
             }
             MonitorUpdate::HtlcRemoved { side, number, offerer, id } => {
                 let slot = *side as usize;
-                for i in records_of(&s.by_id, *offerer, *id) {
+                for i in s.by_id.of(*offerer, *id) {
                     let r = &mut s.records[i];
                     if let Some((first, None)) = r.held[slot] {
                         // Removed in the very commitment that added it: no
@@ -633,9 +632,29 @@ impl Monitor {
     }
 }
 
-/// The indices of the records of HTLC `(offerer, id)` in `by_id`.
-fn records_of(by_id: &BTreeSet<(Side, u64, usize)>, offerer: Side, id: u64) -> impl Iterator<Item = usize> + '_ {
-    by_id.range((offerer, id, 0)..=(offerer, id, usize::MAX)).map(|&(_, _, i)| i)
+/// The indices in [`State::records`] of the records of each HTLC
+/// `(offerer, id)`. An id has one record unless the peer reused it (R3.2-e
+/// allows that once no staged commitment holds the first), so the first
+/// index is kept inline and only the rare others in a list: one lookup and
+/// no allocation per HTLC.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub(crate) struct ById(BTreeMap<(Side, u64), (usize, Vec<usize>)>);
+
+impl ById {
+    pub(crate) fn insert(&mut self, offerer: Side, id: u64, index: usize) {
+        match self.0.entry((offerer, id)) {
+            alloc::collections::btree_map::Entry::Vacant(v) => {
+                v.insert((index, Vec::new()));
+            }
+            alloc::collections::btree_map::Entry::Occupied(mut o) => o.get_mut().1.push(index),
+        }
+    }
+
+    /// The indices of `(offerer, id)`'s records, in the order they were
+    /// inserted.
+    pub(crate) fn of(&self, offerer: Side, id: u64) -> impl Iterator<Item = usize> + '_ {
+        self.0.get(&(offerer, id)).into_iter().flat_map(|(first, more)| core::iter::once(*first).chain(more.iter().copied()))
+    }
 }
 
 use bitcoin::hashes::Hash as _;

@@ -302,11 +302,11 @@ fn decode_state(bytes: &[u8]) -> Result<(u64, State), RestoreError> {
     })?;
     let n = r.u32()? as usize;
     let mut records = Vec::with_capacity(n.min(r.0.len() / 50));
-    let mut by_id = alloc::collections::BTreeSet::new();
+    let mut by_id = super::ById::default();
     for _ in 0..n {
         let htlc = r.htlc()?;
         let held = [r.range()?, r.range()?];
-        by_id.insert((htlc.offerer, htlc.id, records.len()));
+        by_id.insert(htlc.offerer, htlc.id, records.len());
         records.push(HtlcRecord { htlc, held });
     }
     let ours = r.opt(R::known)?;
