@@ -104,9 +104,16 @@ pub(crate) fn walk_in(table: &'static [MessageSchema], msg: usize, bytes: &[u8])
     debug_assert!(schema.fields.len() <= 64, "the seen mask holds 64 fields");
     let mut r = Reader { bytes, pos: 0 };
     let mut seen = Walk { seen: 0, unknown_odd: None };
+    // Encoders write fields in declaration order, so the field after the
+    // last one seen is tried first.
+    let mut expected = 0;
     while !r.at_end() {
         let (number, wire) = r.key().map_err(Problem::new)?;
-        let Some(i) = schema.fields.iter().position(|f| f.number == number) else {
+        let found = match schema.fields.get(expected) {
+            Some(f) if f.number == number => Some(expected),
+            _ => schema.fields.iter().position(|f| f.number == number),
+        };
+        let Some(i) = found else {
             if number % 2 == 0 {
                 return Err(Problem::new(DecodeErrorKind::UnknownEvenField(number)));
             }
@@ -133,6 +140,7 @@ pub(crate) fn walk_in(table: &'static [MessageSchema], msg: usize, bytes: &[u8])
             }
         }
         seen.seen |= 1 << i;
+        expected = i + 1;
         match field.wire {
             WireType::Varint => {
                 r.varint().map_err(at_field)?;
