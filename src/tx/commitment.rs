@@ -17,7 +17,7 @@
 
 #[allow(unused_imports)]
 use crate::prelude::*;
-use bitcoin::hashes::{ripemd160, sha256, sha256d, Hash as _};
+use bitcoin::hashes::{sha256, sha256d, Hash as _};
 use bitcoin::secp256k1::ecdsa::Signature;
 use bitcoin::sighash::SegwitV0Sighash;
 use bitcoin::{
@@ -47,7 +47,7 @@ pub const MAX_HTLC_OUTPUTS: usize = ((MAX_STANDARD_WEIGHT - ANCHOR_WITNESS_WEIGH
 /// `RIPEMD160(hash)`: what `OP_HASH160` of the hash's preimage equals, since
 /// HASH160(x) = RIPEMD160(SHA256(x)).
 pub(crate) fn ripemd_of(hash: &sha256::Hash) -> [u8; 20] {
-    ripemd160::Hash::hash(hash.as_byte_array()).to_byte_array()
+    super::ripemd::ripemd160_32(hash.as_byte_array())
 }
 
 /// The owner's revocable output:

@@ -20,6 +20,7 @@ pub mod commitment;
 pub mod funding;
 pub mod htlc;
 pub mod penalty;
+mod ripemd;
 mod script;
 pub mod sign;
 pub mod sweep;
