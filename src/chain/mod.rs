@@ -653,7 +653,10 @@ impl ById {
     /// The indices of `(offerer, id)`'s records, in the order they were
     /// inserted.
     pub(crate) fn of(&self, offerer: Side, id: u64) -> impl Iterator<Item = usize> + '_ {
-        self.0.get(&(offerer, id)).into_iter().flat_map(|(first, more)| core::iter::once(*first).chain(more.iter().copied()))
+        self.0
+            .get(&(offerer, id))
+            .into_iter()
+            .flat_map(|(first, more)| core::iter::once(*first).chain(more.iter().copied()))
     }
 }
 

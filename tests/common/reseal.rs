@@ -9,7 +9,8 @@ pub fn resealed(mut state: Vec<u8>) -> Vec<u8> {
     }
     let body = state.len() - 8;
     // Word i goes to lane i mod 4.
-    let mut lanes: [u64; 4] = [0x243f_6a88_85a3_08d3, 0x1319_8a2e_0370_7344, 0xa409_3822_299f_31d0, 0x082e_fa98_ec4e_6c89];
+    let mut lanes: [u64; 4] =
+        [0x243f_6a88_85a3_08d3, 0x1319_8a2e_0370_7344, 0xa409_3822_299f_31d0, 0x082e_fa98_ec4e_6c89];
     let mut at = 0;
     while at + 8 <= body {
         let lane = (at / 8) % 4;
