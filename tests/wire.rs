@@ -398,6 +398,13 @@ fn high_s_and_invalid_signatures_are_rejected() {
     let err = wire::decode(&pb::pkt(5, &pb::bytes(1, &pb::signature(&compact)))).unwrap_err();
     assert_eq!(err.kind(), &DecodeErrorKind::HighS);
     assert_eq!((err.message(), err.field()), ("update_commit", "sig"));
+    // The boundary: S = (n - 1) / 2 is the largest low S, one more is high.
+    let half: [u8; 32] = hex32("7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0");
+    compact[32..].copy_from_slice(&half);
+    assert!(wire::decode(&pb::pkt(5, &pb::bytes(1, &pb::signature(&compact)))).is_ok());
+    compact[63] += 1;
+    let err = wire::decode(&pb::pkt(5, &pb::bytes(1, &pb::signature(&compact)))).unwrap_err();
+    assert_eq!(err.kind(), &DecodeErrorKind::HighS);
 
     // R = n is not below the order.
     let mut overflow = [0u8; 64];

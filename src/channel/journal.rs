@@ -268,6 +268,17 @@ pub(crate) struct Tape {
     pub(super) overrun: bool,
 }
 
+/// The tape in `cell`, reached through `&mut`: no lock taken.
+#[cfg(feature = "std")]
+pub(super) fn tape_of(cell: &mut super::TapeCell) -> &mut Tape {
+    cell.get_mut().expect("never poisoned: no code panics while holding it")
+}
+
+#[cfg(not(feature = "std"))]
+pub(super) fn tape_of(cell: &mut super::TapeCell) -> &mut Tape {
+    cell.get_mut()
+}
+
 /// The channel's signer as its steps use it: through the [`Tape`].
 pub(super) struct Taped<'a>(pub(super) &'a Channel);
 
@@ -313,13 +324,13 @@ impl Channel {
         encode(&input, &mut w);
         self.input = w.0;
         {
-            let mut tape = self.tape();
+            let tape = self.tape_mut();
             tape.recording = true;
             tape.recorded.clear();
         }
         let result = self.apply(input);
         self.flush();
-        self.tape().recording = false;
+        self.tape_mut().recording = false;
         result
     }
 
@@ -336,6 +347,12 @@ impl Channel {
     #[cfg(not(feature = "std"))]
     pub(super) fn tape(&self) -> core::cell::RefMut<'_, Tape> {
         self.tape.borrow_mut()
+    }
+
+    /// The tape, from a step's own `&mut self`: no lock taken (the lock is
+    /// for the signer, which only sees `&Channel`).
+    pub(super) fn tape_mut(&mut self) -> &mut Tape {
+        tape_of(&mut self.tape)
     }
 
     /// What a step does, live or replayed.

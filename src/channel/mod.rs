@@ -1271,7 +1271,7 @@ impl Channel {
                 sent: self.sent,
                 processed: self.processed,
             };
-            let entry = journal::entry(&header, &self.tape().recorded, &self.input);
+            let entry = journal::entry(&header, &journal::tape_of(&mut self.tape).recorded, &self.input);
             self.compaction.appended(entry.len());
             Write::Append { seq: self.version, entry }
         };

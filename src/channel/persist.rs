@@ -802,7 +802,7 @@ impl Channel {
             let input = Input::decode(&mut r)?;
             r.done()?;
             {
-                let mut tape = ch.tape();
+                let tape = ch.tape_mut();
                 tape.replaying = true;
                 tape.replay = signatures;
             }
@@ -815,7 +815,7 @@ impl Channel {
             // Every signer call of the step was made again, from the tape,
             // and no other.
             let diverged = {
-                let mut tape = ch.tape();
+                let tape = ch.tape_mut();
                 tape.replaying = false;
                 !tape.replay.is_empty() || core::mem::take(&mut tape.overrun)
             };

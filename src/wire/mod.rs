@@ -786,9 +786,9 @@ impl Ctx {
             chunk.copy_from_slice(&word.to_le_bytes());
         }
         let sig = Signature::from_compact(&compact).map_err(|_| self.err(field, DecodeErrorKind::InvalidSignature))?;
-        let mut low = sig;
-        low.normalize_s();
-        if low != sig {
+        // Low S: S, big-endian, at most half the group order (what
+        // `normalize_s` leaves alone), compared as bytes.
+        if compact[32..] > HALF_ORDER[..] {
             return Err(self.err(field, DecodeErrorKind::HighS));
         }
         Ok(sig)
@@ -798,6 +798,13 @@ impl Ctx {
         p.locktime.ok_or_else(|| self.err(field, DecodeErrorKind::MissingRequired))
     }
 }
+
+/// Half the secp256k1 group order, rounded down, big-endian: the largest
+/// low S.
+const HALF_ORDER: [u8; 32] = [
+    0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, //
+    0x5d, 0x57, 0x6e, 0x73, 0x57, 0xa4, 0x50, 0x1d, 0xdf, 0xe9, 0x2f, 0x46, 0x68, 0x1b, 0x20, 0xa0,
+];
 
 fn hash_from_proto(p: &proto::Sha256Hash) -> [u8; 32] {
     let mut out = [0u8; 32];
