@@ -461,10 +461,24 @@ impl Channel {
     pub(super) fn peer_known(&self, ack: u64) -> [View; 2] {
         // Only the totals matter here (balances, counts, the fee rate; R3.2-e
         // is checked against the staged views): no HTLC set is copied.
-        let mut ours = self.our_view.totals();
-        for e in self.log.iter().filter(|e| !e.in_ours && (e.from == Side::Remote || e.msg_no <= ack)) {
-            ours.apply_to_totals(e.from, &e.update, e.removed.as_ref());
-        }
+        let replay = || {
+            let mut ours = self.our_view.totals();
+            for e in self.log.iter().filter(|e| !e.in_ours && (e.from == Side::Remote || e.msg_no <= ack)) {
+                ours.apply_to_totals(e.from, &e.update, e.removed.as_ref());
+            }
+            ours
+        };
+        // The peer has processed every message we sent, so every entry not
+        // in our commitment counts: that is our staged commitment, and a
+        // peer adding many HTLCs in a row does not cost a walk of the log
+        // for each.
+        let ours = if ack >= self.sent {
+            let staged = self.staged_ours.totals();
+            debug_assert_eq!(staged, replay(), "the staged commitment is the current one with the log applied");
+            staged
+        } else {
+            replay()
+        };
         let mut theirs = ours.clone();
         theirs.owner = Side::Remote;
         theirs.fee_rate = self.staged_theirs.fee_rate;
