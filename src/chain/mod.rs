@@ -408,20 +408,24 @@ impl Monitor {
     /// applied (and journaled), the rest are not, and the error is returned.
     pub fn update_all(&mut self, updates: impl IntoIterator<Item = MonitorUpdate>) -> Result<(), MonitorError> {
         let updates = updates.into_iter();
-        let mut applied = Vec::with_capacity(updates.size_hint().0);
+        // Each update is encoded as it is applied; a lone one keeps the
+        // single-update form.
+        let mut entry = persist::UpdatesEntry::new(self.seq + 1, updates.size_hint().0);
+        let mut last = None;
         let mut result = Ok(());
         for u in updates {
             if let Err(e) = self.apply_update(&u) {
                 result = Err(e);
                 break;
             }
-            applied.push(u);
+            entry.push(&u);
+            last = Some(u);
         }
-        match applied.len() {
+        match (entry.count(), last) {
             // Nothing changed.
-            0 => return result,
-            1 => self.append(persist::Entry::Update(applied.pop().expect("one"))),
-            _ => self.append(persist::Entry::Updates(applied)),
+            (_, None) => return result,
+            (1, Some(u)) => self.append(persist::Entry::Update(u)),
+            _ => self.append_encoded(entry.finish()),
         }
         self.evaluate();
         result

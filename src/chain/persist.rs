@@ -193,6 +193,41 @@ impl R<'_> {
     }
 }
 
+/// An [`Entry::Updates`] written as its updates are applied
+/// ([`Monitor::update_all`]), without collecting them first: the same bytes
+/// as [`encode_entry`]'s.
+pub(crate) struct UpdatesEntry {
+    w: W,
+    count: u32,
+}
+
+impl UpdatesEntry {
+    /// Where the count goes: after the sequence number and the tag.
+    const COUNT_AT: usize = 9;
+
+    pub(crate) fn new(seq: u64, hint: usize) -> Self {
+        let mut w = W(Vec::with_capacity(24 + 100 * hint));
+        w.u64(seq);
+        w.u8(3);
+        w.u32(0);
+        UpdatesEntry { w, count: 0 }
+    }
+
+    pub(crate) fn push(&mut self, u: &MonitorUpdate) {
+        self.w.update(u);
+        self.count += 1;
+    }
+
+    pub(crate) fn count(&self) -> u32 {
+        self.count
+    }
+
+    pub(crate) fn finish(mut self) -> Vec<u8> {
+        self.w.0[Self::COUNT_AT..Self::COUNT_AT + 4].copy_from_slice(&self.count.to_be_bytes());
+        self.w.seal()
+    }
+}
+
 pub(crate) fn encode_entry(seq: u64, entry: &Entry) -> Vec<u8> {
     // An update takes at most about 100 bytes (an added HTLC).
     let mut w = W(Vec::with_capacity(match entry {
@@ -346,8 +381,12 @@ impl Monitor {
     /// Appends `entry` to the journal, and a snapshot when the compaction
     /// rule says so.
     pub(super) fn append(&mut self, entry: Entry) {
+        self.append_encoded(encode_entry(self.seq + 1, &entry));
+    }
+
+    /// Appends an entry already encoded with the next sequence number.
+    pub(super) fn append_encoded(&mut self, bytes: Vec<u8>) {
         self.seq += 1;
-        let bytes = encode_entry(self.seq, &entry);
         self.compaction.appended(bytes.len());
         self.persist.push_back(Write::Append { seq: self.seq, entry: bytes });
         if self.compaction.due() {
@@ -436,5 +475,40 @@ impl Monitor {
     /// Bytes the monitor would keep if compacted now: its snapshot's size.
     pub fn kept_bytes(&self) -> usize {
         encode_state(self.seq, &self.state).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{encode_entry, Entry, UpdatesEntry};
+    use crate::chain::MonitorUpdate;
+    use crate::channel::{Htlc, Side};
+    use crate::types::{HtlcMsat, Preimage};
+    use bitcoin::absolute::LockTime;
+    use bitcoin::hashes::{sha256, Hash};
+
+    /// Updates written one by one as they are applied make the same entry as
+    /// the collected list.
+    #[test]
+    fn an_entry_written_as_applied_is_the_collected_one() {
+        let htlc = |id: u64| Htlc {
+            offerer: Side::Remote,
+            id,
+            amount: HtlcMsat::from_msat(1000 + id as u32),
+            r_hash: sha256::Hash::hash(&id.to_le_bytes()),
+            expiry: LockTime::from_height(500 + id as u32).expect("a height"),
+        };
+        let updates = vec![
+            MonitorUpdate::HtlcAdded { side: Side::Local, number: 7, htlc: htlc(1) },
+            MonitorUpdate::HtlcRemoved { side: Side::Remote, number: 8, offerer: Side::Local, id: 3 },
+            MonitorUpdate::Preimage(Preimage([5; 32])),
+            MonitorUpdate::HtlcAdded { side: Side::Remote, number: 9, htlc: htlc(2) },
+        ];
+        let mut entry = UpdatesEntry::new(42, 1);
+        for u in &updates {
+            entry.push(u);
+        }
+        assert_eq!(entry.count(), 4);
+        assert_eq!(entry.finish(), encode_entry(42, &Entry::Updates(updates)));
     }
 }
