@@ -284,29 +284,25 @@ impl View {
     pub(crate) fn apply(&mut self, from: Side, update: &Update) -> Result<(), Refusal> {
         match update {
             Update::Add(h) => {
-                if self.htlcs.contains_key(&(from, h.id)) {
+                let left = self.balance(from).checked_sub(h.amount.msat());
+                // One lookup finds the slot or the duplicate.
+                let alloc::collections::btree_map::Entry::Vacant(slot) = self.htlcs.entry((from, h.id)) else {
                     return Err(Refusal::DuplicateId(h.id));
-                }
-                let left = self.balance(from).checked_sub(h.amount.msat()).ok_or(Refusal::CannotAfford)?;
+                };
+                let left = left.ok_or(Refusal::CannotAfford)?;
+                slot.insert(*h);
                 *self.balance_mut(from) = left;
                 self.count(from, h, true);
-                self.htlcs.insert((from, h.id), *h);
             }
             // The preimage was checked against this HTLC when the update
             // was logged ([`View::check`]).
             Update::Fulfill { id, .. } => {
-                if !self.htlcs.contains_key(&(from.other(), *id)) {
-                    return Err(Refusal::UnknownHtlc(*id));
-                }
-                let h = self.remove(from.other(), *id);
+                let h = self.remove(from.other(), *id).ok_or(Refusal::UnknownHtlc(*id))?;
                 // The receiver of the HTLC is paid.
                 self.credit(from, h.amount.msat());
             }
             Update::Fail { id } => {
-                if !self.htlcs.contains_key(&(from.other(), *id)) {
-                    return Err(Refusal::UnknownHtlc(*id));
-                }
-                let h = self.remove(from.other(), *id);
+                let h = self.remove(from.other(), *id).ok_or(Refusal::UnknownHtlc(*id))?;
                 // The offerer is refunded.
                 self.credit(from.other(), h.amount.msat());
             }
@@ -327,10 +323,10 @@ impl View {
         *self.balance_mut(side) = total;
     }
 
-    fn remove(&mut self, offerer: Side, id: u64) -> Htlc {
-        let h = self.htlcs.remove(&(offerer, id)).expect("checked present");
+    fn remove(&mut self, offerer: Side, id: u64) -> Option<Htlc> {
+        let h = self.htlcs.remove(&(offerer, id))?;
         self.count(offerer, &h, false);
-        h
+        Some(h)
     }
 
     /// The HTLCs as the transaction layer wants them, directions relative to
