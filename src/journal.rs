@@ -126,7 +126,8 @@ impl Compaction {
 /// Why a journal could not be read.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub(crate) enum JournalError {
-    /// An entry other than the last is damaged.
+    /// An entry other than the last is damaged, or any entry was written
+    /// by another format version ([`RestoreError::Format`]).
     Damaged(RestoreError),
     /// An entry is missing.
     Gap { expected: u64, found: u64 },
@@ -156,6 +157,8 @@ pub(crate) fn entries_after<'a>(
     for (i, bytes) in entries.iter().enumerate() {
         let mut r = match unseal(bytes) {
             Ok(r) => r,
+            // Written by another version: refused, even as the last entry.
+            Err(e @ RestoreError::Format) => return Err(JournalError::Damaged(e)),
             Err(_) if i + 1 == entries.len() => {
                 torn = true;
                 break;

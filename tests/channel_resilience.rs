@@ -455,6 +455,50 @@ fn no_stored_byte_can_make_the_channel_panic() {
     }
 }
 
+/// A state holding a staged removal (B's fulfill, not yet in its
+/// commitment), damaged anywhere: whatever restore accepts takes an add
+/// from a peer that has processed everything B sent, which is checked
+/// against the totals the peer knew, computed from the HTLC the removal
+/// keeps. A removal keeping another HTLC than the one its view holds is
+/// refused at restore (it made the totals wrong, and a debug build panic).
+#[test]
+fn no_stored_byte_of_a_staged_removal_can_make_the_channel_panic() {
+    let mut p = Pair::open();
+    let id = offer(&mut p, true, 5_000_000, 1);
+    offer(&mut p, true, 300_000, 2);
+    p.settle();
+    p.b.ch.fulfill_htlc(id, Preimage([1; 32])).unwrap();
+    p.pump();
+    let state = p.b.ch.snapshot();
+    // A processes the fulfill, then adds: its add acknowledges all B sent.
+    p.deliver(Dir::BToA);
+    offer(&mut p, true, 700_000, 3);
+    p.pump();
+    let add = p.a_to_b.iter().find(|(_, m)| matches!(m, Message::UpdateAddHtlc(_))).cloned().unwrap();
+    // It acknowledges B's fulfill, the last message B sent.
+    assert!(add.0 > 0);
+    // Undamaged, the restored channel takes it.
+    let mut ch = Channel::restore(&state, [], p.b.signer.clone()).unwrap();
+    drain(&mut ch);
+    ch.new_transport();
+    ch.handle_authenticate(add.0);
+    ch.handle_message(add.1.clone(), add.0);
+    let out = drain(&mut ch);
+    assert!(!out.iter().any(|o| matches!(o, Output::Event(Event::ChannelFailed { .. }))), "{out:?}");
+    for i in 0..state.len() {
+        for bit in [0x01, 0x80] {
+            let mut bad = state.clone();
+            bad[i] ^= bit;
+            let Ok(mut ch) = Channel::restore(&common::resealed(bad), [], p.b.signer.clone()) else { continue };
+            drain(&mut ch);
+            ch.new_transport();
+            ch.handle_authenticate(add.0);
+            ch.handle_message(add.1.clone(), add.0);
+            drain(&mut ch);
+        }
+    }
+}
+
 #[test]
 fn a_state_whose_balances_do_not_add_up_is_refused() {
     let (p, state, _) = rich_state();

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use bitcoin::hashes::Hash as _;
 use bitcoin::{Amount, FeeRate, OutPoint, ScriptBuf, Transaction, Txid};
 use common::net::Net;
-use paychan::channel::ChannelConfig;
+use paychan::channel::{ChannelConfig, RestoreError};
 use paychan::sim::{Dir, Store};
 use paychan::tower::{
     self, justice_package, JusticeError, JusticePackage, JusticeSettings, PackageError, Refusal, RevokedCommitment,
@@ -365,6 +365,35 @@ fn a_restored_tower_still_punishes() {
     t.remove_client(7);
     drain(&mut t, &mut store);
     let t = Tower::restore(TowerConfig::default(), store.snapshot.as_deref(), store.entries()).unwrap();
+    assert_eq!(t.packages(), 0);
+}
+
+/// A tower whose store an earlier version wrote (journal entries sealed
+/// with the old checksum, no snapshot yet) is refused as another format,
+/// not restored empty: its one package would otherwise be dropped as a
+/// torn write, and the breach it guards would go unpunished.
+#[test]
+fn a_store_of_an_earlier_format_is_refused_not_emptied() {
+    let (net, _) = history();
+    let mut t = Tower::new(TowerConfig::default());
+    let mut store = Store::default();
+    let (_, package) = packages(&net, &settings(&net, None)).into_iter().next().unwrap();
+    t.handle_package(1, package).unwrap();
+    drain(&mut t, &mut store);
+    assert!(store.snapshot.is_none(), "one package is below the first snapshot");
+    let entries: Vec<Vec<u8>> = store.entries.iter().map(|(_, e)| e.clone()).collect();
+    assert_eq!(entries.len(), 1);
+    // As stored, it restores with its package.
+    let t = Tower::restore(TowerConfig::default(), None, entries.iter().map(Vec::as_slice)).unwrap();
+    assert_eq!(t.packages(), 1);
+    // As an earlier version sealed it: refused.
+    let old: Vec<Vec<u8>> = entries.iter().map(|e| common::resealed_single_lane(e.clone())).collect();
+    let restored = Tower::restore(TowerConfig::default(), None, old.iter().map(Vec::as_slice));
+    assert_eq!(restored.err(), Some(RestoreError::Format));
+    // A damaged last entry is still a torn write, dropped.
+    let mut torn = entries[0].clone();
+    torn[3] ^= 1;
+    let t = Tower::restore(TowerConfig::default(), None, [torn.as_slice()]).unwrap();
     assert_eq!(t.packages(), 0);
 }
 

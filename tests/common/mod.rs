@@ -183,4 +183,4 @@ pub fn high_s(compact: &[u8; 64]) -> [u8; 64] {
 
 mod reseal;
 #[allow(unused_imports)]
-pub use reseal::resealed;
+pub use reseal::{resealed, resealed_single_lane};

@@ -28,3 +28,25 @@ pub fn resealed(mut state: Vec<u8>) -> Vec<u8> {
     state[body..].copy_from_slice(&sum.to_le_bytes());
     state
 }
+
+/// A stored piece resealed as the formats before the four-lane checksum
+/// sealed it (one lane: every word folded in turn): what a store written by
+/// an earlier version of the crate holds.
+pub fn resealed_single_lane(mut state: Vec<u8>) -> Vec<u8> {
+    fn mix(x: u64) -> u64 {
+        (x ^ (x >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+    let body = state.len() - 8;
+    let mut h = (body as u64).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let mut at = 0;
+    while at + 8 <= body {
+        h = mix(h ^ u64::from_le_bytes(state[at..at + 8].try_into().unwrap()));
+        at += 8;
+    }
+    let mut tail = [0u8; 8];
+    tail[..body - at].copy_from_slice(&state[at..body]);
+    h = mix(mix(h ^ u64::from_le_bytes(tail)) ^ 0x94d0_49bb_1331_11eb);
+    let sum = mix(h ^ (h >> 31));
+    state[body..].copy_from_slice(&sum.to_le_bytes());
+    state
+}
