@@ -8,7 +8,7 @@
 mod common;
 
 use bitcoin::hashes::Hash as _;
-use bitcoin::{Amount, FeeRate, OutPoint, Transaction};
+use bitcoin::{Amount, FeeRate, OutPoint, Transaction, Txid};
 use common::net::{fee_rate, Net};
 use paychan::chain::{Balance, Monitor, MonitorEvent, MonitorOutput, MonitorUpdate, Resolution, SpendKind};
 use paychan::channel::Side;
@@ -627,6 +627,65 @@ fn an_htlc_removed_where_it_was_added_is_held_by_no_commitment() {
     m.update(MonitorUpdate::HtlcRemoved { side: Side::Local, number: number + 1, offerer: ghost.offerer, id: 99 })
         .unwrap();
     assert_eq!(m.balances(), before);
+}
+
+/// R3.2-e lets the peer reuse an id once no staged commitment holds the old
+/// HTLC; an HTLC that comes back under its old id with the very same terms
+/// is a new one, held from its new number on, not the old record (whose
+/// range was closed) again.
+#[test]
+fn an_htlc_back_under_its_id_with_the_same_terms_is_held_again() {
+    let net = with_htlcs_both_ways();
+    let mut m = replayed(&net, |_, _| true);
+    let updates = &net.p.a.monitor_updates;
+    let (number, htlc) = updates
+        .iter()
+        .rev()
+        .find_map(|u| match u {
+            MonitorUpdate::HtlcAdded { side: Side::Local, number, htlc } if htlc.offerer == Side::Local => {
+                Some((*number, *htlc))
+            }
+            _ => None,
+        })
+        .unwrap();
+    let (current, revocation_hash, to_local) = updates
+        .iter()
+        .rev()
+        .find_map(|u| match u {
+            MonitorUpdate::Commitment { side: Side::Local, number, revocation_hash, to_local, .. } => {
+                Some((*number, *revocation_hash, *to_local))
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert!(number <= current);
+    let commitment = |n: u64| MonitorUpdate::Commitment {
+        side: Side::Local,
+        number: n,
+        txid: Txid::from_byte_array([n as u8; 32]),
+        revocation_hash,
+        to_local,
+    };
+    let contested = |m: &Monitor| {
+        m.balances()
+            .iter()
+            .filter(|b| matches!(b, Balance::Contested { amount, .. } if *amount == htlc.amount.msat().to_sat_floor()))
+            .count()
+    };
+    let held = contested(&m);
+    assert!(held >= 1);
+    // It leaves our commitments from current + 1 on...
+    m.update(MonitorUpdate::HtlcRemoved { side: Side::Local, number: current + 1, offerer: htlc.offerer, id: htlc.id })
+        .unwrap();
+    m.update(commitment(current + 1)).unwrap();
+    assert_eq!(contested(&m), held - 1);
+    // ...and comes back, same id, same terms, from current + 2 on.
+    m.update(MonitorUpdate::HtlcAdded { side: Side::Local, number: current + 2, htlc }).unwrap();
+    m.update(commitment(current + 2)).unwrap();
+    assert_eq!(contested(&m), held);
+    // A repeat of the first add (a replay after a crash) changes nothing.
+    m.update(MonitorUpdate::HtlcAdded { side: Side::Local, number, htlc }).unwrap();
+    assert_eq!(contested(&m), held);
 }
 
 #[test]

@@ -534,7 +534,13 @@ impl Monitor {
             }
             MonitorUpdate::HtlcAdded { side, number, htlc } => {
                 let slot = *side as usize;
-                let found = s.by_id.of(htlc.offerer, htlc.id).find(|&i| s.records[i].htlc == *htlc);
+                // The same HTLC, unless that side's commitments stopped
+                // holding it before this one: then the peer reused the id
+                // for an HTLC with the same terms (R3.2-e), a new one.
+                let found = s.by_id.of(htlc.offerer, htlc.id).find(|&i| {
+                    let r = &s.records[i];
+                    r.htlc == *htlc && !matches!(r.held[slot], Some((_, Some(last))) if last < *number)
+                });
                 match found.map(|i| &mut s.records[i]) {
                     Some(r) => {
                         r.held[slot] = Some(match r.held[slot] {
