@@ -1275,7 +1275,8 @@ mod tests {
         }
 
         /// Two different words trading places, in one lane or across lanes,
-        /// change it too (the lanes start apart and are folded in order).
+        /// change it too, but for a chance of about 2^-64 (the lanes start
+        /// apart and are folded in order).
         #[test]
         fn words_trading_places_are_caught(
             body in proptest::collection::vec(any::<u8>(), 16..300),
