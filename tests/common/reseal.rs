@@ -1,4 +1,6 @@
 //! The crate's storage checksum, written out again independently of it.
+//! (Shared with the fuzz crate, which uses only part of it.)
+#![allow(dead_code)]
 
 /// A stored piece (a snapshot or a journal entry) with its checksum
 /// recomputed, as a buggy writer would leave it: the format's 64-bit
