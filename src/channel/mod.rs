@@ -756,6 +756,9 @@ pub struct Channel {
     state_len_hint: usize,
     /// [`Channel::htlc_entries`] when the last snapshot was written.
     htlcs_at_snapshot: usize,
+    /// How many HTLCs the views held when their maps were last rebuilt
+    /// ([`Channel::compact`]): they are rebuilt when that has doubled.
+    htlcs_at_compaction: usize,
     /// The current step's input, encoded for the journal (the buffer is
     /// reused).
     input: Vec<u8>,
@@ -825,6 +828,38 @@ type TapeCell = core::cell::RefCell<journal::Tape>;
 /// An entry of `Channel::hash160s`: an `r_hash` and its RIPEMD-160.
 pub(crate) type Hash160Entry = (sha256::Hash, [u8; 20]);
 
+/// Gives back the memory of a buffer that once held far more than it holds
+/// now. A batch passes through the update log, the output queues and the
+/// unacknowledged messages once (1,500 HTLCs leave 1,500 events, updates
+/// and entries behind), and their capacity would otherwise stay with the
+/// channel for good. A buffer holding less than a quarter of its capacity
+/// (and more than a few slots' worth) is cut to twice what it holds, so
+/// growing back costs no more than the shrink saved.
+pub(crate) trait Trim {
+    fn trim(&mut self);
+}
+
+/// Below this many slots a buffer is left alone.
+const TRIM_FLOOR: usize = 16;
+
+impl<T> Trim for Vec<T> {
+    fn trim(&mut self) {
+        let keep = self.len().max(TRIM_FLOOR);
+        if self.capacity() > 4 * keep {
+            self.shrink_to(2 * keep);
+        }
+    }
+}
+
+impl<T> Trim for VecDeque<T> {
+    fn trim(&mut self) {
+        let keep = self.len().max(TRIM_FLOOR);
+        if self.capacity() > 4 * keep {
+            self.shrink_to(2 * keep);
+        }
+    }
+}
+
 /// Outputs waiting for the state they depend on to be durable, in order,
 /// each with the number of that state; and how many of them are not
 /// messages, so that the oldest change with such an output is found without
@@ -860,6 +895,10 @@ impl Gated {
         let item = self.queue.pop_front()?;
         self.others -= usize::from(!Self::is_message(&item.1));
         Some(item)
+    }
+
+    fn trim(&mut self) {
+        self.queue.trim();
     }
 
     /// Drops the messages (a new transport resends from `unacked`).
@@ -999,6 +1038,7 @@ impl Channel {
             preimage_cache,
             state_len_hint: 0,
             htlcs_at_snapshot: 0,
+            htlcs_at_compaction: 0,
             input: Vec::new(),
             replaying: false,
             tape: Default::default(),
@@ -1256,9 +1296,19 @@ impl Channel {
         for u in self.monitor_pending.drain(..) {
             self.persist.push_back(Output::Monitor(u));
         }
+        // Maps filled key by key are half full: once the views have doubled
+        // since they were last rebuilt, they are rebuilt whole (amortized,
+        // a constant per HTLC).
+        if self.htlc_entries() > 2 * self.htlcs_at_compaction.max(512) {
+            self.compact();
+        }
         // The first change (the channel's creation) has no input and starts
         // the store with a snapshot; the compaction rule says when the next.
         let write = if self.input.is_empty() || self.compaction.due_at(self.state_len_estimate()) {
+            // The snapshot walks the whole state anyway: the maps are
+            // rebuilt with full nodes (keys inserted in order leave them
+            // half full), and the buffers give back what a batch left.
+            self.compact();
             let state = self.to_bytes();
             self.state_len_hint = state.len();
             self.htlcs_at_snapshot = self.htlc_entries();
@@ -1280,6 +1330,11 @@ impl Channel {
         for o in self.pending.drain(..) {
             self.gated.push_back((self.version, o));
         }
+        self.pending.trim();
+        self.monitor_pending.trim();
+        self.input.trim();
+        self.persist.trim();
+        self.gated.trim();
     }
 
     // -----------------------------------------------------------------
@@ -1470,6 +1525,30 @@ impl Channel {
 
     /// How many HTLCs the views hold, each counted once per view: what makes
     /// a snapshot large.
+    /// Rebuilds the HTLC maps with full nodes and trims the buffers: what
+    /// a snapshot does besides writing the state, since it walks the whole
+    /// state anyway.
+    fn compact(&mut self) {
+        // A small map's slack is small: only large ones are rebuilt.
+        fn rebuild<K: Ord, V>(map: &mut BTreeMap<K, V>) {
+            if map.len() >= 256 {
+                *map = core::mem::take(map).into_iter().collect();
+            }
+        }
+        for view in [&mut self.our_view, &mut self.their_view, &mut self.staged_ours, &mut self.staged_theirs] {
+            rebuild(&mut view.htlcs);
+        }
+        if let Some((view, _)) = &mut self.their_prev {
+            rebuild(&mut view.htlcs);
+        }
+        rebuild(&mut self.hash160s);
+        self.htlcs_at_compaction = self.htlc_entries();
+        self.log.trim();
+        self.log_spare.trim();
+        self.unacked.trim();
+        self.processed_at.trim();
+    }
+
     fn htlc_entries(&self) -> usize {
         let views = [&self.our_view, &self.their_view, &self.staged_ours, &self.staged_theirs];
         views.iter().map(|v| v.htlcs.len()).sum::<usize>() + self.their_prev.as_ref().map_or(0, |(v, _)| v.htlcs.len())

@@ -1058,6 +1058,7 @@ impl Channel {
             preimage_cache,
             state_len_hint: 0,
             htlcs_at_snapshot: 0,
+            htlcs_at_compaction: 0,
             input: Vec::new(),
             replaying: false,
             tape: Default::default(),
@@ -1104,6 +1105,8 @@ impl Channel {
                 .entry((h.offerer, h.id))
                 .or_insert_with(|| (h.r_hash, crate::tx::commitment::ripemd_of(&h.r_hash)));
         }
+        // Maps read key by key are half full: rebuilt whole.
+        ch.compact();
         Ok(ch)
     }
 

@@ -157,6 +157,7 @@ impl Channel {
             while self.unacked.front().is_some_and(|(n, _, _)| *n <= self.peer_ack) {
                 self.unacked.pop_front();
             }
+            self.unacked.trim();
             self.dirty = true;
         }
     }

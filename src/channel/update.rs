@@ -564,6 +564,7 @@ impl Channel {
         }
         self.log = kept;
         self.log_spare = log;
+        self.log_spare.trim();
     }
 
     /// Sends the fails decided earlier (R3.3-b, R4.1-c, an expiry too soon)
