@@ -408,10 +408,8 @@ impl Monitor {
     /// applied (and journaled), the rest are not, and the error is returned.
     pub fn update_all(&mut self, updates: impl IntoIterator<Item = MonitorUpdate>) -> Result<(), MonitorError> {
         let updates = updates.into_iter();
-        // Each update is encoded as it is applied; a lone one keeps the
-        // single-update form.
+        // Each update is encoded once, as it is applied.
         let mut entry = persist::UpdatesEntry::new(self.seq + 1, updates.size_hint().0);
-        let mut last = None;
         let mut result = Ok(());
         for u in updates {
             if let Err(e) = self.apply_update(&u) {
@@ -419,14 +417,12 @@ impl Monitor {
                 break;
             }
             entry.push(&u);
-            last = Some(u);
         }
-        match (entry.count(), last) {
+        if entry.count() == 0 {
             // Nothing changed.
-            (_, None) => return result,
-            (1, Some(u)) => self.append(persist::Entry::Update(u)),
-            _ => self.append_encoded(entry.finish()),
+            return result;
         }
+        self.append_encoded(entry.finish());
         self.evaluate();
         result
     }

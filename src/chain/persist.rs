@@ -222,8 +222,15 @@ impl UpdatesEntry {
         self.count
     }
 
+    /// The sealed entry; a lone update takes the single-update form
+    /// ([`Entry::Update`]: tag 0, no count).
     pub(crate) fn finish(mut self) -> Vec<u8> {
-        self.w.0[Self::COUNT_AT..Self::COUNT_AT + 4].copy_from_slice(&self.count.to_be_bytes());
+        if self.count == 1 {
+            self.w.0[Self::COUNT_AT - 1] = 0;
+            self.w.0.drain(Self::COUNT_AT..Self::COUNT_AT + 4);
+        } else {
+            self.w.0[Self::COUNT_AT..Self::COUNT_AT + 4].copy_from_slice(&self.count.to_be_bytes());
+        }
         self.w.seal()
     }
 }
@@ -488,7 +495,7 @@ mod tests {
     use bitcoin::hashes::{sha256, Hash};
 
     /// Updates written one by one as they are applied make the same entry as
-    /// the collected list.
+    /// the collected list, or as the single update.
     #[test]
     fn an_entry_written_as_applied_is_the_collected_one() {
         let htlc = |id: u64| Htlc {
@@ -509,6 +516,10 @@ mod tests {
             entry.push(u);
         }
         assert_eq!(entry.count(), 4);
-        assert_eq!(entry.finish(), encode_entry(42, &Entry::Updates(updates)));
+        assert_eq!(entry.finish(), encode_entry(42, &Entry::Updates(updates.clone())));
+        // A lone update is written in the single-update form.
+        let mut lone = UpdatesEntry::new(43, 1);
+        lone.push(&updates[0]);
+        assert_eq!(lone.finish(), encode_entry(43, &Entry::Update(updates[0].clone())));
     }
 }

@@ -842,20 +842,25 @@ pub(crate) trait Trim {
 /// Below this many slots a buffer is left alone.
 const TRIM_FLOOR: usize = 16;
 
+/// The capacity to cut a buffer holding `len` of `capacity` slots to, if
+/// any.
+fn trimmed(len: usize, capacity: usize) -> Option<usize> {
+    let keep = len.max(TRIM_FLOOR);
+    (capacity > 4 * keep).then_some(2 * keep)
+}
+
 impl<T> Trim for Vec<T> {
     fn trim(&mut self) {
-        let keep = self.len().max(TRIM_FLOOR);
-        if self.capacity() > 4 * keep {
-            self.shrink_to(2 * keep);
+        if let Some(to) = trimmed(self.len(), self.capacity()) {
+            self.shrink_to(to);
         }
     }
 }
 
 impl<T> Trim for VecDeque<T> {
     fn trim(&mut self) {
-        let keep = self.len().max(TRIM_FLOOR);
-        if self.capacity() > 4 * keep {
-            self.shrink_to(2 * keep);
+        if let Some(to) = trimmed(self.len(), self.capacity()) {
+            self.shrink_to(to);
         }
     }
 }
