@@ -10,7 +10,7 @@ mod common;
 use bitcoin::hashes::Hash as _;
 use bitcoin::{Amount, FeeRate, OutPoint, Transaction, Txid};
 use common::net::{fee_rate, Net};
-use paychan::chain::{Balance, Monitor, MonitorEvent, MonitorOutput, MonitorUpdate, Resolution, SpendKind};
+use paychan::chain::{Balance, HtlcChange, Monitor, MonitorEvent, MonitorOutput, MonitorUpdate, Resolution, SpendKind};
 use paychan::channel::Side;
 use paychan::sim::chain::Reject;
 use paychan::sim::Store;
@@ -456,11 +456,36 @@ fn balances_sum_to_what_we_own_minus_fees() {
     assert_eq!(net.balance_sum('A'), penalties.iter().map(value_of).sum::<Amount>() + to_other);
 }
 
-/// A fresh monitor of A's given A's channel updates up to (not including)
-/// the `skip`-th and those after it that `keep` accepts.
+/// `updates` with each [`MonitorUpdate::Htlcs`] spelled out as the
+/// `HtlcAdded` and `HtlcRemoved` it stands for, in order.
+fn one_per_htlc(updates: &[MonitorUpdate]) -> Vec<MonitorUpdate> {
+    updates
+        .iter()
+        .flat_map(|u| match u {
+            MonitorUpdate::Htlcs { side, number, changes } => changes
+                .iter()
+                .map(|c| match *c {
+                    HtlcChange::Added(htlc) => MonitorUpdate::HtlcAdded { side: *side, number: *number, htlc },
+                    HtlcChange::Removed { offerer, id } => {
+                        MonitorUpdate::HtlcRemoved { side: *side, number: *number, offerer, id }
+                    }
+                })
+                .collect(),
+            u => vec![u.clone()],
+        })
+        .collect()
+}
+
+/// A's channel updates, one per HTLC change ([`one_per_htlc`]).
+fn a_updates(net: &Net) -> Vec<MonitorUpdate> {
+    one_per_htlc(&net.p.a.monitor_updates)
+}
+
+/// A fresh monitor of A's given those of A's channel updates, one per HTLC
+/// change ([`a_updates`]), that `keep` accepts with their index.
 fn replayed(net: &Net, keep: impl Fn(usize, &MonitorUpdate) -> bool) -> Monitor {
     let mut m = Monitor::new(net.p.a.monitor.config().clone(), net.p.a.signer.clone());
-    for (i, u) in net.p.a.monitor_updates.iter().enumerate() {
+    for (i, u) in a_updates(net).iter().enumerate() {
         if keep(i, u) {
             m.update(u.clone()).unwrap();
         }
@@ -492,10 +517,9 @@ fn our_previous_commitment_is_still_ours() {
     // the channel to its previous commitment and have it broadcast: the
     // monitor knows it as ours (C1-b), though the channel revoked it.
     let mut m = replayed(&net, |_, _| true);
-    let before =
-        net.p.a.monitor_updates.iter().rposition(
-            |u| matches!(u, MonitorUpdate::Commitment { side: Side::Local, number: n, .. } if *n == number + 1),
-        );
+    let before = a_updates(&net)
+        .iter()
+        .rposition(|u| matches!(u, MonitorUpdate::Commitment { side: Side::Local, number: n, .. } if *n == number + 1));
     let mut prev = replayed(&net, |i, _| i <= before.unwrap());
     for m in [&mut m, &mut prev] {
         m.block_connected(
@@ -582,12 +606,8 @@ fn a_revocation_after_the_commitment_confirmed_reclassifies_it() {
     net.p.b.ch.fulfill_htlc(1, Preimage([1; 32])).unwrap();
     net.p.settle();
     // A monitor that has every update but B's revocation of `old`.
-    let revoked_at = net
-        .p
-        .a
-        .monitor_updates
-        .iter()
-        .position(|u| matches!(u, MonitorUpdate::Revoked { number: n, .. } if *n == number));
+    let updates = a_updates(&net);
+    let revoked_at = updates.iter().position(|u| matches!(u, MonitorUpdate::Revoked { number: n, .. } if *n == number));
     let mut m = replayed(&net, |i, _| i < revoked_at.unwrap());
     m.block_connected(net.height() + 1, bitcoin::BlockHash::all_zeros(), 1_700_000_000, std::slice::from_ref(&old))
         .unwrap();
@@ -595,7 +615,7 @@ fn a_revocation_after_the_commitment_confirmed_reclassifies_it() {
     drain_events(&mut m);
     // The revocation arrives: the same transaction is now a cheat (C1-b),
     // and no reorganisation is reported (C1-f).
-    m.update(net.p.a.monitor_updates[revoked_at.unwrap()].clone()).unwrap();
+    m.update(updates[revoked_at.unwrap()].clone()).unwrap();
     assert_eq!(m.spend().map(|(_, k)| k), Some(SpendKind::RevokedCommitment { number }));
     let events = drain_events(&mut m);
     assert!(!events.iter().any(|e| matches!(e, MonitorEvent::AnchorSpendReorged { .. })));
@@ -609,10 +629,7 @@ fn an_htlc_removed_where_it_was_added_is_held_by_no_commitment() {
     let net = with_htlcs_both_ways();
     let mut m = replayed(&net, |_, _| true);
     let before = m.balances();
-    let (number, htlc) = net
-        .p
-        .a
-        .monitor_updates
+    let (number, htlc) = a_updates(&net)
         .iter()
         .rev()
         .find_map(|u| match u {
@@ -637,7 +654,7 @@ fn an_htlc_removed_where_it_was_added_is_held_by_no_commitment() {
 fn an_htlc_back_under_its_id_with_the_same_terms_is_held_again() {
     let net = with_htlcs_both_ways();
     let mut m = replayed(&net, |_, _| true);
-    let updates = &net.p.a.monitor_updates;
+    let updates = &a_updates(&net);
     let (number, htlc) = updates
         .iter()
         .rev()
@@ -881,4 +898,87 @@ fn updates_given_together_are_one_write_and_restore_the_same() {
     assert!(partial.update_all(batch).is_err());
     assert!(partial.params().is_some());
     assert_eq!(partial.htlc_records(), 0);
+}
+
+/// A monitor's state as its snapshot holds it, without the snapshot's
+/// magic, format and sequence number (which counts the updates given) or
+/// its checksum.
+fn state(m: &Monitor) -> Vec<u8> {
+    let snapshot = m.snapshot();
+    snapshot[13..snapshot.len() - 8].to_vec()
+}
+
+/// The channel hands over each commitment's HTLC changes as one
+/// `MonitorUpdate::Htlcs`: a monitor given that ends exactly where one given
+/// an `HtlcAdded` or `HtlcRemoved` per change ends, and so does its store.
+#[test]
+fn a_commitments_htlc_changes_in_one_update_are_one_update_per_change() {
+    let mut net = with_htlcs_both_ways();
+    net.p.b.ch.fulfill_htlc(1, Preimage([1; 32])).unwrap();
+    net.p.b.ch.fulfill_htlc(2, Preimage([2; 32])).unwrap();
+    net.p.settle();
+    let updates = net.p.a.monitor_updates.clone();
+    // A's three HTLCs were committed together: one update for each side's
+    // commitment.
+    let sizes: Vec<usize> = updates
+        .iter()
+        .filter_map(|u| if let MonitorUpdate::Htlcs { changes, .. } = u { Some(changes.len()) } else { None })
+        .collect();
+    assert_eq!(sizes.iter().filter(|&&n| n == 3).count(), 2, "{sizes:?}");
+    assert!(!updates.iter().any(|u| matches!(u, MonitorUpdate::HtlcAdded { .. } | MonitorUpdate::HtlcRemoved { .. })));
+    let config = net.p.a.monitor.config().clone();
+    let given = |updates: &[MonitorUpdate]| {
+        let mut m = Monitor::new(config.clone(), net.p.a.signer.clone());
+        let mut store = Store::default();
+        for u in updates {
+            m.update(u.clone()).unwrap();
+            while let Some(o) = m.poll_output() {
+                if let MonitorOutput::Persist(w) = o {
+                    store.apply(&w);
+                    m.handle_persisted(w.seq());
+                }
+            }
+        }
+        (m, store)
+    };
+    let (together, store) = given(&updates);
+    let (apart, _) = given(&one_per_htlc(&updates));
+    // D11: the same records and ranges, byte for byte.
+    assert_eq!(state(&together), state(&apart));
+    // The funding HTLC, A's three, B's two.
+    let records = together.htlc_records();
+    assert_eq!(records, 6);
+    let restored = store.monitor(config.clone(), net.p.a.signer.clone()).unwrap();
+    assert_eq!(restored.snapshot(), together.snapshot());
+
+    // The changes apply in order. R3.2-e: an HTLC removed, back under its id
+    // with the same terms and removed again, all in one commitment, is the
+    // old record closed and a new one that no commitment held; added first,
+    // it would be the old record again and no new one.
+    let (number, htlc) = one_per_htlc(&updates)
+        .iter()
+        .rev()
+        .find_map(|u| match u {
+            MonitorUpdate::HtlcAdded { side: Side::Local, number, htlc } => Some((*number, *htlc)),
+            _ => None,
+        })
+        .unwrap();
+    let next = number + 10;
+    let removed = HtlcChange::Removed { offerer: htlc.offerer, id: htlc.id };
+    let changes = vec![removed, HtlcChange::Added(htlc), removed];
+    let mut in_order = updates.clone();
+    in_order.push(MonitorUpdate::Htlcs { side: Side::Local, number: next, changes });
+    let (together, _) = given(&in_order);
+    let (apart, _) = given(&one_per_htlc(&in_order));
+    assert_eq!(state(&together), state(&apart));
+    assert_eq!(together.htlc_records(), records + 1);
+    let mut reordered = updates;
+    reordered.push(MonitorUpdate::Htlcs {
+        side: Side::Local,
+        number: next,
+        changes: vec![HtlcChange::Added(htlc), removed, removed],
+    });
+    let (reordered, _) = given(&reordered);
+    assert_eq!(reordered.htlc_records(), records);
+    assert_ne!(state(&reordered), state(&together));
 }

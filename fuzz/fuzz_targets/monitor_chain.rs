@@ -13,7 +13,7 @@ use libfuzzer_sys::fuzz_target;
 use paychan::bitcoin::consensus::deserialize;
 use paychan::bitcoin::hashes::Hash as _;
 use paychan::bitcoin::{Amount, BlockHash, FeeRate, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Witness};
-use paychan::chain::{Monitor, MonitorConfig, MonitorOutput, MonitorUpdate};
+use paychan::chain::{HtlcChange, Monitor, MonitorConfig, MonitorOutput, MonitorUpdate};
 use paychan::sim::{Store, Pair};
 use paychan::tx::InMemorySigner;
 use paychan::{MilliSats, Preimage};
@@ -139,7 +139,7 @@ fuzz_target!(|data: &[u8]| {
             5 => m.handle_fee_estimate(FeeRate::from_sat_per_kwu(u64::from(arg) * 997)),
             _ => {
                 let number = u64::from(next().unwrap_or(0));
-                let update = match arg % 4 {
+                let update = match arg % 5 {
                     0 => MonitorUpdate::Preimage(Preimage([arg; 32])),
                     1 => MonitorUpdate::Revoked { number, preimage: Preimage([arg; 32]) },
                     2 => MonitorUpdate::HtlcRemoved {
@@ -148,6 +148,20 @@ fuzz_target!(|data: &[u8]| {
                         offerer: paychan::channel::Side::Local,
                         id: u64::from(arg),
                     },
+                    // A commitment's changes together: an HTLC leaves one
+                    // of our commitments and the same comes back.
+                    3 => {
+                        let offerer = paychan::channel::Side::Local;
+                        let htlc = paychan::channel::Htlc {
+                            offerer,
+                            id: u64::from(arg % 4),
+                            amount: paychan::HtlcMsat::from_msat(3_000_000),
+                            r_hash: Preimage([arg % 4; 32]).hash(),
+                            expiry: paychan::bitcoin::absolute::LockTime::from_height(1000).expect("a height"),
+                        };
+                        let changes = vec![HtlcChange::Removed { offerer, id: htlc.id }, HtlcChange::Added(htlc)];
+                        MonitorUpdate::Htlcs { side: paychan::channel::Side::Local, number, changes }
+                    }
                     _ => {
                         // A restore from what it stored agrees with it.
                         drain(&mut m, &mut store);

@@ -34,9 +34,9 @@ use crate::journal::{Compaction, Write};
 pub use persist::MonitorRestoreError;
 pub use resolve::{Balance, Resolution, SpendKind};
 pub(crate) use update::HtlcRecord;
-pub use update::{ChannelParams, MonitorUpdate};
+pub use update::{ChannelParams, HtlcChange, MonitorUpdate};
 
-use crate::channel::Side;
+use crate::channel::{Htlc, Side};
 use crate::shachain::{RevocationSecrets, ShachainStore};
 use crate::tx::Signer;
 use crate::types::{MilliSats, Preimage};
@@ -528,38 +528,13 @@ impl Monitor {
                     },
                 }
             }
-            MonitorUpdate::HtlcAdded { side, number, htlc } => {
-                let slot = *side as usize;
-                // The same HTLC, unless that side's commitments stopped
-                // holding it before this one: then the peer reused the id
-                // for an HTLC with the same terms (R3.2-e), a new one.
-                let found = s.by_id.of(htlc.offerer, htlc.id).find(|&i| {
-                    let r = &s.records[i];
-                    r.htlc == *htlc && !matches!(r.held[slot], Some((_, Some(last))) if last < *number)
-                });
-                match found.map(|i| &mut s.records[i]) {
-                    Some(r) => {
-                        r.held[slot] = Some(match r.held[slot] {
-                            Some((first, last)) => (first.min(*number), last),
-                            None => (*number, None),
-                        })
-                    }
-                    None => {
-                        let mut held = [None, None];
-                        held[slot] = Some((*number, None));
-                        s.by_id.insert(htlc.offerer, htlc.id, s.records.len());
-                        s.records.push(HtlcRecord { htlc: *htlc, held });
-                    }
-                }
-            }
-            MonitorUpdate::HtlcRemoved { side, number, offerer, id } => {
-                let slot = *side as usize;
-                for i in s.by_id.of(*offerer, *id) {
-                    let r = &mut s.records[i];
-                    if let Some((first, None)) = r.held[slot] {
-                        // Removed in the very commitment that added it: no
-                        // commitment of that side ever held it.
-                        r.held[slot] = if first < *number { Some((first, Some(number - 1))) } else { None };
+            MonitorUpdate::HtlcAdded { side, number, htlc } => s.htlc_added(*side, *number, htlc),
+            MonitorUpdate::HtlcRemoved { side, number, offerer, id } => s.htlc_removed(*side, *number, *offerer, *id),
+            MonitorUpdate::Htlcs { side, number, changes } => {
+                for change in changes {
+                    match change {
+                        HtlcChange::Added(htlc) => s.htlc_added(*side, *number, htlc),
+                        HtlcChange::Removed { offerer, id } => s.htlc_removed(*side, *number, *offerer, *id),
                     }
                 }
             }
@@ -646,7 +621,69 @@ impl Monitor {
 #[derive(Clone, PartialEq, Eq, Debug, Default)]
 pub(crate) struct ById(BTreeMap<(Side, u64), (usize, Vec<usize>)>);
 
+impl State {
+    /// `htlc` is in `side`'s commitments from `number` on.
+    fn htlc_added(&mut self, side: Side, number: u64, htlc: &Htlc) {
+        let slot = side as usize;
+        let records = &self.records;
+        // The same HTLC, unless that side's commitments stopped holding it
+        // before this one: then the peer reused the id for an HTLC with the
+        // same terms (R3.2-e), a new one.
+        let same = |i: usize| {
+            let r = &records[i];
+            r.htlc == *htlc && !matches!(r.held[slot], Some((_, Some(last))) if last < number)
+        };
+        match self.by_id.find_or_insert(htlc.offerer, htlc.id, records.len(), same) {
+            Some(i) => {
+                let r = &mut self.records[i];
+                r.held[slot] = Some(match r.held[slot] {
+                    Some((first, last)) => (first.min(number), last),
+                    None => (number, None),
+                })
+            }
+            None => {
+                let mut held = [None, None];
+                held[slot] = Some((number, None));
+                self.records.push(HtlcRecord { htlc: *htlc, held });
+            }
+        }
+    }
+
+    /// The HTLC `(offerer, id)` is in none of `side`'s commitments from
+    /// `number` on.
+    fn htlc_removed(&mut self, side: Side, number: u64, offerer: Side, id: u64) {
+        let slot = side as usize;
+        for i in self.by_id.of(offerer, id) {
+            let r = &mut self.records[i];
+            if let Some((first, None)) = r.held[slot] {
+                // Removed in the very commitment that added it: no
+                // commitment of that side ever held it.
+                r.held[slot] = if first < number { Some((first, Some(number - 1))) } else { None };
+            }
+        }
+    }
+}
+
 impl ById {
+    /// The first of `(offerer, id)`'s records for which `same` holds; if
+    /// none does, `index` is recorded as its next (one search either way).
+    fn find_or_insert(&mut self, offerer: Side, id: u64, index: usize, same: impl Fn(usize) -> bool) -> Option<usize> {
+        match self.0.entry((offerer, id)) {
+            alloc::collections::btree_map::Entry::Vacant(v) => {
+                v.insert((index, Vec::new()));
+                None
+            }
+            alloc::collections::btree_map::Entry::Occupied(mut o) => {
+                let (first, more) = o.get_mut();
+                let found = core::iter::once(*first).chain(more.iter().copied()).find(|&i| same(i));
+                if found.is_none() {
+                    more.push(index);
+                }
+                found
+            }
+        }
+    }
+
     pub(crate) fn insert(&mut self, offerer: Side, id: u64, index: usize) {
         match self.0.entry((offerer, id)) {
             alloc::collections::btree_map::Entry::Vacant(v) => {

@@ -21,7 +21,7 @@ use alloc::sync::Arc;
 use bitcoin::hashes::Hash as _;
 use bitcoin::{BlockHash, Transaction};
 
-use super::update::{ChannelParams, HtlcRecord, MonitorUpdate};
+use super::update::{ChannelParams, HtlcChange, HtlcRecord, MonitorUpdate};
 use super::{Confirmed, Known, Monitor, MonitorConfig, State, Tip};
 use crate::channel::persist::{open, R, W};
 use crate::channel::{RestoreError, Role, Side};
@@ -120,6 +120,25 @@ impl W {
                 self.side(*offerer);
                 self.u64(*id);
             }
+            MonitorUpdate::Htlcs { side, number, changes } => {
+                self.u8(7);
+                self.side(*side);
+                self.u64(*number);
+                self.u32(changes.len() as u32);
+                for change in changes {
+                    match change {
+                        HtlcChange::Added(htlc) => {
+                            self.u8(0);
+                            self.htlc(htlc);
+                        }
+                        HtlcChange::Removed { offerer, id } => {
+                            self.u8(1);
+                            self.side(*offerer);
+                            self.u64(*id);
+                        }
+                    }
+                }
+            }
             MonitorUpdate::Revoked { number, preimage } => {
                 self.u8(5);
                 self.u64(*number);
@@ -175,6 +194,20 @@ impl R<'_> {
                 offerer: self.side()?,
                 id: self.u64()?,
             },
+            7 => {
+                let (side, number) = (self.side()?, self.u64()?);
+                let n = self.u32()? as usize;
+                // Each change is at least ten bytes.
+                let mut changes = Vec::with_capacity(n.min(self.0.len() / 10));
+                for _ in 0..n {
+                    changes.push(match self.u8()? {
+                        0 => HtlcChange::Added(self.htlc()?),
+                        1 => HtlcChange::Removed { offerer: self.side()?, id: self.u64()? },
+                        _ => return Err(RestoreError::Invalid("monitor HTLC change")),
+                    });
+                }
+                MonitorUpdate::Htlcs { side, number, changes }
+            }
             5 => MonitorUpdate::Revoked { number: self.u64()?, preimage: Preimage(self.array()?) },
             6 => MonitorUpdate::Preimage(Preimage(self.array()?)),
             _ => return Err(RestoreError::Invalid("monitor update")),
@@ -487,8 +520,9 @@ impl Monitor {
 
 #[cfg(test)]
 mod tests {
-    use super::{encode_entry, Entry, UpdatesEntry};
-    use crate::chain::MonitorUpdate;
+    use super::{decode_entry, encode_entry, Entry, UpdatesEntry};
+    use crate::chain::{HtlcChange, MonitorUpdate};
+    use crate::channel::persist::R;
     use crate::channel::{Htlc, Side};
     use crate::types::{HtlcMsat, Preimage};
     use bitcoin::absolute::LockTime;
@@ -506,6 +540,11 @@ mod tests {
             expiry: LockTime::from_height(500 + id as u32).expect("a height"),
         };
         let updates = vec![
+            MonitorUpdate::Htlcs {
+                side: Side::Remote,
+                number: 6,
+                changes: vec![HtlcChange::Added(htlc(4)), HtlcChange::Removed { offerer: Side::Local, id: 2 }],
+            },
             MonitorUpdate::HtlcAdded { side: Side::Local, number: 7, htlc: htlc(1) },
             MonitorUpdate::HtlcRemoved { side: Side::Remote, number: 8, offerer: Side::Local, id: 3 },
             MonitorUpdate::Preimage(Preimage([5; 32])),
@@ -515,11 +554,30 @@ mod tests {
         for u in &updates {
             entry.push(u);
         }
-        assert_eq!(entry.count(), 4);
+        assert_eq!(entry.count(), 5);
         assert_eq!(entry.finish(), encode_entry(42, &Entry::Updates(updates.clone())));
         // A lone update is written in the single-update form.
         let mut lone = UpdatesEntry::new(43, 1);
         lone.push(&updates[0]);
         assert_eq!(lone.finish(), encode_entry(43, &Entry::Update(updates[0].clone())));
+
+        // Each reads back as written (seq, then the body, then the checksum).
+        let read = |bytes: &[u8]| decode_entry(R(&bytes[8..bytes.len() - 8]));
+        let whole = encode_entry(44, &Entry::Updates(updates.clone()));
+        assert_eq!(read(&whole), Ok(Entry::Updates(updates.clone())));
+        // A count of HTLC changes beyond the bytes left, an unknown change
+        // and a cut entry are refused, not read into anything.
+        let one = encode_entry(45, &Entry::Update(updates[0].clone()));
+        // seq (8), entry kind (1), update tag (1), side (1), number (8).
+        let count_at = 8 + 1 + 1 + 1 + 8;
+        let mut huge = one.clone();
+        huge[count_at..count_at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(read(&huge).is_err());
+        let mut unknown = one.clone();
+        unknown[count_at + 4] = 2;
+        assert!(read(&unknown).is_err());
+        for cut in 9..one.len() - 8 {
+            assert!(read(&one[..cut + 8]).is_err(), "cut at {cut}");
+        }
     }
 }

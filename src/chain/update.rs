@@ -78,6 +78,20 @@ pub enum MonitorUpdate {
         /// The offerer's id.
         id: u64,
     },
+    /// The HTLCs that `side`'s commitment `number` adds and removes, in the
+    /// order the channel logged them: the same as an
+    /// [`HtlcAdded`](Self::HtlcAdded) or [`HtlcRemoved`](Self::HtlcRemoved)
+    /// per change, in that order, in one update. The channel hands over a
+    /// commitment's changes this way, one update however many HTLCs a
+    /// batch commits.
+    Htlcs {
+        /// Whose commitments.
+        side: Side,
+        /// The first commitment with the changes.
+        number: u64,
+        /// The changes, in order.
+        changes: Vec<HtlcChange>,
+    },
     /// The peer revoked its commitment `number` with `preimage`.
     Revoked {
         /// The commitment.
@@ -88,6 +102,20 @@ pub enum MonitorUpdate {
     /// We know this payment preimage (we fulfilled an incoming HTLC with
     /// it): an HTLC paying to it can be claimed on chain.
     Preimage(Preimage),
+}
+
+/// One change in a [`MonitorUpdate::Htlcs`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum HtlcChange {
+    /// The HTLC is in the commitments from the update's number on.
+    Added(Htlc),
+    /// The HTLC `(offerer, id)` is in none of them from that number on.
+    Removed {
+        /// Who offered it.
+        offerer: Side,
+        /// The offerer's id.
+        id: u64,
+    },
 }
 
 /// One HTLC ever committed and the commitment numbers of each side that held

@@ -40,7 +40,7 @@ pub use persist::RestoreError;
 use view::{Entry, Refusal, Update};
 pub use view::{Htlc, Side, View, MAX_HTLC_OUTPUTS_PER_SIDE};
 
-use crate::chain::{ChannelParams, MonitorUpdate};
+use crate::chain::{ChannelParams, HtlcChange, MonitorUpdate};
 use crate::fees::{commitment_fee, fee_for_bytecount, DUST_LIMIT};
 use crate::journal::{Compaction, Write};
 use crate::rules::Rule;

@@ -423,15 +423,22 @@ impl Channel {
     /// The HTLC changes of the log entries selected by `include`, as they
     /// enter `side`'s commitment `number` (ruling D11).
     pub(super) fn monitor_deltas(&mut self, side: Side, number: u64, include: impl Fn(&Entry) -> bool) {
-        let before = self.monitor_pending.len();
-        self.monitor_pending.extend(self.log.iter().filter(|e| include(e)).filter_map(|e| match &e.update {
-            Update::Add(htlc) => Some(MonitorUpdate::HtlcAdded { side, number, htlc: *htlc }),
-            Update::Fulfill { id, .. } | Update::Fail { id } => {
-                Some(MonitorUpdate::HtlcRemoved { side, number, offerer: e.from.other(), id: *id })
-            }
-            Update::Fee(_) => None,
-        }));
-        self.dirty |= self.monitor_pending.len() > before;
+        // One update for the commitment, however many HTLCs it changes.
+        let changes: Vec<HtlcChange> = self
+            .log
+            .iter()
+            .filter(|e| include(e))
+            .filter_map(|e| match &e.update {
+                Update::Add(htlc) => Some(HtlcChange::Added(*htlc)),
+                Update::Fulfill { id, .. } | Update::Fail { id } => {
+                    Some(HtlcChange::Removed { offerer: e.from.other(), id: *id })
+                }
+                Update::Fee(_) => None,
+            })
+            .collect();
+        if !changes.is_empty() {
+            self.monitor(MonitorUpdate::Htlcs { side, number, changes });
+        }
     }
 
     /// R3.2-a, R3.6-e: an update must be valid in both staged commitments
