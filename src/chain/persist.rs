@@ -247,6 +247,11 @@ impl UpdatesEntry {
     }
 
     pub(crate) fn push(&mut self, u: &MonitorUpdate) {
+        if let MonitorUpdate::Htlcs { changes, .. } = u {
+            // Room for a commitment's changes at once (an added HTLC takes
+            // 50 bytes, a removed one 10), not by doubling.
+            self.w.0.reserve(14 + 50 * changes.len());
+        }
         self.w.update(u);
         self.count += 1;
     }

@@ -706,10 +706,6 @@ pub struct Channel {
     pub(crate) staged_ours: View,
     pub(crate) staged_theirs: View,
     pub(crate) log: Vec<Entry>,
-    /// An empty buffer `lock_in` fills with the entries it keeps (not part
-    /// of the state): the log's two buffers take turns, so locking in
-    /// allocates nothing.
-    log_spare: Vec<Entry>,
     /// RIPEMD-160 of the `r_hash` of every HTLC in a view, as the scripts
     /// hold it, with that `r_hash` (a cache, not persisted: rebuilt on
     /// restore). The peer may reuse an id once no staged commitment holds it
@@ -1023,7 +1019,6 @@ impl Channel {
             staged_ours: empty.clone(),
             staged_theirs: empty_theirs,
             log: Vec::new(),
-            log_spare: Vec::new(),
             hash160s: BTreeMap::new(),
             next_htlc_id: 0,
             deadlines: BTreeMap::new(),
@@ -1549,7 +1544,6 @@ impl Channel {
         rebuild(&mut self.hash160s);
         self.htlcs_at_compaction = self.htlc_entries();
         self.log.trim();
-        self.log_spare.trim();
         self.unacked.trim();
         self.processed_at.trim();
     }

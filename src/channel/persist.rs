@@ -1040,7 +1040,6 @@ impl Channel {
             staged_ours,
             staged_theirs,
             log,
-            log_spare: Vec::new(),
             hash160s: BTreeMap::new(),
             next_htlc_id,
             deadlines,

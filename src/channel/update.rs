@@ -517,61 +517,67 @@ impl Channel {
     /// Updates committed in both current commitments leave the log and are
     /// reported.
     pub(super) fn lock_in(&mut self) {
+        // The log keeps its place: only the entries after the first one
+        // locked in move, each once, over those that leave.
         let mut log = core::mem::take(&mut self.log);
-        let mut kept = core::mem::take(&mut self.log_spare);
-        for e in log.drain(..) {
+        log.retain_mut(|e| {
             if !(e.in_ours && e.theirs_locked) {
-                kept.push(e);
-                continue;
+                return true;
             }
-            // A removal locked in has left every view: so has its hash,
-            // unless the peer reused the id for a new HTLC since (R3.2-e).
-            if let (Update::Fulfill { id, .. } | Update::Fail { id }, Some(removed)) = (&e.update, &e.removed) {
-                let key = (e.from.other(), *id);
-                if self.hash160s.get(&key).is_some_and(|(r_hash, _)| *r_hash == removed.r_hash) {
-                    self.hash160s.remove(&key);
-                }
-            }
-            let event = match (&e.update, e.from) {
-                (Update::Add(h), _) => Some(Event::HtlcAdded {
-                    direction: Direction::of(h.offerer),
-                    id: h.id,
-                    amount: h.amount.msat(),
-                    r_hash: h.r_hash,
-                    expiry: h.expiry,
-                    route: e.blob,
-                }),
-                (Update::Fulfill { id, r }, Side::Local) => Some(Event::HtlcFulfilled {
-                    direction: Direction::Incoming,
-                    id: *id,
-                    amount: e.removed.map_or(MilliSats::ZERO, |h| h.amount.msat()),
-                    preimage: *r,
-                }),
-                // Outgoing fulfills were reported when R arrived.
-                (Update::Fulfill { id, .. }, Side::Remote) => {
-                    self.deadlines.remove(id);
-                    None
-                }
-                (Update::Fail { id }, from) => {
-                    if from == Side::Remote {
-                        self.deadlines.remove(id);
-                    }
-                    Some(Event::HtlcFailed {
-                        direction: Direction::of(from.other()),
-                        id: *id,
-                        amount: e.removed.map_or(MilliSats::ZERO, |h| h.amount.msat()),
-                        reason: e.blob,
-                    })
-                }
-                (Update::Fee(rate), from) => Some(Event::FeeChanged { side: from, fee_rate: *rate }),
-            };
-            if let Some(event) = event {
-                self.event(event);
+            self.report_locked_in(e);
+            false
+        });
+        self.log = log;
+        self.log.trim();
+    }
+
+    /// Reports an update that has left the log (taking its route or
+    /// reason).
+    fn report_locked_in(&mut self, e: &mut Entry) {
+        // A removal locked in has left every view: so has its hash, unless
+        // the peer reused the id for a new HTLC since (R3.2-e).
+        if let (Update::Fulfill { id, .. } | Update::Fail { id }, Some(removed)) = (&e.update, &e.removed) {
+            let key = (e.from.other(), *id);
+            if self.hash160s.get(&key).is_some_and(|(r_hash, _)| *r_hash == removed.r_hash) {
+                self.hash160s.remove(&key);
             }
         }
-        self.log = kept;
-        self.log_spare = log;
-        self.log_spare.trim();
+        let event = match (&e.update, e.from) {
+            (Update::Add(h), _) => Some(Event::HtlcAdded {
+                direction: Direction::of(h.offerer),
+                id: h.id,
+                amount: h.amount.msat(),
+                r_hash: h.r_hash,
+                expiry: h.expiry,
+                route: core::mem::take(&mut e.blob),
+            }),
+            (Update::Fulfill { id, r }, Side::Local) => Some(Event::HtlcFulfilled {
+                direction: Direction::Incoming,
+                id: *id,
+                amount: e.removed.map_or(MilliSats::ZERO, |h| h.amount.msat()),
+                preimage: *r,
+            }),
+            // Outgoing fulfills were reported when R arrived.
+            (Update::Fulfill { id, .. }, Side::Remote) => {
+                self.deadlines.remove(id);
+                None
+            }
+            (Update::Fail { id }, from) => {
+                if from == Side::Remote {
+                    self.deadlines.remove(id);
+                }
+                Some(Event::HtlcFailed {
+                    direction: Direction::of(from.other()),
+                    id: *id,
+                    amount: e.removed.map_or(MilliSats::ZERO, |h| h.amount.msat()),
+                    reason: core::mem::take(&mut e.blob),
+                })
+            }
+            (Update::Fee(rate), from) => Some(Event::FeeChanged { side: from, fee_rate: *rate }),
+        };
+        if let Some(event) = event {
+            self.event(event);
+        }
     }
 
     /// Sends the fails decided earlier (R3.3-b, R4.1-c, an expiry too soon)
