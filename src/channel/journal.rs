@@ -174,6 +174,7 @@ impl Input {
     /// (tag 1): a message journaled as it came off the wire needs no
     /// encoding again.
     pub(super) fn encode_message(w: &mut W, ack: u64, bytes: &[u8]) {
+        w.0.reserve(13 + bytes.len());
         w.u8(1);
         w.u64(ack);
         w.bytes(bytes);

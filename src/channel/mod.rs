@@ -835,19 +835,22 @@ pub(crate) trait Trim {
     fn trim(&mut self);
 }
 
-/// Below this many slots a buffer is left alone.
+/// Below this many slots, or this many bytes, a buffer is left alone: one
+/// step's worth, which the next step would only grow back.
 const TRIM_FLOOR: usize = 16;
+const TRIM_FLOOR_BYTES: usize = 1024;
 
-/// The capacity to cut a buffer holding `len` of `capacity` slots to, if
-/// any.
-fn trimmed(len: usize, capacity: usize) -> Option<usize> {
-    let keep = len.max(TRIM_FLOOR);
+/// The capacity to cut a buffer holding `len` of `capacity` slots of `T`
+/// to, if any.
+fn trimmed<T>(len: usize, capacity: usize) -> Option<usize> {
+    let floor = TRIM_FLOOR.max(TRIM_FLOOR_BYTES / core::mem::size_of::<T>().max(1));
+    let keep = len.max(floor);
     (capacity > 4 * keep).then_some(2 * keep)
 }
 
 impl<T> Trim for Vec<T> {
     fn trim(&mut self) {
-        if let Some(to) = trimmed(self.len(), self.capacity()) {
+        if let Some(to) = trimmed::<T>(self.len(), self.capacity()) {
             self.shrink_to(to);
         }
     }
@@ -855,7 +858,7 @@ impl<T> Trim for Vec<T> {
 
 impl<T> Trim for VecDeque<T> {
     fn trim(&mut self) {
-        if let Some(to) = trimmed(self.len(), self.capacity()) {
+        if let Some(to) = trimmed::<T>(self.len(), self.capacity()) {
             self.shrink_to(to);
         }
     }
