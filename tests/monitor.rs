@@ -469,6 +469,7 @@ fn one_per_htlc(updates: &[MonitorUpdate]) -> Vec<MonitorUpdate> {
                     HtlcChange::Removed { offerer, id } => {
                         MonitorUpdate::HtlcRemoved { side: *side, number: *number, offerer, id }
                     }
+                    other => panic!("a change this test does not know: {other:?}"),
                 })
                 .collect(),
             u => vec![u.clone()],

@@ -139,7 +139,7 @@ fuzz_target!(|data: &[u8]| {
             5 => m.handle_fee_estimate(FeeRate::from_sat_per_kwu(u64::from(arg) * 997)),
             _ => {
                 let number = u64::from(next().unwrap_or(0));
-                let update = match arg % 5 {
+                let update = match arg % 6 {
                     0 => MonitorUpdate::Preimage(Preimage([arg; 32])),
                     1 => MonitorUpdate::Revoked { number, preimage: Preimage([arg; 32]) },
                     2 => MonitorUpdate::HtlcRemoved {
@@ -148,19 +148,36 @@ fuzz_target!(|data: &[u8]| {
                         offerer: paychan::channel::Side::Local,
                         id: u64::from(arg),
                     },
-                    // A commitment's changes together: an HTLC leaves one
-                    // of our commitments and the same comes back.
+                    // A commitment's changes together, chosen by the next
+                    // byte: HTLCs (of the set the pair built) leaving and
+                    // coming back in either side's commitments, in any order.
                     3 => {
-                        let offerer = paychan::channel::Side::Local;
-                        let htlc = paychan::channel::Htlc {
-                            offerer,
-                            id: u64::from(arg % 4),
-                            amount: paychan::HtlcMsat::from_msat(3_000_000),
-                            r_hash: Preimage([arg % 4; 32]).hash(),
-                            expiry: paychan::bitcoin::absolute::LockTime::from_height(1000).expect("a height"),
-                        };
-                        let changes = vec![HtlcChange::Removed { offerer, id: htlc.id }, HtlcChange::Added(htlc)];
-                        MonitorUpdate::Htlcs { side: paychan::channel::Side::Local, number, changes }
+                        let plan = next().unwrap_or(0);
+                        let side = if plan & 1 == 0 { paychan::channel::Side::Local } else { paychan::channel::Side::Remote };
+                        let changes = (0..plan >> 5)
+                            .map(|i| {
+                                let pick = next().unwrap_or(i);
+                                let offerer = paychan::channel::Side::Local;
+                                // One of the pair's HTLCs, or (bit 6) one
+                                // under the same id with other terms.
+                                let id = pick % 4;
+                                let other_terms = u32::from(pick >> 6 & 1);
+                                let htlc = paychan::channel::Htlc {
+                                    offerer,
+                                    id: u64::from(id),
+                                    amount: paychan::HtlcMsat::from_msat(3_000_000 * (u32::from(id) + 1) + other_terms),
+                                    r_hash: Preimage([id + 1; 32]).hash(),
+                                    expiry: paychan::bitcoin::absolute::LockTime::from_height(400 + u32::from(id))
+                                        .expect("a height"),
+                                };
+                                if pick & 0x80 == 0 {
+                                    HtlcChange::Removed { offerer, id: htlc.id }
+                                } else {
+                                    HtlcChange::Added(htlc)
+                                }
+                            })
+                            .collect();
+                        MonitorUpdate::Htlcs { side, number, changes }
                     }
                     _ => {
                         // A restore from what it stored agrees with it.

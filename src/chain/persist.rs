@@ -274,7 +274,8 @@ impl UpdatesEntry {
 }
 
 pub(crate) fn encode_entry(seq: u64, entry: &Entry) -> Vec<u8> {
-    // An update takes at most about 100 bytes (an added HTLC).
+    // A capacity hint: most updates take under 100 bytes, and `Htlcs`
+    // makes room for its changes as it is written.
     let mut w = W(Vec::with_capacity(match entry {
         Entry::Updates(updates) => 24 + 100 * updates.len(),
         _ => 128,

@@ -106,6 +106,7 @@ pub enum MonitorUpdate {
 
 /// One change in a [`MonitorUpdate::Htlcs`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
 pub enum HtlcChange {
     /// The HTLC is in the commitments from the update's number on.
     Added(Htlc),

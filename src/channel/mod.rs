@@ -829,14 +829,16 @@ pub(crate) type Hash160Entry = (sha256::Hash, [u8; 20]);
 /// unacknowledged messages once (1,500 HTLCs leave 1,500 events, updates
 /// and entries behind), and their capacity would otherwise stay with the
 /// channel for good. A buffer holding less than a quarter of its capacity
-/// (and more than a few slots' worth) is cut to twice what it holds, so
-/// growing back costs no more than the shrink saved.
+/// is cut to twice what it holds, so growing back costs no more than the
+/// shrink saved; what it holds counts as at least 16 slots or 1 KiB
+/// (whichever is more slots), so a buffer of up to four times that, one
+/// step's worth, is never cut only to grow back at the next step.
 pub(crate) trait Trim {
     fn trim(&mut self);
 }
 
-/// Below this many slots, or this many bytes, a buffer is left alone: one
-/// step's worth, which the next step would only grow back.
+/// The least a buffer counts as holding: this many slots, or this many
+/// bytes' worth if that is more.
 const TRIM_FLOOR: usize = 16;
 const TRIM_FLOOR_BYTES: usize = 1024;
 
