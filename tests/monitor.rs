@@ -477,6 +477,19 @@ fn one_per_htlc(updates: &[MonitorUpdate]) -> Vec<MonitorUpdate> {
         .collect()
 }
 
+/// The last HTLC added to our commitments in `updates` (one per change),
+/// with the number of the first commitment holding it.
+fn last_local_add(updates: &[MonitorUpdate]) -> (u64, paychan::channel::Htlc) {
+    updates
+        .iter()
+        .rev()
+        .find_map(|u| match u {
+            MonitorUpdate::HtlcAdded { side: Side::Local, number, htlc } => Some((*number, *htlc)),
+            _ => None,
+        })
+        .expect("an HTLC in our commitments")
+}
+
 /// A's channel updates, one per HTLC change ([`one_per_htlc`]).
 fn a_updates(net: &Net) -> Vec<MonitorUpdate> {
     one_per_htlc(&net.p.a.monitor_updates)
@@ -630,14 +643,7 @@ fn an_htlc_removed_where_it_was_added_is_held_by_no_commitment() {
     let net = with_htlcs_both_ways();
     let mut m = replayed(&net, |_, _| true);
     let before = m.balances();
-    let (number, htlc) = a_updates(&net)
-        .iter()
-        .rev()
-        .find_map(|u| match u {
-            MonitorUpdate::HtlcAdded { side: Side::Local, number, htlc } => Some((*number, *htlc)),
-            _ => None,
-        })
-        .unwrap();
+    let (number, htlc) = last_local_add(&a_updates(&net));
     // An HTLC added to and removed from our commitment in one step (the
     // peer failed it before its update_commit): D11's range is empty.
     let ghost = paychan::channel::Htlc { id: 99, ..htlc };
@@ -956,14 +962,7 @@ fn a_commitments_htlc_changes_in_one_update_are_one_update_per_change() {
     // with the same terms and removed again, all in one commitment, is the
     // old record closed and a new one that no commitment held; added first,
     // it would be the old record again and no new one.
-    let (number, htlc) = one_per_htlc(&updates)
-        .iter()
-        .rev()
-        .find_map(|u| match u {
-            MonitorUpdate::HtlcAdded { side: Side::Local, number, htlc } => Some((*number, *htlc)),
-            _ => None,
-        })
-        .unwrap();
+    let (number, htlc) = last_local_add(&one_per_htlc(&updates));
     let next = number + 10;
     let removed = HtlcChange::Removed { offerer: htlc.offerer, id: htlc.id };
     let changes = vec![removed, HtlcChange::Added(htlc), removed];
