@@ -44,23 +44,14 @@ fn expiry() -> LockTime {
 /// A pair with money on both sides, keeping no records.
 fn funded() -> Pair {
     let mut p = Pair::open();
-    let r = Preimage([9; 32]);
-    p.a.ch.offer_htlc(MilliSats::from_msat(400_000_000), r.hash(), expiry(), vec![]).expect("affordable");
-    p.settle();
-    p.b.ch.fulfill_htlc(0, r).expect("incoming");
-    p.settle();
+    p.pay('A', MilliSats::from_msat(400_000_000), Preimage([9; 32]));
     p.record_off();
     p
 }
 
 /// One payment of 600 sat from `payer`, settled.
 fn pay(p: &mut Pair, n: u64) {
-    let (payer, payee) = if n % 2 == 0 { ('A', 'B') } else { ('B', 'A') };
-    let r = preimage(n);
-    let id = p.node(payer).ch.offer_htlc(MilliSats::from_msat(600_000), r.hash(), expiry(), vec![]).expect("ok");
-    p.settle();
-    p.node(payee).ch.fulfill_htlc(id, r).expect("incoming");
-    p.settle();
+    p.pay(if n % 2 == 0 { 'A' } else { 'B' }, MilliSats::from_msat(600_000), preimage(n));
 }
 
 /// 100 payments from A, in one commitment round each way.

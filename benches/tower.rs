@@ -17,11 +17,7 @@ fn revoked_with(htlcs: u64) -> Pair {
     let mut p = Pair::new(config.clone(), config, CAPACITY * 2);
     p.establish();
     let expiry = absolute::LockTime::from_height(5_000).expect("a height");
-    let r = Preimage([7; 32]);
-    p.a.ch.offer_htlc(MilliSats::from_msat(500_000_000), r.hash(), expiry, vec![]).expect("affordable");
-    p.settle();
-    p.b.ch.fulfill_htlc(0, r).expect("incoming");
-    p.settle();
+    p.pay('A', MilliSats::from_msat(500_000_000), Preimage([7; 32]));
     for i in 0..htlcs {
         let r = Preimage(sha256::Hash::hash(&i.to_le_bytes()).to_byte_array());
         let from = if i % 2 == 0 { &mut p.a } else { &mut p.b };

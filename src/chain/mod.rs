@@ -684,13 +684,9 @@ impl ById {
         }
     }
 
+    /// Records `index` as `(offerer, id)`'s next record.
     pub(crate) fn insert(&mut self, offerer: Side, id: u64, index: usize) {
-        match self.0.entry((offerer, id)) {
-            alloc::collections::btree_map::Entry::Vacant(v) => {
-                v.insert((index, Vec::new()));
-            }
-            alloc::collections::btree_map::Entry::Occupied(mut o) => o.get_mut().1.push(index),
-        }
+        self.find_or_insert(offerer, id, index, |_| false);
     }
 
     /// The indices of `(offerer, id)`'s records, in the order they were

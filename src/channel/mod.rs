@@ -1301,19 +1301,17 @@ impl Channel {
         for u in self.monitor_pending.drain(..) {
             self.persist.push_back(Output::Monitor(u));
         }
-        // Maps filled key by key are half full: once the views have doubled
-        // since they were last rebuilt, they are rebuilt whole (amortized,
-        // a constant per HTLC).
-        if self.htlc_entries() > 2 * self.htlcs_at_compaction.max(512) {
-            self.compact();
-        }
         // The first change (the channel's creation) has no input and starts
         // the store with a snapshot; the compaction rule says when the next.
-        let write = if self.input.is_empty() || self.compaction.due_at(self.state_len_estimate()) {
-            // The snapshot walks the whole state anyway: the maps are
-            // rebuilt with full nodes (keys inserted in order leave them
-            // half full), and the buffers give back what a batch left.
+        let snapshot = self.input.is_empty() || self.compaction.due_at(self.state_len_estimate());
+        // Maps filled key by key are half full. A snapshot walks the whole
+        // state anyway, so it rebuilds them with full nodes and has the
+        // buffers give back what a batch left; so does the views' doubling
+        // since the last rebuild (amortized, a constant per HTLC).
+        if snapshot || self.htlc_entries() > 2 * self.htlcs_at_compaction.max(512) {
             self.compact();
+        }
+        let write = if snapshot {
             let state = self.to_bytes();
             self.state_len_hint = state.len();
             self.htlcs_at_snapshot = self.htlc_entries();
@@ -1528,8 +1526,6 @@ impl Channel {
         self.build_theirs_with(self.funding.as_ref()?, view, revocation_hash, num)
     }
 
-    /// How many HTLCs the views hold, each counted once per view: what makes
-    /// a snapshot large.
     /// Rebuilds the HTLC maps with full nodes and trims the buffers: what
     /// a snapshot does besides writing the state, since it walks the whole
     /// state anyway.
@@ -1553,6 +1549,8 @@ impl Channel {
         self.processed_at.trim();
     }
 
+    /// How many HTLCs the views hold, each counted once per view: what makes
+    /// a snapshot large.
     fn htlc_entries(&self) -> usize {
         let views = [&self.our_view, &self.their_view, &self.staged_ours, &self.staged_theirs];
         views.iter().map(|v| v.htlcs.len()).sum::<usize>() + self.their_prev.as_ref().map_or(0, |(v, _)| v.htlcs.len())

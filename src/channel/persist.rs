@@ -52,14 +52,6 @@ const CHECKSUM_LEN: usize = 8;
 /// largest single cost of writing a batch of payments (SHA-256, before it,
 /// cost more than everything else in the batch).
 pub(crate) fn checksum(body: &[u8]) -> [u8; CHECKSUM_LEN] {
-    // A bijection of u64: an xorshift, then a multiplication by an odd
-    // constant (the 64-bit golden ratio).
-    fn mix(x: u64) -> u64 {
-        (x ^ (x >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
-    }
-    fn word(bytes: &[u8]) -> u64 {
-        u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
-    }
     // Distinct starting values, so that words trading lanes are noticed.
     let mut lanes = [0x243f_6a88_85a3_08d3, 0x1319_8a2e_0370_7344, 0xa409_3822_299f_31d0, 0x082e_fa98_ec4e_6c89];
     let mut blocks = body.chunks_exact(32);
@@ -72,14 +64,11 @@ pub(crate) fn checksum(body: &[u8]) -> [u8; CHECKSUM_LEN] {
     for (lane, w) in lanes.iter_mut().zip(&mut words) {
         *lane = mix(*lane ^ word(w));
     }
-    let mut tail = [0u8; 8];
-    tail[..words.remainder().len()].copy_from_slice(words.remainder());
-    let mut h = (body.len() as u64).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let mut h = start(body);
     for lane in lanes {
         h = mix(h ^ lane);
     }
-    h = mix(mix(h ^ u64::from_le_bytes(tail)) ^ 0x94d0_49bb_1331_11eb);
-    mix(h ^ (h >> 31)).to_le_bytes()
+    finish(h, words.remainder())
 }
 
 /// The checksum of the formats before this one (channel format 4, monitor,
@@ -87,17 +76,35 @@ pub(crate) fn checksum(body: &[u8]) -> [u8; CHECKSUM_LEN] {
 /// It is computed only to tell a piece those versions wrote from a damaged
 /// one.
 fn checksum_single_lane(body: &[u8]) -> [u8; CHECKSUM_LEN] {
-    fn mix(x: u64) -> u64 {
-        (x ^ (x >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
-    }
     let mut words = body.chunks_exact(8);
-    let mut h = (body.len() as u64).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let mut h = start(body);
     for w in &mut words {
-        h = mix(h ^ u64::from_le_bytes(w.try_into().expect("chunks of 8")));
+        h = mix(h ^ word(w));
     }
+    finish(h, words.remainder())
+}
+
+/// A bijection of u64: an xorshift, then a multiplication by an odd
+/// constant (the 64-bit golden ratio).
+fn mix(x: u64) -> u64 {
+    (x ^ (x >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+fn word(bytes: &[u8]) -> u64 {
+    u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
+}
+
+/// Both checksums start from the body's length...
+fn start(body: &[u8]) -> u64 {
+    (body.len() as u64).wrapping_mul(0xbf58_476d_1ce4_e5b9)
+}
+
+/// ...and end folding in the last partial word (`rest`, under 8 bytes),
+/// then mixing once more.
+fn finish(h: u64, rest: &[u8]) -> [u8; CHECKSUM_LEN] {
     let mut tail = [0u8; 8];
-    tail[..words.remainder().len()].copy_from_slice(words.remainder());
-    h = mix(mix(h ^ u64::from_le_bytes(tail)) ^ 0x94d0_49bb_1331_11eb);
+    tail[..rest.len()].copy_from_slice(rest);
+    let h = mix(mix(h ^ u64::from_le_bytes(tail)) ^ 0x94d0_49bb_1331_11eb);
     mix(h ^ (h >> 31)).to_le_bytes()
 }
 

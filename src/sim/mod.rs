@@ -520,6 +520,19 @@ impl Pair {
         panic!("the pair did not settle in 20 rounds");
     }
 
+    /// `payer` ('A' or 'B') pays `amount` to the other node: one HTLC
+    /// offered, committed, fulfilled with `preimage` and committed, expiring
+    /// at height 5,000 (far past the blocks a simulation mines). What a test
+    /// or bench does to put money on both sides of a new pair.
+    pub fn pay(&mut self, payer: char, amount: crate::MilliSats, preimage: crate::Preimage) {
+        let payee = if payer == 'A' { 'B' } else { 'A' };
+        let expiry = absolute::LockTime::from_height(5_000).expect("a height");
+        let id = self.node(payer).ch.offer_htlc(amount, preimage.hash(), expiry, Vec::new()).expect("affordable");
+        self.settle();
+        self.node(payee).ch.fulfill_htlc(id, preimage).expect("incoming");
+        self.settle();
+    }
+
     /// Both nodes stop keeping messages, events and records (for long
     /// runs); broadcasts are still kept.
     pub fn record_off(&mut self) {

@@ -39,11 +39,7 @@ pub fn with_live(live: usize) -> Pair {
     let mut p = Pair::new(config(), config(), capacity);
     p.establish();
     let expiry = LockTime::from_height(5_000).expect("a height");
-    let r = Preimage([9; 32]);
-    p.a.ch.offer_htlc(MilliSats::from_msat(2_000_000_000), r.hash(), expiry, vec![]).expect("affordable");
-    p.settle();
-    p.b.ch.fulfill_htlc(0, r).expect("incoming");
-    p.settle();
+    p.pay('A', MilliSats::from_msat(2_000_000_000), Preimage([9; 32]));
     for i in 0..live {
         let r = Preimage(sha256::Hash::hash(&(i as u64).to_le_bytes()).to_byte_array());
         let from = if i % 2 == 0 { &mut p.a } else { &mut p.b };
