@@ -46,8 +46,7 @@ use crate::journal::{Compaction, Write};
 use crate::rules::Rule;
 use crate::shachain::{RevocationSecrets, ShachainStore};
 use crate::tx::closing::{build_close, CloseSpec, CloseTx};
-use crate::tx::commitment::{self, Commitment, CommitmentId, CommitmentNumber, CommitmentSpec};
-use crate::tx::funding::SighashPrefix;
+use crate::tx::commitment::{self, Commitment, CommitmentId, CommitmentNumber, CommitmentSpec, Precomputed};
 use crate::tx::funding::{validate_funding, FundingError, FundingOutput, MAX_ANCHOR};
 use crate::tx::{KeyRole, Signer, SignerError};
 use crate::types::{Delay, HtlcMsat, MilliSats, Preimage};
@@ -671,9 +670,9 @@ pub struct Channel {
     /// The hash in the peer's P2WPKH outputs to our `final_key` (derived).
     pub(crate) our_final_hash: bitcoin::WPubkeyHash,
     pub(crate) funding: Option<FundingOutput>,
-    /// The hashed constant part of the signature hash of our commitments
-    /// (derived, with `funding`).
-    sighash_prefix: Option<SighashPrefix>,
+    /// What our commitments and the peer's share, computed once (derived,
+    /// with `funding`): `[ours, theirs]`.
+    precomputed: Option<[Precomputed; 2]>,
     pub(crate) anchor_tx: Option<Transaction>,
     /// The anchor may be on chain (funder broadcast it, or fundee sent
     /// `open_commit_sig`): from now on failing means broadcasting.
@@ -1002,7 +1001,7 @@ impl Channel {
             phase: Phase::AwaitOpen,
             remote: None,
             our_final_hash,
-            sighash_prefix: None,
+            precomputed: None,
             funding: None,
             anchor_tx: None,
             anchor_broadcast: false,
@@ -1490,10 +1489,8 @@ impl Channel {
     /// Our commitment `num` holding `view`, as far as checking the peer's
     /// signature on it and telling the monitor need (no output map).
     fn id_ours(&self, view: &View, num: u64) -> Option<CommitmentId> {
-        let prefix = self.sighash_prefix.as_ref();
-        self.with_our_spec(self.funding.as_ref()?, view, num, |spec, hash| {
-            commitment::id_with(spec, hash, false, prefix)
-        })
+        let pre = self.precomputed.as_ref().map(|[ours, _]| ours);
+        self.with_our_spec(self.funding.as_ref()?, view, num, |spec, hash| commitment::id_with(spec, hash, false, pre))
     }
 
     /// Runs `f` on the spec of our commitment `num` holding `view`.
@@ -1567,7 +1564,13 @@ impl Channel {
 
     /// The anchor is known: it, and what is derived from it.
     pub(crate) fn set_funding(&mut self, funding: FundingOutput) {
-        self.sighash_prefix = self.remote.map(|r| commitment::sighash_prefix(&funding, r.obscuring));
+        let ours = self.signer.public_key(KeyRole::Final);
+        self.precomputed = self.remote.map(|r| {
+            [
+                Precomputed::new(&funding, r.obscuring, &ours, &r.final_key),
+                Precomputed::new(&funding, r.obscuring, &r.final_key, &ours),
+            ]
+        });
         self.funding = Some(funding);
     }
 
@@ -1585,9 +1588,9 @@ impl Channel {
     /// telling the monitor need (no output map).
     fn id_theirs(&self, view: &View, revocation_hash: sha256::Hash, num: u64) -> Option<CommitmentId> {
         let funding = self.funding.as_ref()?;
-        let prefix = self.sighash_prefix.as_ref();
+        let pre = self.precomputed.as_ref().map(|[_, theirs]| theirs);
         self.with_their_spec(funding, view, revocation_hash, num, |spec, hash| {
-            commitment::id_with(spec, hash, true, prefix)
+            commitment::id_with(spec, hash, true, pre)
         })
     }
 

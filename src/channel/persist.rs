@@ -1025,7 +1025,7 @@ impl Channel {
             phase,
             remote,
             our_final_hash,
-            sighash_prefix: None,
+            precomputed: None,
             funding: None,
             anchor_tx,
             anchor_broadcast,

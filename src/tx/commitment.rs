@@ -25,6 +25,7 @@ use bitcoin::{
     Txid, WPubkeyHash,
 };
 
+use super::digest;
 use super::funding::{FundingOutput, SighashPrefix};
 use super::script::ScriptKeys;
 use super::sign::{Signer, SignerError, VerifyError};
@@ -296,7 +297,7 @@ pub(crate) fn build_with(
     spec: &CommitmentSpec<'_>,
     other_final_hash: &WPubkeyHash,
 ) -> Result<Commitment, CommitmentError> {
-    let mut laid = lay_out(spec, other_final_hash, true)?;
+    let mut laid = lay_out(spec, other_final_hash, true, None)?;
     let mut map = Vec::with_capacity(laid.outputs.len());
     for (vout, o) in laid.outputs.iter().enumerate() {
         let kind = match o.source {
@@ -310,7 +311,7 @@ pub(crate) fn build_with(
     Ok(Commitment {
         tx: laid.tx(spec.funding),
         txid: laid.txid(spec.funding),
-        hash_outputs: sha256d::Hash::hash(&laid.serialized),
+        hash_outputs: sha256d::Hash::from_byte_array(digest::sha256d(&laid.serialized)),
         outputs: map,
         trimmed: spec.htlcs.iter().filter(|h| htlc_is_dust(h.amount)).copied().collect(),
         fee: laid.fee,
@@ -334,21 +335,55 @@ pub(crate) struct CommitmentId {
 }
 
 /// [`build_with`]'s [`CommitmentId`], with the unsigned transaction when
-/// `with_tx` (to sign it), its signature hash from `prefix` when it is this
-/// commitment's.
+/// `with_tx` (to sign it), using what `pre` holds when it was computed for
+/// this commitment's anchor, lock fields and keys.
 pub(crate) fn id_with(
     spec: &CommitmentSpec<'_>,
     other_final_hash: &WPubkeyHash,
     with_tx: bool,
-    prefix: Option<&SighashPrefix>,
+    pre: Option<&Precomputed>,
 ) -> Result<CommitmentId, CommitmentError> {
-    let laid = lay_out(spec, other_final_hash, false)?;
-    let hash_outputs = sha256d::Hash::hash(&laid.serialized);
+    let laid = lay_out(spec, other_final_hash, false, pre)?;
+    let hash_outputs = sha256d::Hash::from_byte_array(digest::sha256d(&laid.serialized));
+    let prefix = pre.map(|p| &p.prefix);
     Ok(CommitmentId {
         txid: laid.txid(spec.funding),
         sighash: spec.funding.sighash_parts(VERSION, laid.sequence, laid.lock_time, &hash_outputs, prefix),
         tx: with_tx.then(|| laid.tx(spec.funding)),
     })
+}
+
+/// What every commitment of one owner in a channel shares, computed once:
+/// the hashed constant part of its signature hash and the two final keys,
+/// serialized (a key's serialization is a field conversion, and each
+/// commitment's scripts hold both keys).
+pub(crate) struct Precomputed {
+    prefix: SighashPrefix,
+    owner_final: [u8; 33],
+    other_final: [u8; 33],
+}
+
+impl Precomputed {
+    /// For the commitments spending `funding`, with the channel's
+    /// `obscuring` factor, owned by the holder of `owner_final`.
+    pub(crate) fn new(
+        funding: &FundingOutput,
+        obscuring: u64,
+        owner_final: &CompressedPublicKey,
+        other_final: &CompressedPublicKey,
+    ) -> Self {
+        Precomputed {
+            prefix: sighash_prefix(funding, obscuring),
+            owner_final: owner_final.to_bytes(),
+            other_final: other_final.to_bytes(),
+        }
+    }
+}
+
+impl core::fmt::Debug for Precomputed {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Precomputed").field("prefix", &self.prefix).finish_non_exhaustive()
+    }
 }
 
 impl CommitmentId {
@@ -430,6 +465,7 @@ fn lay_out(
     spec: &CommitmentSpec<'_>,
     other_final_hash: &WPubkeyHash,
     keep_scripts: bool,
+    pre: Option<&Precomputed>,
 ) -> Result<Laid, CommitmentError> {
     let funding_msat = MilliSats::from_sat(spec.funding.value());
     let total =
@@ -456,18 +492,28 @@ fn lay_out(
         spec.to_other.to_sat_floor(),
     );
 
-    let keys = ScriptKeys::new(&spec.owner_final, &spec.other_final, ripemd_of(&spec.revocation_hash), spec.delay);
+    let revocation_ripemd = ripemd_of(&spec.revocation_hash);
+    let keys = match pre {
+        Some(p) => {
+            debug_assert_eq!(
+                (p.owner_final, p.other_final),
+                (spec.owner_final.to_bytes(), spec.other_final.to_bytes()),
+                "precomputed for these keys"
+            );
+            ScriptKeys::from_bytes(p.owner_final, p.other_final, revocation_ripemd, spec.delay)
+        }
+        None => ScriptKeys::new(&spec.owner_final, &spec.other_final, revocation_ripemd, spec.delay),
+    };
     let mut outputs = Vec::with_capacity(live + 2);
     let mut scripts = Vec::with_capacity(if keep_scripts { live + 1 } else { 0 });
     let mut scratch = Vec::new();
     let mut p2wsh = |value: Amount, source: Source, write: &dyn Fn(&mut Vec<u8>)| {
         scratch.clear();
         write(&mut scratch);
-        let hash = sha256::Hash::hash(&scratch);
         let mut spk = [0u8; 34];
         spk[0] = bitcoin::opcodes::OP_0.to_u8();
         spk[1] = 32;
-        spk[2..].copy_from_slice(hash.as_byte_array());
+        spk[2..].copy_from_slice(&digest::sha256(&scratch));
         let script = keep_scripts.then(|| {
             scripts.push(ScriptBuf::from_bytes(scratch.clone()));
             scripts.len() as u32 - 1
@@ -543,21 +589,21 @@ impl Laid {
 
     /// The txid: the hash of the transaction without witness data.
     fn txid(&self, funding: &FundingOutput) -> Txid {
-        use bitcoin::hashes::HashEngine as _;
+        use sha2::Digest as _;
         let outpoint = funding.outpoint();
-        let mut engine = sha256d::Hash::engine();
-        engine.input(&VERSION.0.to_le_bytes());
-        engine.input(&[1]);
-        engine.input(outpoint.txid.as_byte_array());
-        engine.input(&outpoint.vout.to_le_bytes());
+        let mut engine = digest::Engine::new();
+        engine.update(VERSION.0.to_le_bytes());
+        engine.update([1]);
+        engine.update(outpoint.txid.as_byte_array());
+        engine.update(outpoint.vout.to_le_bytes());
         // An empty script sig.
-        engine.input(&[0]);
-        engine.input(&self.sequence.0.to_le_bytes());
+        engine.update([0]);
+        engine.update(self.sequence.0.to_le_bytes());
         let (count, len) = compact_size(self.outputs.len());
-        engine.input(&count[..len]);
-        engine.input(&self.serialized);
-        engine.input(&self.lock_time.to_consensus_u32().to_le_bytes());
-        Txid::from_raw_hash(sha256d::Hash::from_engine(engine))
+        engine.update(&count[..len]);
+        engine.update(&self.serialized);
+        engine.update(self.lock_time.to_consensus_u32().to_le_bytes());
+        Txid::from_byte_array(digest::finish_double(engine))
     }
 }
 
@@ -831,17 +877,19 @@ mod tests {
                 number: CommitmentNumber { number, obscuring: 0x5253_382d_acf5 },
             };
             let hash = key(4).wpubkey_hash();
-            let prefix = sighash_prefix(&f, spec.number.obscuring);
+            let pre = Precomputed::new(&f, spec.number.obscuring, &spec.owner_final, &spec.other_final);
             match (build(&spec), id_with(&spec, &hash, true, None)) {
                 (Ok(full), Ok(id)) => {
                     prop_assert_eq!(id.txid, full.txid());
                     prop_assert_eq!(id.txid, full.tx().compute_txid());
                     prop_assert_eq!(id.sighash, f.sighash(full.tx()));
                     prop_assert_eq!(id.tx.as_ref(), Some(full.tx()));
-                    // With the channel's prefix: the same hash, whether the
-                    // number's sequence is the prefix's (below 2^24) or not.
-                    let checking = id_with(&spec, &hash, false, Some(&prefix)).expect("built once");
+                    // With the channel's precomputed prefix and keys: the
+                    // same txid and hash, whether the number's sequence is
+                    // the prefix's (below 2^24) or not.
+                    let checking = id_with(&spec, &hash, false, Some(&pre)).expect("built once");
                     prop_assert!(checking.tx.is_none());
+                    prop_assert_eq!(checking.txid, full.txid());
                     prop_assert_eq!(checking.sighash, full.sighash(&f));
                 }
                 (Err(a), Err(b)) => prop_assert_eq!(a, b),

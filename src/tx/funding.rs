@@ -8,7 +8,7 @@
 
 #[allow(unused_imports)]
 use crate::prelude::*;
-use bitcoin::hashes::{sha256, sha256d, Hash as _, HashEngine as _};
+use bitcoin::hashes::{sha256d, Hash as _};
 use bitcoin::opcodes::all::{OP_CHECKMULTISIG, OP_PUSHNUM_2};
 use bitcoin::script::Builder;
 use bitcoin::secp256k1::ecdsa::Signature;
@@ -18,6 +18,7 @@ use bitcoin::{
     Witness,
 };
 
+use super::digest;
 use super::sign::{self, witness_sig, KeyRole, Sighash, Signer, SignerError, SigningInput, VerifyError};
 
 /// The largest anchor the protocol allows, so that every millisatoshi amount
@@ -137,11 +138,12 @@ impl FundingOutput {
             Some(p) if p.version == version && p.sequence == sequence => p.engine.clone(),
             _ => self.sighash_prefix(version, sequence).engine,
         };
-        engine.input(&sequence.0.to_le_bytes());
-        engine.input(hash_outputs.as_byte_array());
-        engine.input(&lock_time.to_consensus_u32().to_le_bytes());
-        engine.input(&EcdsaSighashType::All.to_u32().to_le_bytes());
-        SegwitV0Sighash::from_engine(engine)
+        use sha2::Digest as _;
+        engine.update(sequence.0.to_le_bytes());
+        engine.update(hash_outputs.as_byte_array());
+        engine.update(lock_time.to_consensus_u32().to_le_bytes());
+        engine.update(EcdsaSighashType::All.to_u32().to_le_bytes());
+        SegwitV0Sighash::from_byte_array(digest::finish_double(engine))
     }
 
     /// The part of the BIP143 preimage of a one-input spend of this anchor
@@ -150,18 +152,19 @@ impl FundingOutput {
     /// three SHA-256 blocks instead of seven. A commitment's sequence changes
     /// once every 2^24 commitments (ruling D10).
     pub(crate) fn sighash_prefix(&self, version: transaction::Version, sequence: Sequence) -> SighashPrefix {
-        let mut engine = SegwitV0Sighash::engine();
-        engine.input(&version.0.to_le_bytes());
-        engine.input(self.hash_prevouts.as_byte_array());
-        engine.input(sha256d::Hash::hash(&sequence.0.to_le_bytes()).as_byte_array());
-        engine.input(self.outpoint.txid.as_byte_array());
-        engine.input(&self.outpoint.vout.to_le_bytes());
+        use sha2::Digest as _;
+        let mut engine = digest::Engine::new();
+        engine.update(version.0.to_le_bytes());
+        engine.update(self.hash_prevouts.as_byte_array());
+        engine.update(sha256d::Hash::hash(&sequence.0.to_le_bytes()).as_byte_array());
+        engine.update(self.outpoint.txid.as_byte_array());
+        engine.update(self.outpoint.vout.to_le_bytes());
         // The script code: the 71-byte 2-of-2 with its one-byte length.
         let script_len = u8::try_from(self.witness_script.len()).expect("a 2-of-2 script is 71 bytes");
         debug_assert!(script_len < 0xfd);
-        engine.input(&[script_len]);
-        engine.input(self.witness_script.as_bytes());
-        engine.input(&self.value.to_sat().to_le_bytes());
+        engine.update([script_len]);
+        engine.update(self.witness_script.as_bytes());
+        engine.update(self.value.to_sat().to_le_bytes());
         SighashPrefix { version, sequence, engine }
     }
 
@@ -201,7 +204,11 @@ impl FundingOutput {
         key: &CompressedPublicKey,
         sig: &Signature,
     ) -> Result<(), VerifyError> {
-        if !self.keys.contains(key) {
+        // The script holds both keys serialized: one serialization to
+        // compare, where comparing keys serializes both of each pair.
+        let bytes = key.to_bytes();
+        let script = self.witness_script.as_bytes();
+        if bytes[..] != script[2..35] && bytes[..] != script[36..69] {
             return Err(VerifyError { key: *key, sighash: Sighash::SegwitV0(sighash) });
         }
         sign::verify(Sighash::SegwitV0(sighash), key, sig)
@@ -243,7 +250,7 @@ impl FundingOutput {
 pub(crate) struct SighashPrefix {
     version: transaction::Version,
     sequence: Sequence,
-    engine: sha256::HashEngine,
+    engine: digest::Engine,
 }
 
 impl core::fmt::Debug for SighashPrefix {

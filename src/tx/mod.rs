@@ -17,6 +17,7 @@
 
 pub mod closing;
 pub mod commitment;
+mod digest;
 pub mod funding;
 pub mod htlc;
 pub mod penalty;

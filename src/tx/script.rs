@@ -101,9 +101,19 @@ impl ScriptKeys {
         revocation_ripemd: [u8; 20],
         delay: Delay,
     ) -> Self {
+        Self::from_bytes(owner_final.to_bytes(), other_final.to_bytes(), revocation_ripemd, delay)
+    }
+
+    /// [`ScriptKeys::new`] with the two keys serialized already.
+    pub(crate) fn from_bytes(
+        owner_final: [u8; 33],
+        other_final: [u8; 33],
+        revocation_ripemd: [u8; 20],
+        delay: Delay,
+    ) -> Self {
         ScriptKeys {
-            owner_final: owner_final.to_bytes(),
-            other_final: other_final.to_bytes(),
+            owner_final,
+            other_final,
             revocation_ripemd,
             delay: IntPush::new(delay.to_sequence().to_consensus_u32().into()),
         }
