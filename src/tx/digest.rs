@@ -1,7 +1,8 @@
 //! SHA-256 and double SHA-256 for the hashes every commitment takes (its
-//! P2WSH scripts, hashOutputs, txid and signature hash), by the `sha2`
-//! crate: with the CPU's SHA extensions it hashes a block in about 15% less
-//! time than `bitcoin_hashes`, and a payment hashes about 110 blocks.
+//! P2WSH scripts, hashOutputs, txid and signature hash) and every preimage
+//! checked, by the `sha2` crate: with the CPU's SHA extensions it takes
+//! about 15% less time per block than `bitcoin_hashes` on the machine the
+//! crate is measured on, and these are most of the hashing of a payment.
 
 use sha2::{Digest, Sha256};
 

@@ -17,7 +17,7 @@
 
 pub mod closing;
 pub mod commitment;
-mod digest;
+pub(crate) mod digest;
 pub mod funding;
 pub mod htlc;
 pub mod penalty;
