@@ -670,9 +670,9 @@ pub struct Channel {
     /// The hash in the peer's P2WPKH outputs to our `final_key` (derived).
     pub(crate) our_final_hash: bitcoin::WPubkeyHash,
     pub(crate) funding: Option<FundingOutput>,
-    /// What our commitments and the peer's share, computed once (derived,
-    /// with `funding`): `[ours, theirs]`.
-    precomputed: Option<[Precomputed; 2]>,
+    /// What our commitments and the peer's share, computed once (derived
+    /// from `funding` and `remote`, set with `funding`).
+    precomputed: Option<Precomputed>,
     pub(crate) anchor_tx: Option<Transaction>,
     /// The anchor may be on chain (funder broadcast it, or fundee sent
     /// `open_commit_sig`): from now on failing means broadcasting.
@@ -1489,7 +1489,7 @@ impl Channel {
     /// Our commitment `num` holding `view`, as far as checking the peer's
     /// signature on it and telling the monitor need (no output map).
     fn id_ours(&self, view: &View, num: u64) -> Option<CommitmentId> {
-        let pre = self.precomputed.as_ref().map(|[ours, _]| ours);
+        let pre = self.precomputed.as_ref().map(Precomputed::ours);
         self.with_our_spec(self.funding.as_ref()?, view, num, |spec, hash| commitment::id_with(spec, hash, false, pre))
     }
 
@@ -1565,12 +1565,7 @@ impl Channel {
     /// The anchor is known: it, and what is derived from it.
     pub(crate) fn set_funding(&mut self, funding: FundingOutput) {
         let ours = self.signer.public_key(KeyRole::Final);
-        self.precomputed = self.remote.map(|r| {
-            [
-                Precomputed::new(&funding, r.obscuring, &ours, &r.final_key),
-                Precomputed::new(&funding, r.obscuring, &r.final_key, &ours),
-            ]
-        });
+        self.precomputed = self.remote.map(|r| Precomputed::new(&funding, r.obscuring, &ours, &r.final_key));
         self.funding = Some(funding);
     }
 
@@ -1588,7 +1583,7 @@ impl Channel {
     /// telling the monitor need (no output map).
     fn id_theirs(&self, view: &View, revocation_hash: sha256::Hash, num: u64) -> Option<CommitmentId> {
         let funding = self.funding.as_ref()?;
-        let pre = self.precomputed.as_ref().map(|[_, theirs]| theirs);
+        let pre = self.precomputed.as_ref().map(Precomputed::theirs);
         self.with_their_spec(funding, view, revocation_hash, num, |spec, hash| {
             commitment::id_with(spec, hash, true, pre)
         })

@@ -335,17 +335,19 @@ pub(crate) struct CommitmentId {
 }
 
 /// [`build_with`]'s [`CommitmentId`], with the unsigned transaction when
-/// `with_tx` (to sign it), using what `pre` holds when it was computed for
-/// this commitment's anchor, lock fields and keys.
+/// `with_tx` (to sign it). `pre`, when given, must have been computed for
+/// this commitment's anchor, obscuring factor, owner and keys: its keys are
+/// used as they are (its signature hash prefix only when the commitment's
+/// sequence is the prefix's).
 pub(crate) fn id_with(
     spec: &CommitmentSpec<'_>,
     other_final_hash: &WPubkeyHash,
     with_tx: bool,
-    pre: Option<&Precomputed>,
+    pre: Option<ForOwner<'_>>,
 ) -> Result<CommitmentId, CommitmentError> {
     let laid = lay_out(spec, other_final_hash, false, pre)?;
     let hash_outputs = sha256d::Hash::from_byte_array(digest::sha256d(&laid.serialized));
-    let prefix = pre.map(|p| &p.prefix);
+    let prefix = pre.map(|p| p.prefix);
     Ok(CommitmentId {
         txid: laid.txid(spec.funding),
         sighash: spec.funding.sighash_parts(VERSION, laid.sequence, laid.lock_time, &hash_outputs, prefix),
@@ -353,30 +355,43 @@ pub(crate) fn id_with(
     })
 }
 
-/// What every commitment of one owner in a channel shares, computed once:
-/// the hashed constant part of its signature hash and the two final keys,
-/// serialized (a key's serialization is a field conversion, and each
-/// commitment's scripts hold both keys).
+/// What every commitment of a channel shares, computed once: the hashed
+/// constant part of its signature hash, and the two final keys serialized
+/// (a key's serialization is a field conversion, and every commitment's
+/// scripts hold both keys).
 pub(crate) struct Precomputed {
     prefix: SighashPrefix,
-    owner_final: [u8; 33],
-    other_final: [u8; 33],
+    /// Our final key, then the peer's.
+    finals: [[u8; 33]; 2],
 }
 
 impl Precomputed {
-    /// For the commitments spending `funding`, with the channel's
-    /// `obscuring` factor, owned by the holder of `owner_final`.
+    /// For the commitments spending `funding` of a channel with the
+    /// `obscuring` factor, where our final key is `ours` and the peer's is
+    /// `theirs`.
     pub(crate) fn new(
         funding: &FundingOutput,
         obscuring: u64,
-        owner_final: &CompressedPublicKey,
-        other_final: &CompressedPublicKey,
+        ours: &CompressedPublicKey,
+        theirs: &CompressedPublicKey,
     ) -> Self {
-        Precomputed {
-            prefix: sighash_prefix(funding, obscuring),
-            owner_final: owner_final.to_bytes(),
-            other_final: other_final.to_bytes(),
-        }
+        let (_, sequence) = CommitmentNumber { number: 0, obscuring }.lock_fields();
+        Precomputed { prefix: funding.sighash_prefix(VERSION, sequence), finals: [ours.to_bytes(), theirs.to_bytes()] }
+    }
+
+    /// For our commitments.
+    pub(crate) fn ours(&self) -> ForOwner<'_> {
+        ForOwner { prefix: &self.prefix, owner_final: &self.finals[0], other_final: &self.finals[1] }
+    }
+
+    /// For the peer's commitments.
+    pub(crate) fn theirs(&self) -> ForOwner<'_> {
+        ForOwner { prefix: &self.prefix, owner_final: &self.finals[1], other_final: &self.finals[0] }
+    }
+
+    /// Whether it was computed for these two keys.
+    pub(crate) fn is_for(&self, ours: &CompressedPublicKey, theirs: &CompressedPublicKey) -> bool {
+        self.finals == [ours.to_bytes(), theirs.to_bytes()]
     }
 }
 
@@ -384,6 +399,14 @@ impl core::fmt::Debug for Precomputed {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Precomputed").field("prefix", &self.prefix).finish_non_exhaustive()
     }
+}
+
+/// [`Precomputed`] for the commitments of one owner.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ForOwner<'a> {
+    prefix: &'a SighashPrefix,
+    owner_final: &'a [u8; 33],
+    other_final: &'a [u8; 33],
 }
 
 impl CommitmentId {
@@ -403,15 +426,6 @@ impl CommitmentId {
     ) -> Result<(), VerifyError> {
         funding.verify_digest(self.sighash, key, sig)
     }
-}
-
-/// The signature hash prefix of the commitments of a channel with this
-/// anchor and obscuring factor, for commitment numbers below 2^24 (the
-/// lower 24 bits of the number go to the lock time, the rest, obscured, to
-/// the input's sequence).
-pub(crate) fn sighash_prefix(funding: &FundingOutput, obscuring: u64) -> SighashPrefix {
-    let (_, sequence) = CommitmentNumber { number: 0, obscuring }.lock_fields();
-    funding.sighash_prefix(VERSION, sequence)
 }
 
 /// Every commitment is a version 2 transaction.
@@ -465,7 +479,7 @@ fn lay_out(
     spec: &CommitmentSpec<'_>,
     other_final_hash: &WPubkeyHash,
     keep_scripts: bool,
-    pre: Option<&Precomputed>,
+    pre: Option<ForOwner<'_>>,
 ) -> Result<Laid, CommitmentError> {
     let funding_msat = MilliSats::from_sat(spec.funding.value());
     let total =
@@ -496,11 +510,11 @@ fn lay_out(
     let keys = match pre {
         Some(p) => {
             debug_assert_eq!(
-                (p.owner_final, p.other_final),
+                (*p.owner_final, *p.other_final),
                 (spec.owner_final.to_bytes(), spec.other_final.to_bytes()),
                 "precomputed for these keys"
             );
-            ScriptKeys::from_bytes(p.owner_final, p.other_final, revocation_ripemd, spec.delay)
+            ScriptKeys::from_bytes(*p.owner_final, *p.other_final, revocation_ripemd, spec.delay)
         }
         None => ScriptKeys::new(&spec.owner_final, &spec.other_final, revocation_ripemd, spec.delay),
     };
@@ -877,20 +891,26 @@ mod tests {
                 number: CommitmentNumber { number, obscuring: 0x5253_382d_acf5 },
             };
             let hash = key(4).wpubkey_hash();
-            let pre = Precomputed::new(&f, spec.number.obscuring, &spec.owner_final, &spec.other_final);
+            // Computed as the owner's channel computes it (the owner's key
+            // first): its `ours` is for this commitment; the other side's
+            // channel has the keys the other way round and uses `theirs`.
+            let owners = Precomputed::new(&f, spec.number.obscuring, &spec.owner_final, &spec.other_final);
+            let others = Precomputed::new(&f, spec.number.obscuring, &spec.other_final, &spec.owner_final);
             match (build(&spec), id_with(&spec, &hash, true, None)) {
                 (Ok(full), Ok(id)) => {
                     prop_assert_eq!(id.txid, full.txid());
                     prop_assert_eq!(id.txid, full.tx().compute_txid());
                     prop_assert_eq!(id.sighash, f.sighash(full.tx()));
                     prop_assert_eq!(id.tx.as_ref(), Some(full.tx()));
-                    // With the channel's precomputed prefix and keys: the
-                    // same txid and hash, whether the number's sequence is
-                    // the prefix's (below 2^24) or not.
-                    let checking = id_with(&spec, &hash, false, Some(&pre)).expect("built once");
-                    prop_assert!(checking.tx.is_none());
-                    prop_assert_eq!(checking.txid, full.txid());
-                    prop_assert_eq!(checking.sighash, full.sighash(&f));
+                    // With the precomputed prefix and keys: the same txid,
+                    // transaction and hash, whether the number's sequence
+                    // is the prefix's (below 2^24) or not.
+                    for (pre, with_tx) in [(owners.ours(), false), (others.theirs(), true)] {
+                        let fast = id_with(&spec, &hash, with_tx, Some(pre)).expect("built once");
+                        prop_assert_eq!(fast.tx.as_ref(), with_tx.then(|| full.tx()));
+                        prop_assert_eq!(fast.txid, full.tx().compute_txid());
+                        prop_assert_eq!(fast.sighash, f.sighash(full.tx()));
+                    }
                 }
                 (Err(a), Err(b)) => prop_assert_eq!(a, b),
                 (a, b) => prop_assert!(false, "build {:?} but id {:?}", a.map(|c| c.txid()), b.map(|c| c.txid)),

@@ -25,6 +25,13 @@ use super::sign::{self, witness_sig, KeyRole, Sighash, Signer, SignerError, Sign
 /// fits in 32 bits (section 2.2, R2.2-c).
 pub const MAX_ANCHOR: Amount = Amount::from_sat(4_294_967);
 
+/// The length of the anchor's witness script, and where in it its two keys
+/// are: `OP_2`, then each key's push (a length byte and 33 bytes), then
+/// `OP_2 OP_CHECKMULTISIG`.
+const ANCHOR_SCRIPT_LEN: usize = 71;
+const FIRST_KEY: core::ops::Range<usize> = 2..35;
+const SECOND_KEY: core::ops::Range<usize> = 36..69;
+
 /// The anchor's witness script for the two `commit_key`s, in either order.
 pub fn anchor_witness_script(a: &CompressedPublicKey, b: &CompressedPublicKey) -> ScriptBuf {
     let [first, second] = sorted(a, b);
@@ -208,7 +215,8 @@ impl FundingOutput {
         // compare, where comparing keys serializes both of each pair.
         let bytes = key.to_bytes();
         let script = self.witness_script.as_bytes();
-        if bytes[..] != script[2..35] && bytes[..] != script[36..69] {
+        debug_assert_eq!(script.len(), ANCHOR_SCRIPT_LEN);
+        if bytes[..] != script[FIRST_KEY] && bytes[..] != script[SECOND_KEY] {
             return Err(VerifyError { key: *key, sighash: Sighash::SegwitV0(sighash) });
         }
         sign::verify(Sighash::SegwitV0(sighash), key, sig)
@@ -319,4 +327,28 @@ pub fn validate_funding(
         return Err(FundingError::MalleableInput(i));
     }
     Ok(funding)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitcoin::secp256k1::{Secp256k1, SecretKey};
+
+    fn key(i: u8) -> CompressedPublicKey {
+        let secret = SecretKey::from_slice(&[i; 32]).expect("valid");
+        CompressedPublicKey(secret.public_key(&Secp256k1::signing_only()))
+    }
+
+    // Where `verify_digest` looks for the two keys.
+    #[test]
+    fn the_key_ranges_are_the_scripts_keys() {
+        for (a, b) in [(key(1), key(2)), (key(2), key(1)), (key(7), key(3))] {
+            let script = anchor_witness_script(&a, &b);
+            let bytes = script.as_bytes();
+            assert_eq!(bytes.len(), ANCHOR_SCRIPT_LEN);
+            let [first, second] = sorted(&a, &b);
+            assert_eq!(bytes[FIRST_KEY], first.to_bytes());
+            assert_eq!(bytes[SECOND_KEY], second.to_bytes());
+        }
+    }
 }

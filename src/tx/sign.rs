@@ -105,7 +105,9 @@ pub struct SignerError {
 /// hardware device, a remote service or a PSBT workflow. Signatures must be
 /// low-S (libsecp256k1 always produces them).
 pub trait Signer {
-    /// The public key for `role`. Called often: return a cached value.
+    /// The public key for `role`: the same at every call (a channel keeps
+    /// what it derives from it, and refuses to restore with a signer whose
+    /// keys changed). Called often: return a cached value.
     fn public_key(&self, role: KeyRole) -> CompressedPublicKey;
 
     /// Signs `input.sighash` with the key for `input.role`.
