@@ -32,7 +32,7 @@ use paychan::channel::{Channel, ChannelConfig, Event, Output};
 use paychan::journal;
 use paychan::sim::{funding_tx, secret};
 use paychan::tx::{InMemorySigner, KeyRole, Signer};
-use paychan::wire::frame::{encode_frame, FrameDecoder};
+use paychan::wire::frame::{encode_frame, write_frame, FrameDecoder};
 use paychan::wire::{Authenticate, Message};
 use paychan::{MilliSats, Preimage};
 
@@ -135,9 +135,9 @@ impl Node {
                     self.store.write(&w);
                     self.ch.handle_persisted(w.seq());
                 }
-                Output::Send { message, acknowledge } => {
+                Output::Send { acknowledge, bytes: pkt, .. } => {
                     let mut bytes = Vec::new();
-                    encode_frame(acknowledge, &message, &mut bytes).expect("bounded");
+                    write_frame(acknowledge, &pkt, &mut bytes).expect("the channel's messages are bounded");
                     if let Some(s) = self.stream.as_mut() {
                         if s.write_all(&bytes).is_err() {
                             self.stream = None;

@@ -46,7 +46,6 @@
 //! use paychan::journal::Write;
 //! use paychan::sim::{funding_tx, secret};
 //! use paychan::tx::InMemorySigner;
-//! use paychan::wire::{self, Message};
 //! use paychan::{MilliSats, Preimage};
 //!
 //! /// Everything one node's surroundings do with its outputs, and the
@@ -90,7 +89,7 @@
 //!             Output::Monitor(u) => { if let Some(m) = w.monitor.as_mut() { m.update(u).unwrap(); } drain_monitor(w); }
 //!             // ...then the change; only then is anything that depends on it released.
 //!             Output::Persist(p) => { let seq = p.seq(); w.db.write(p); ch.handle_persisted(seq); }
-//!             Output::Send { message, acknowledge } => w.outbox.push_back((acknowledge, wire::encode(&message).unwrap())),
+//!             Output::Send { acknowledge, bytes, .. } => w.outbox.push_back((acknowledge, bytes)),
 //!             // The funder's wallet builds the anchor; it is broadcast later, when the channel says so.
 //!             Output::FundAnchor { amount, script_pubkey } => ch.provide_anchor(funding_tx(script_pubkey, amount), 0).unwrap(),
 //!             Output::Broadcast(tx) => w.chain.push(tx),

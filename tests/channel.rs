@@ -8,7 +8,7 @@ use paychan::chain::SpendKind;
 
 use bitcoin::hashes::{sha256, Hash};
 use bitcoin::{absolute, Amount};
-use common::pair::{Dir, Node, Pair};
+use common::pair::{Dir, Node, Packet, Pair};
 use paychan::channel::{Channel, ChannelConfig, ChannelError, Event, Output, Side};
 use paychan::shachain::RevocationSecrets;
 use paychan::wire::{self, Message};
@@ -87,7 +87,7 @@ fn establishment_follows_section_2() {
     let early = p.a.ch.offer_htlc(msat(1000), Preimage([1; 32]).hash(), height(5000), vec![]);
     assert!(matches!(early, Err(ChannelError::WrongPhase { .. })));
     p.confirm(3);
-    assert_eq!(p.a_to_b.front().map(|(_, m)| m.name()), Some("open_complete"));
+    assert_eq!(p.a_to_b.front().map(|q| q.message().name()), Some("open_complete"));
     assert_eq!(p.deliver(Dir::AToB), Some("open_complete"));
     // R2.4-b: B has sent and received open_complete: it is open; A has not
     // received B's yet.
@@ -242,7 +242,9 @@ fn revocation_follows_section_3_5() {
     p.deliver(Dir::AToB);
     // R3.5-c: B answers with the preimage of its old commitment (0) and the
     // hash of its next-but-one (2).
-    let Some((_, Message::UpdateRevocation(rev))) = p.b_to_a.front().cloned() else { panic!("revocation") };
+    let Some(Message::UpdateRevocation(rev)) = p.b_to_a.front().map(|q| q.message().clone()) else {
+        panic!("revocation")
+    };
     let b_secrets = RevocationSecrets::new([0xb2; 32]);
     assert_eq!(rev.revocation_preimage, b_secrets.preimage(0));
     assert_eq!(rev.next_revocation_hash, b_secrets.hash(2));
@@ -340,7 +342,7 @@ fn fee_changes_follow_ruling_d7() {
     // R3.4-c: an estimate above our rate raises it to twice the estimate.
     assert_eq!(p.b.ch.handle_fee_estimate(15_000), Ok(true));
     p.pump();
-    assert!(matches!(p.b_to_a.back(), Some((_, Message::UpdateFee(f))) if f.fee_rate == 30_000));
+    assert!(matches!(p.b_to_a.back().map(Packet::message), Some(Message::UpdateFee(f)) if f.fee_rate == 30_000));
     assert_eq!(p.b.ch.handle_fee_estimate(15_000), Ok(false), "already staged at 30000");
     p.settle();
     assert_eq!(p.a.ch.their_commitment().fee_rate(), 30_000);
@@ -355,7 +357,7 @@ fn incoming_htlcs_that_time_out_are_failed() {
     assert!(p.b_to_a.is_empty());
     // R3.3-b: at its expiry B fails it at once.
     p.block(400);
-    assert!(matches!(p.b_to_a.front(), Some((_, Message::UpdateFailHtlc(f))) if f.id == 0));
+    assert!(matches!(p.b_to_a.front().map(Packet::message), Some(Message::UpdateFailHtlc(f)) if f.id == 0));
     p.settle();
     assert!(p.a.events.iter().any(|e| matches!(e, Event::HtlcFailed { id: 0, .. })));
     assert_eq!(p.a.ch.balance(Side::Local), msat(1_000_000_000));
@@ -434,7 +436,9 @@ fn reconnection_retransmits_identical_messages() {
     p.a.ch.commit().unwrap();
     p.pump();
     // The transport drops: A's two messages are lost in flight.
-    let lost: Vec<Vec<u8>> = p.a_to_b.drain(..).map(|(ack, m)| frame(ack, &m)).collect();
+    // What goes on the wire is each message's encoding.
+    assert!(p.a_to_b.iter().all(|q| wire::encode(q.message()).as_deref() == Ok(q.bytes())));
+    let lost: Vec<Vec<u8>> = p.a_to_b.drain(..).map(|q| frame(&q)).collect();
     assert_eq!(lost.len(), 2);
     // R6.3-a: losing the transport does not fail the channel.
     assert!(p.a.ch.is_open() && p.b.ch.is_open());
@@ -450,19 +454,20 @@ fn reconnection_retransmits_identical_messages() {
     p.a.ch.handle_authenticate(b_ack);
     p.b.ch.handle_authenticate(a_ack);
     p.pump();
-    let again: Vec<Vec<u8>> = p.a_to_b.iter().map(|(ack, m)| frame(*ack, m)).collect();
+    let again: Vec<Vec<u8>> = p.a_to_b.iter().map(frame).collect();
     // R1.2-d, R1.2-e: the same messages, bitwise identical.
     assert_eq!(again, lost);
     // R1.2-c: our acknowledge never decreased.
-    assert!(p.a_to_b.iter().all(|(ack, _)| *ack <= p.a.ch.acknowledge()));
+    assert!(p.a_to_b.iter().all(|q| q.acknowledge() <= p.a.ch.acknowledge()));
     p.settle();
     assert!(p.a.failed().is_none() && p.b.failed().is_none());
     assert_eq!(p.b.ch.our_commitment().offered_by(Side::Remote), 1);
 }
 
-fn frame(ack: u64, m: &Message) -> Vec<u8> {
+/// The frame a transport sends for `q`.
+fn frame(q: &Packet) -> Vec<u8> {
     let mut out = Vec::new();
-    wire::frame::encode_frame(ack, m, &mut out).unwrap();
+    wire::frame::write_frame(q.acknowledge(), q.bytes(), &mut out).unwrap();
     out
 }
 
@@ -473,7 +478,7 @@ fn acknowledge_counts_processed_messages() {
     assert_eq!(p.b.ch.acknowledge(), 3);
     offer(&mut p.a, 2_000_000, 1);
     p.pump();
-    assert_eq!(p.a_to_b.back().map(|(ack, _)| *ack), Some(3), "A processed B's three messages");
+    assert_eq!(p.a_to_b.back().map(Packet::acknowledge), Some(3), "A processed B's three messages");
     p.settle();
     // Each message's acknowledge is what its sender had processed then, and
     // never decreases (R1.2-c).

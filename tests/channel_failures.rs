@@ -182,8 +182,8 @@ fn b_awaiting_anchor() -> Pair {
 }
 
 fn open_anchor_from_a(p: &Pair) -> wire::OpenAnchor {
-    match p.a_to_b.front() {
-        Some((_, Message::OpenAnchor(a))) => (**a).clone(),
+    match p.a_to_b.front().map(|q| q.message()) {
+        Some(Message::OpenAnchor(a)) => (**a).clone(),
         other => panic!("expected open_anchor, got {other:?}"),
     }
 }
@@ -432,7 +432,7 @@ fn an_htlc_crossing_close_clearing_is_failed() {
     p.deliver(Dir::BToA);
     assert!(p.a.failed().is_none());
     // R3.3-c: not while the HTLC is only staged, in no commitment...
-    assert!(!p.a_to_b.iter().any(|(_, m)| matches!(m, Message::UpdateFailHtlc(_))));
+    assert!(!p.a_to_b.iter().any(|q| matches!(q.message(), Message::UpdateFailHtlc(_))));
     p.settle();
     // R4.1-c: ...but as soon as it is in one, A answers it with
     // update_fail_htlc, and stays open.
@@ -452,13 +452,13 @@ fn negotiating() -> Pair {
     p.deliver(Dir::AToB);
     p.deliver(Dir::BToA);
     p.b_to_a.clear();
-    assert!(matches!(p.a_to_b.back(), Some((_, Message::CloseSignature(_)))), "{:?}", p.a_to_b);
+    assert!(matches!(p.a_to_b.back().map(|q| q.message()), Some(Message::CloseSignature(_))), "{:?}", p.a_to_b);
     p
 }
 
 /// A close_signature by B over the close with `fee`.
 fn b_close_sig(p: &Pair, fee: u64) -> Message {
-    let Some((_, Message::CloseSignature(ours))) = p.a_to_b.back().cloned() else { unreachable!() };
+    let Some(Message::CloseSignature(ours)) = p.a_to_b.back().map(|q| q.message().clone()) else { unreachable!() };
     let _ = ours;
     let f = p.b.ch.funding().unwrap().clone();
     let close = paychan::tx::closing::build_close(&paychan::tx::closing::CloseSpec {
@@ -475,8 +475,8 @@ fn b_close_sig(p: &Pair, fee: u64) -> Message {
 }
 
 fn a_first_fee(p: &Pair) -> u64 {
-    match p.a_to_b.back() {
-        Some((_, Message::CloseSignature(c))) => c.close_fee.to_sat(),
+    match p.a_to_b.back().map(|q| q.message()) {
+        Some(Message::CloseSignature(c)) => c.close_fee.to_sat(),
         _ => unreachable!(),
     }
 }
@@ -489,7 +489,7 @@ fn close_signature_rules() {
     p.pump();
     p.deliver(Dir::AToB);
     p.deliver(Dir::BToA);
-    assert!(!p.a_to_b.iter().any(|(_, m)| matches!(m, Message::CloseSignature(_))), "R4.2-a: A waits");
+    assert!(!p.a_to_b.iter().any(|q| matches!(q.message(), Message::CloseSignature(_))), "R4.2-a: A waits");
     inject(
         &mut p,
         true,
@@ -529,7 +529,9 @@ fn close_negotiation_narrows_and_a_wrong_way_fee_fails() {
     // B proposes far lower; A answers strictly between (R4.2-e).
     let m = b_close_sig(&p, 400);
     inject(&mut p, true, m);
-    let Some((_, Message::CloseSignature(next))) = p.a_to_b.back().cloned() else { panic!("a counter-proposal") };
+    let Some(Message::CloseSignature(next)) = p.a_to_b.back().map(|q| q.message().clone()) else {
+        panic!("a counter-proposal")
+    };
     let next = next.close_fee.to_sat();
     assert!(next > 400 && next < ours && next % 2 == 0, "{next}");
     // R4.2-f: B's next proposal must be between 400 and A's; 390 is not.
@@ -550,7 +552,9 @@ fn a_close_below_the_relay_floor_is_never_agreed_nor_broadcast() {
     // B proposes a fee no node relays: A answers with a relayable one.
     let m = b_close_sig(&p, floor.to_sat() - 70);
     inject(&mut p, true, m);
-    let Some((_, Message::CloseSignature(next))) = p.a_to_b.back().cloned() else { panic!("a counter-proposal") };
+    let Some(Message::CloseSignature(next)) = p.a_to_b.back().map(|q| q.message().clone()) else {
+        panic!("a counter-proposal")
+    };
     assert!(next.close_fee >= floor, "{}", next.close_fee);
     // If A fails now, it does not broadcast that close (it would never
     // confirm) but its commitment (R6.3-f falls back, R6.3-g).
@@ -677,10 +681,10 @@ fn an_htlc_crossing_clearing_is_failed_until_the_peer_commits_to_it() {
     assert!(p.a.failed().is_none());
     // R3.3-c: the fail waits for the HTLC to be in a commitment; A's next
     // commitment for B has it, and the fail follows at once (R4.1-c).
-    assert!(!p.a_to_b.iter().any(|(_, m)| matches!(m, Message::UpdateFailHtlc(_))));
+    assert!(!p.a_to_b.iter().any(|q| matches!(q.message(), Message::UpdateFailHtlc(_))));
     p.a.ch.commit().unwrap();
     p.pump();
-    assert!(p.a_to_b.iter().any(|(_, m)| matches!(m, Message::UpdateFailHtlc(f) if f.id == 1)));
+    assert!(p.a_to_b.iter().any(|q| matches!(q.message(), Message::UpdateFailHtlc(f) if f.id == 1)));
 }
 
 #[test]

@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use bitcoin::{absolute, Amount};
-use common::pair::{Dir, Pair};
+use common::pair::{Dir, Packet, Pair};
 use paychan::chain::MonitorUpdate;
 use paychan::channel::{Channel, ChannelConfig, ChannelError, Event, Output, RestoreError, Side};
 use paychan::wire::{self, Message, UpdateFee, UpdateFulfillHtlc, MAX_ERROR_TEXT};
@@ -162,7 +162,7 @@ fn nothing_is_sent_on_a_new_transport_before_the_peers_authenticate() {
     let ids: Vec<u64> = p
         .a_to_b
         .iter()
-        .filter_map(|(_, m)| match m {
+        .filter_map(|q| match q.message() {
             Message::UpdateAddHtlc(a) => Some(a.id),
             _ => None,
         })
@@ -210,7 +210,7 @@ fn the_monitor_has_a_revocation_before_the_state_that_holds_it_is_written() {
     p.deliver(Dir::AToB);
     // B's revocation reaches A, whose writes are not confirmed.
     p.a.auto_persist = false;
-    let (ack, message) = p.b_to_a.pop_front().unwrap();
+    let (ack, message) = p.b_to_a.pop_front().unwrap().into_parts();
     p.a.ch.handle_message(message, ack);
     let out: Vec<Output> = std::iter::from_fn(|| p.a.ch.poll_output()).collect();
     // C1-i, R3-a: the monitor's update comes out before the state that
@@ -321,9 +321,9 @@ fn crossing_close_proposals_two_satoshis_apart_end_on_one_close() {
     p.pump();
     p.deliver(Dir::AToB);
     p.deliver(Dir::BToA);
-    let proposals = |q: &std::collections::VecDeque<(u64, Message)>| {
+    let proposals = |q: &std::collections::VecDeque<Packet>| {
         q.iter()
-            .filter_map(|(_, m)| match m {
+            .filter_map(|q| match q.message() {
                 Message::CloseSignature(c) => Some(c.close_fee.to_sat()),
                 _ => None,
             })
@@ -383,7 +383,7 @@ fn the_open_complete_timeout_counts_from_the_first_block() {
     let anchor = p.a.anchor.clone().unwrap();
     p.a.ch.handle_anchor_depth(&anchor, 6);
     p.pump();
-    assert!(p.a_to_b.iter().any(|(_, m)| matches!(m, Message::OpenComplete)));
+    assert!(p.a_to_b.iter().any(|q| matches!(q.message(), Message::OpenComplete)));
     p.a.ch.handle_block(800_000, 1_700_000_000);
     p.pump();
     // R2.4-c: the wait starts at the first block, not at height 0.
@@ -416,7 +416,7 @@ fn rich_state() -> (Pair, Vec<u8>, (u64, Message)) {
     p.pump();
     p.deliver(Dir::AToB);
     p.deliver(Dir::AToB);
-    let revocation = p.b_to_a.pop_front().unwrap();
+    let revocation = p.b_to_a.pop_front().unwrap().into_parts();
     assert!(matches!(revocation.1, Message::UpdateRevocation(_)));
     let state = p.a.ch.snapshot();
     (p, state, revocation)
@@ -483,7 +483,7 @@ fn no_stored_byte_of_a_staged_removal_can_make_the_channel_panic() {
     p.deliver(Dir::BToA);
     offer(&mut p, true, 700_000, 3);
     p.pump();
-    let add = p.a_to_b.iter().find(|(_, m)| matches!(m, Message::UpdateAddHtlc(_))).cloned().unwrap();
+    let add = p.a_to_b.iter().find(|q| matches!(q.message(), Message::UpdateAddHtlc(_))).cloned().unwrap().into_parts();
     // It acknowledges B's fulfill, the last message B sent.
     assert!(add.0 > 0);
     // Undamaged, the restored channel takes it.
@@ -672,7 +672,7 @@ fn a_failed_channel_still_learns_r_from_a_late_fulfill() {
 fn a_message_before_the_peers_authenticate_fails_and_one_without_a_transport_waits() {
     let mut p = Pair::open();
     let id = offer(&mut p, true, 1_000_000, 3);
-    let add = p.a_to_b.pop_front().unwrap();
+    let add = p.a_to_b.pop_front().unwrap().into_parts();
     // Restored, with no transport yet: the message is not taken (it could
     // not be numbered) and the peer will resend it.
     let mut restored = p.b.restored().unwrap();

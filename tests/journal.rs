@@ -6,7 +6,7 @@ mod common;
 
 use bitcoin::absolute;
 use bitcoin::hashes::{sha256, Hash};
-use common::pair::{Dir, Pair, Store, CAPACITY};
+use common::pair::{Dir, Packet, Pair, Store, CAPACITY};
 use paychan::channel::{Channel, ChannelConfig, Event, Output, RestoreError};
 use paychan::journal::Write;
 use paychan::tx::{InMemorySigner, KeyRole, Sighash, Signer, SignerError, SigningInput};
@@ -249,7 +249,7 @@ fn outputs_not_released_come_out_again_after_a_restore() {
         while p.deliver(Dir::BToA).is_some() {
             p.pump();
         }
-        let Some((ack, message)) = p.a_to_b.pop_front() else { continue };
+        let Some((ack, message)) = p.a_to_b.pop_front().map(Packet::into_parts) else { continue };
         p.b.ch.handle_message(message, ack);
         let out: Vec<Output> = std::iter::from_fn(|| p.b.ch.poll_output()).collect();
         let Some(write) = out.iter().find_map(|o| if let Output::Persist(w) = o { Some(w.clone()) } else { None })
@@ -272,8 +272,8 @@ fn outputs_not_released_come_out_again_after_a_restore() {
         let event_live = released.iter().any(|o| matches!(o, Output::Event(Event::HtlcAdded { .. })));
         assert_eq!(event_again, event_live, "{again:?} {released:?}");
         for o in released {
-            if let Output::Send { message, acknowledge } = o {
-                p.b_to_a.push_back((acknowledge, message));
+            if let Output::Send { message, acknowledge, .. } = o {
+                p.b_to_a.push_back(Packet::new(acknowledge, message).unwrap());
             }
         }
         if event_live {
@@ -391,7 +391,7 @@ fn a_restore_resends_the_bytes_first_sent_whatever_the_signer() {
     p.a.ch.offer_htlc(MilliSats::from_msat(1_000_000), preimage(2).hash(), expiry(), vec![]).unwrap();
     p.a.ch.commit().unwrap();
     p.pump();
-    let sent: Vec<Message> = p.a_to_b.iter().map(|(_, m)| m.clone()).collect();
+    let sent: Vec<Message> = p.a_to_b.iter().map(|q| q.message().clone()).collect();
     assert!(sent.iter().any(|m| matches!(m, Message::UpdateCommit(_))), "{sent:?}");
     // A crashes and restarts with a signer that would sign otherwise.
     let mut restored = p.a.store.channel(Arc::new(Varying::new(1_000))).unwrap();
@@ -487,7 +487,7 @@ fn a_message_is_journaled_as_it_came_off_the_wire() {
     let mut p = with_live(0);
     p.a.ch.offer_htlc(MilliSats::from_msat(1_000_000), preimage(7).hash(), expiry(), vec![]).unwrap();
     p.pump();
-    let (ack, message) = p.a_to_b.pop_front().expect("A's update_add_htlc");
+    let (ack, message) = p.a_to_b.pop_front().expect("A's update_add_htlc").into_parts();
     assert!(matches!(message, Message::UpdateAddHtlc(_)));
     // An unknown odd field (999, a varint) after the message's own: R1-a
     // says it is ignored, so the message is the same.

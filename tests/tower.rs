@@ -509,7 +509,7 @@ fn a_revoked_commitment_not_yet_handed_over_survives_a_crash() {
             }
         }
         net.p.pump();
-        if matches!(net.p.b_to_a.front(), Some((_, Message::UpdateRevocation(_)))) {
+        if matches!(net.p.b_to_a.front().map(|q| q.message()), Some(Message::UpdateRevocation(_))) {
             net.p.a.auto_persist = false;
             net.p.deliver(Dir::BToA);
             net.p.pump();

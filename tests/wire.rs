@@ -10,7 +10,7 @@ use bitcoin::hashes::{sha256, Hash};
 use bitcoin::secp256k1::ecdsa::Signature;
 use bitcoin::{Amount, Txid};
 use common::{pb, pubkey, read_hex_vector, sig};
-use paychan::wire::frame::{encode_frame, FrameDecoder, FrameError, HEADER_LEN};
+use paychan::wire::frame::{encode_frame, write_frame, FrameDecoder, FrameError, HEADER_LEN};
 use paychan::wire::{self, bounded_error_text, DecodeErrorKind, EncodeError, Message, MAX_ERROR_TEXT, MAX_PKT_LEN};
 use paychan::wire::{
     AnchorOffer, Authenticate, CloseSignature, ErrorMessage, OpenAnchor, OpenChannel, OpenCommitSig, UpdateAddHtlc,
@@ -734,6 +734,28 @@ fn frame_header_layout_is_ruling_d8() {
     assert_eq!(&out[..8], &[8, 7, 6, 5, 4, 3, 2, 1]);
     assert_eq!(&out[8..12], &(body.len() as u32).to_le_bytes());
     assert_eq!(&out[12..], &body[..]);
+    // Framing the message's bytes is the same frame.
+    let mut again = Vec::new();
+    write_frame(0x0102_0304_0506_0708, &body, &mut again).unwrap();
+    assert_eq!(again, out);
+}
+
+#[test]
+fn a_pkt_above_the_limit_is_not_framed() {
+    let mut out = vec![7];
+    let big = vec![0u8; MAX_PKT_LEN + 1];
+    assert_eq!(
+        write_frame(1, &big, &mut out),
+        Err(EncodeError::TooLarge { name: "pkt", len: MAX_PKT_LEN + 1, max: MAX_PKT_LEN })
+    );
+    assert_eq!(out, [7], "left unchanged");
+    // At the limit it is framed: the decoder takes it (and reports the
+    // body, zeros, as not a pkt).
+    write_frame(1, &big[..MAX_PKT_LEN], &mut out).unwrap();
+    assert_eq!(out.len(), 1 + HEADER_LEN + MAX_PKT_LEN);
+    let mut dec = FrameDecoder::new();
+    dec.push(&out[1..]);
+    assert!(matches!(dec.next_frame(), Err(FrameError::Decode(_))));
 }
 
 // ---------------------------------------------------------------------------

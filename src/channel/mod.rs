@@ -184,6 +184,12 @@ pub enum Output {
         message: Message,
         /// The header's acknowledge value (R1.2-b).
         acknowledge: u64,
+        /// `message` encoded as a `pkt` ([`crate::wire::encode`]): what goes
+        /// on the wire, byte for byte what a retransmission resends. The
+        /// channel encodes every message it sends to keep it until the peer
+        /// acknowledges it; a transport sends these bytes rather than
+        /// encoding the message again.
+        bytes: Vec<u8>,
     },
     /// The funder's wallet must create (but not broadcast, R2.2-a) a
     /// transaction paying `amount` to `script_pubkey`, then pass it to
@@ -632,7 +638,7 @@ pub(crate) struct CloseState {
 ///     while let Some(out) = channel.poll_output() {
 ///         match out {
 ///             Output::Persist(w) => { db.write(&w)?; channel.handle_persisted(w.seq()); }
-///             Output::Send { message, acknowledge } => transport.send(acknowledge, &message)?,
+///             Output::Send { acknowledge, bytes, .. } => transport.send(acknowledge, &bytes)?,
 ///             Output::Broadcast(tx) => node.broadcast(tx)?,
 ///             Output::Watch(w) => watcher.add(w),
 ///             Output::FundAnchor { amount, script_pubkey } => {
@@ -1225,11 +1231,11 @@ impl Channel {
         // Every message we build is bounded (routes and reasons by
         // MAX_BLOB, error texts by MAX_ERROR_TEXT), so it encodes.
         let bytes = crate::wire::encode(&message).expect("every message we send is bounded");
-        self.unacked.push_back((self.sent, self.processed, bytes));
         // Without a transport it waits in `unacked` for the next one.
         if self.link == Link::Up {
-            self.pending.push(Output::Send { message, acknowledge: self.processed });
+            self.pending.push(Output::Send { message, acknowledge: self.processed, bytes: bytes.clone() });
         }
+        self.unacked.push_back((self.sent, self.processed, bytes));
         self.dirty = true;
     }
 

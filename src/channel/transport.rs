@@ -134,7 +134,7 @@ impl Channel {
         // the resends keep their place.
         for (_, ack, bytes) in &self.unacked {
             let message = crate::wire::decode(bytes).expect("checked to decode when stored or restored");
-            self.gated.push_back((version, Output::Send { message, acknowledge: *ack }));
+            self.gated.push_back((version, Output::Send { message, acknowledge: *ack, bytes: bytes.clone() }));
         }
     }
 

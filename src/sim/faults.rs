@@ -633,10 +633,7 @@ impl Harness {
             let node = &mut self.nodes[n];
             match out {
                 Output::Persist(w) => node.in_flight.push_back(w),
-                Output::Send { message, acknowledge } => {
-                    let bytes = wire::encode(&message).expect("the channel's messages encode");
-                    self.link[1 - n].push_back((acknowledge, bytes));
-                }
+                Output::Send { acknowledge, bytes, .. } => self.link[1 - n].push_back((acknowledge, bytes)),
                 Output::FundAnchor { amount, script_pubkey } => {
                     // At least once: a repeat after a restore is refused.
                     let _ = node.ch.provide_anchor(funding_tx(script_pubkey, amount), 0);

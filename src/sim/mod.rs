@@ -228,7 +228,7 @@ impl Node {
     }
 
     /// Drains every output; queues the messages to send on `out`.
-    fn drain(&mut self, out: &mut VecDeque<(u64, Message)>) {
+    fn drain(&mut self, out: &mut VecDeque<Packet>) {
         // The monitor's updates of one step, handed over together before
         // the step's write (C1-i).
         let mut updates = core::mem::take(&mut self.monitor_batch);
@@ -256,11 +256,11 @@ impl Node {
                     }
                     self.store.put(w);
                 }
-                Output::Send { message, acknowledge } => {
+                Output::Send { message, acknowledge, bytes } => {
                     if self.record {
                         self.sent.push((acknowledge, message.clone()));
                     }
-                    out.push_back((acknowledge, message));
+                    out.push_back(Packet { acknowledge, message, bytes });
                 }
                 Output::FundAnchor { amount, script_pubkey } => {
                     let (tx, vout) = match self.wallet.as_mut() {
@@ -334,16 +334,54 @@ pub enum Dir {
     BToA,
 }
 
+/// A message on its way from one node to the other: the acknowledge of its
+/// transport header, the message, and the bytes delivered (the sender's
+/// channel's encoding, as a transport sends it).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Packet {
+    acknowledge: u64,
+    message: Message,
+    bytes: Vec<u8>,
+}
+
+impl Packet {
+    /// A packet of the test's own making: `message`, encoded here.
+    pub fn new(acknowledge: u64, message: Message) -> Result<Packet, wire::EncodeError> {
+        let bytes = wire::encode(&message)?;
+        Ok(Packet { acknowledge, message, bytes })
+    }
+
+    /// The acknowledge of its transport header.
+    pub fn acknowledge(&self) -> u64 {
+        self.acknowledge
+    }
+
+    /// The message.
+    pub fn message(&self) -> &Message {
+        &self.message
+    }
+
+    /// The message's encoding: what is delivered.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The acknowledge and the message.
+    pub fn into_parts(self) -> (u64, Message) {
+        (self.acknowledge, self.message)
+    }
+}
+
 /// Two channels connected by queues.
 pub struct Pair {
     /// The funder.
     pub a: Node,
     /// The fundee.
     pub b: Node,
-    /// Messages from A not yet delivered, with their acknowledge.
-    pub a_to_b: VecDeque<(u64, Message)>,
-    /// Messages from B not yet delivered, with their acknowledge.
-    pub b_to_a: VecDeque<(u64, Message)>,
+    /// Messages from A not yet delivered.
+    pub a_to_b: VecDeque<Packet>,
+    /// Messages from B not yet delivered.
+    pub b_to_a: VecDeque<Packet>,
     /// Every delivered message, in order: (direction, name).
     pub trace: Vec<(Dir, &'static str)>,
     /// How many of each node's broadcasts the other has seen on the
@@ -427,16 +465,16 @@ impl Pair {
         !from_a.is_empty() || !from_b.is_empty()
     }
 
-    /// Delivers the next message in `dir` through the wire codec; returns its
-    /// name.
+    /// Delivers the next message in `dir` as its bytes (the receiver
+    /// decodes them); returns its name.
     pub fn deliver(&mut self, dir: Dir) -> Option<&'static str> {
         let (queue, to) = match dir {
             Dir::AToB => (&mut self.a_to_b, &mut self.b),
             Dir::BToA => (&mut self.b_to_a, &mut self.a),
         };
-        let (ack, msg) = queue.pop_front()?;
-        let name = msg.name();
-        to.ch.handle_wire(&wire::encode(&msg).expect("our messages encode"), ack);
+        let packet = queue.pop_front()?;
+        let name = packet.message.name();
+        to.ch.handle_wire(&packet.bytes, packet.acknowledge);
         if self.a.record {
             self.trace.push((dir, name));
         }

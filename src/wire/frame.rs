@@ -21,12 +21,22 @@ pub const HEADER_LEN: usize = 12;
 /// Appends one frame carrying `msg` and the header value `acknowledge` to
 /// `out`; a message [`encode`] refuses leaves `out` unchanged.
 pub fn encode_frame(acknowledge: u64, msg: &Message, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    let body = encode(msg)?;
-    let len = u32::try_from(body.len()).expect("an encoded pkt is far below 4 GiB");
-    out.reserve(HEADER_LEN + body.len());
+    write_frame(acknowledge, &encode(msg)?, out)
+}
+
+/// Appends one frame carrying `pkt`, a message encoded already (as
+/// [`Output::Send`](crate::channel::Output::Send) carries it), and the
+/// header value `acknowledge` to `out`. A `pkt` above [`MAX_PKT_LEN`],
+/// which no peer would take, is refused and leaves `out` unchanged.
+pub fn write_frame(acknowledge: u64, pkt: &[u8], out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    if pkt.len() > MAX_PKT_LEN {
+        return Err(EncodeError::TooLarge { name: "pkt", len: pkt.len(), max: MAX_PKT_LEN });
+    }
+    let len = u32::try_from(pkt.len()).expect("at most MAX_PKT_LEN");
+    out.reserve(HEADER_LEN + pkt.len());
     out.extend_from_slice(&acknowledge.to_le_bytes());
     out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&body);
+    out.extend_from_slice(pkt);
     Ok(())
 }
 
