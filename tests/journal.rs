@@ -271,11 +271,7 @@ fn outputs_not_released_come_out_again_after_a_restore() {
         let released: Vec<Output> = std::iter::from_fn(|| p.b.ch.poll_output()).collect();
         let event_live = released.iter().any(|o| matches!(o, Output::Event(Event::HtlcAdded { .. })));
         assert_eq!(event_again, event_live, "{again:?} {released:?}");
-        for o in released {
-            if let Output::Send { message, acknowledge, .. } = o {
-                p.b_to_a.push_back(Packet::new(acknowledge, message).unwrap());
-            }
-        }
+        p.b_to_a.extend(released.into_iter().filter_map(Packet::from_output));
         if event_live {
             found = true;
             break;

@@ -179,16 +179,18 @@ impl Default for ChannelConfig {
 #[non_exhaustive]
 pub enum Output {
     /// Send `message` with `acknowledge` in its transport header (ruling D8).
+    #[non_exhaustive]
     Send {
         /// The message.
         message: Message,
         /// The header's acknowledge value (R1.2-b).
         acknowledge: u64,
-        /// `message` encoded as a `pkt` ([`crate::wire::encode`]): what goes
-        /// on the wire, byte for byte what a retransmission resends. The
-        /// channel encodes every message it sends to keep it until the peer
-        /// acknowledges it; a transport sends these bytes rather than
-        /// encoding the message again.
+        /// `message` as a `pkt`: what goes on the wire. The channel encodes
+        /// every message it sends ([`crate::wire::encode`]) and keeps the
+        /// bytes until the peer acknowledges them; a retransmission repeats
+        /// them exactly (R1.2-e), even after a restore of a state whose
+        /// stored bytes carry fields this version ignores. A transport sends
+        /// them rather than encoding the message again.
         bytes: Vec<u8>,
     },
     /// The funder's wallet must create (but not broadcast, R2.2-a) a

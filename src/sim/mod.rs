@@ -256,8 +256,12 @@ impl Node {
                     }
                     self.store.put(w);
                 }
-                Output::Send { message, acknowledge, bytes } => {
+                Output::Send { message, acknowledge, bytes, .. } => {
                     if self.record {
+                        // The message is what the bytes say: the receiver
+                        // gets the bytes, the records and the tests see
+                        // the message.
+                        debug_assert_eq!(wire::decode(&bytes).as_ref(), Ok(&message));
                         self.sent.push((acknowledge, message.clone()));
                     }
                     out.push_back(Packet { acknowledge, message, bytes });
@@ -349,6 +353,15 @@ impl Packet {
     pub fn new(acknowledge: u64, message: Message) -> Result<Packet, wire::EncodeError> {
         let bytes = wire::encode(&message)?;
         Ok(Packet { acknowledge, message, bytes })
+    }
+
+    /// The packet a channel's [`Output::Send`] asks to send, with the
+    /// channel's bytes; `None` for any other output.
+    pub fn from_output(output: Output) -> Option<Packet> {
+        match output {
+            Output::Send { message, acknowledge, bytes, .. } => Some(Packet { acknowledge, message, bytes }),
+            _ => None,
+        }
     }
 
     /// The acknowledge of its transport header.

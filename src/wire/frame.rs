@@ -27,7 +27,8 @@ pub fn encode_frame(acknowledge: u64, msg: &Message, out: &mut Vec<u8>) -> Resul
 /// Appends one frame carrying `pkt`, a message encoded already (as
 /// [`Output::Send`](crate::channel::Output::Send) carries it), and the
 /// header value `acknowledge` to `out`. A `pkt` above [`MAX_PKT_LEN`],
-/// which no peer would take, is refused and leaves `out` unchanged.
+/// which no peer would take, is refused ([`EncodeError::TooLarge`], named
+/// `pkt`) and leaves `out` unchanged.
 pub fn write_frame(acknowledge: u64, pkt: &[u8], out: &mut Vec<u8>) -> Result<(), EncodeError> {
     if pkt.len() > MAX_PKT_LEN {
         return Err(EncodeError::TooLarge { name: "pkt", len: pkt.len(), max: MAX_PKT_LEN });

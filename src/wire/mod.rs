@@ -519,7 +519,8 @@ pub enum EncodeError {
     /// The encoding would exceed [`MAX_PKT_LEN`].
     #[error("{name} would encode to {len} bytes, above the {max}-byte limit")]
     TooLarge {
-        /// The message's name.
+        /// The message's name (`pkt` for encoded bytes that
+        /// [`frame::write_frame`] refuses).
         name: &'static str,
         /// Its encoded length.
         len: usize,
