@@ -252,6 +252,7 @@ pub(crate) mod prelude {
 
 pub mod chain;
 pub mod channel;
+mod digest;
 pub mod fees;
 pub mod journal;
 pub mod oneway;

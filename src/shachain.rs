@@ -31,7 +31,6 @@ use crate::prelude::*;
 use core::fmt;
 
 use bitcoin::hashes::sha256;
-use sha2::{Digest, Sha256};
 
 use crate::types::Preimage;
 
@@ -50,7 +49,7 @@ fn apply_bits(mut value: [u8; 32], index: u64, high: u32, low: u32) -> [u8; 32] 
     for bit in (low..high).rev() {
         if index & (1 << bit) != 0 {
             value[(bit / 8) as usize] ^= 1 << (bit % 8);
-            value = Sha256::digest(value).into();
+            value = crate::digest::sha256(&value);
         }
     }
     value
@@ -150,7 +149,7 @@ impl Cursor {
             let mut value = self.levels[bit as usize + 1];
             if index & (1 << bit) != 0 {
                 value[(bit / 8) as usize] ^= 1 << (bit % 8);
-                value = Sha256::digest(value).into();
+                value = crate::digest::sha256(&value);
             }
             self.levels[bit as usize] = value;
         }

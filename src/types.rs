@@ -129,7 +129,7 @@ pub struct Preimage(pub [u8; 32]);
 impl Preimage {
     /// SHA-256 of the preimage: the `r_hash` or revocation hash it opens.
     pub fn hash(&self) -> sha256::Hash {
-        sha256::Hash::from_byte_array(crate::tx::digest::sha256(&self.0))
+        sha256::Hash::from_byte_array(crate::digest::sha256(&self.0))
     }
 }
 

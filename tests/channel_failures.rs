@@ -713,11 +713,7 @@ fn peer_fee_rates_are_bounded_by_ten_times_the_estimate() {
 fn a_reused_peer_id_does_not_change_the_htlc_our_commitment_holds() {
     let mut p = Pair::open();
     // B gets money to offer with.
-    let r = Preimage([9; 32]);
-    p.a.ch.offer_htlc(MilliSats::from_msat(400_000_000), r.hash(), height(5_000), vec![]).unwrap();
-    p.settle();
-    p.b.ch.fulfill_htlc(0, r).unwrap();
-    p.settle();
+    p.pay('A', MilliSats::from_msat(400_000_000), Preimage([9; 32]));
     // B offers an HTLC for R1; both commitments hold it.
     let (r1, r2) = (Preimage([0x51; 32]), Preimage([0x52; 32]));
     let amount = MilliSats::from_msat(5_000_000);

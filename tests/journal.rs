@@ -24,12 +24,7 @@ fn preimage(n: u64) -> Preimage {
 
 /// One payment of 1,000 sat from `payer` to the other side, settled.
 fn pay(p: &mut Pair, payer: char, n: u64) {
-    let payee = if payer == 'A' { 'B' } else { 'A' };
-    let r = preimage(n);
-    let id = p.node(payer).ch.offer_htlc(MilliSats::from_msat(1_000_000), r.hash(), expiry(), vec![]).unwrap();
-    p.settle();
-    p.node(payee).ch.fulfill_htlc(id, r).unwrap();
-    p.settle();
+    p.pay(payer, MilliSats::from_msat(1_000_000), preimage(n));
 }
 
 /// A pair with `live` HTLCs of 1,000 sat outstanding from A to B, and money

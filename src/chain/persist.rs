@@ -121,6 +121,9 @@ impl W {
                 self.u64(*id);
             }
             MonitorUpdate::Htlcs { side, number, changes } => {
+                // Room for a commitment's changes at once (an added HTLC
+                // takes 50 bytes, a removed one 10), not by doubling.
+                self.0.reserve(14 + 50 * changes.len());
                 self.u8(7);
                 self.side(*side);
                 self.u64(*number);
@@ -247,11 +250,6 @@ impl UpdatesEntry {
     }
 
     pub(crate) fn push(&mut self, u: &MonitorUpdate) {
-        if let MonitorUpdate::Htlcs { changes, .. } = u {
-            // Room for a commitment's changes at once (an added HTLC takes
-            // 50 bytes, a removed one 10), not by doubling.
-            self.w.0.reserve(14 + 50 * changes.len());
-        }
         self.w.update(u);
         self.count += 1;
     }

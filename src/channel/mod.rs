@@ -1497,7 +1497,7 @@ impl Channel {
     /// Our commitment `num` holding `view`, as far as checking the peer's
     /// signature on it and telling the monitor need (no output map).
     fn id_ours(&self, view: &View, num: u64) -> Option<CommitmentId> {
-        let pre = self.precomputed.as_ref().map(Precomputed::ours);
+        let pre = self.precomputed.as_ref()?.ours();
         self.with_our_spec(self.funding.as_ref()?, view, num, |spec, hash| commitment::id_with(spec, hash, false, pre))
     }
 
@@ -1549,7 +1549,6 @@ impl Channel {
         }
         rebuild(&mut self.hash160s);
         self.htlcs_at_compaction = self.htlc_entries();
-        self.log.trim();
         self.unacked.trim();
         self.processed_at.trim();
     }
@@ -1591,7 +1590,7 @@ impl Channel {
     /// telling the monitor need (no output map).
     fn id_theirs(&self, view: &View, revocation_hash: sha256::Hash, num: u64) -> Option<CommitmentId> {
         let funding = self.funding.as_ref()?;
-        let pre = self.precomputed.as_ref().map(Precomputed::theirs);
+        let pre = self.precomputed.as_ref()?.theirs();
         self.with_their_spec(funding, view, revocation_hash, num, |spec, hash| {
             commitment::id_with(spec, hash, true, pre)
         })

@@ -349,12 +349,6 @@ pub struct Packet {
 }
 
 impl Packet {
-    /// A packet of the test's own making: `message`, encoded here.
-    pub fn new(acknowledge: u64, message: Message) -> Result<Packet, wire::EncodeError> {
-        let bytes = wire::encode(&message)?;
-        Ok(Packet { acknowledge, message, bytes })
-    }
-
     /// The packet a channel's [`Output::Send`] asks to send, with the
     /// channel's bytes; `None` for any other output.
     pub fn from_output(output: Output) -> Option<Packet> {

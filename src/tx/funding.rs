@@ -18,8 +18,8 @@ use bitcoin::{
     Witness,
 };
 
-use super::digest;
 use super::sign::{self, witness_sig, KeyRole, Sighash, Signer, SignerError, SigningInput, VerifyError};
+use crate::digest;
 
 /// The largest anchor the protocol allows, so that every millisatoshi amount
 /// fits in 32 bits (section 2.2, R2.2-c).

@@ -17,7 +17,6 @@
 
 pub mod closing;
 pub mod commitment;
-pub(crate) mod digest;
 pub mod funding;
 pub mod htlc;
 pub mod penalty;

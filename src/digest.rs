@@ -1,9 +1,9 @@
-//! SHA-256 and double SHA-256 for the hashes every commitment takes (its
-//! P2WSH scripts, hashOutputs, txid and signature hash) and every preimage
-//! checked, by the `sha2` crate: with the CPU's SHA extensions it took
-//! about 15% less time per block than `bitcoin_hashes` on the machine the
-//! crate is measured on. (Hashes taken once per channel or per close keep
-//! `bitcoin_hashes`.)
+//! SHA-256 and double SHA-256 by the `sha2` crate, for the hashes a
+//! payment takes: every commitment's P2WSH scripts, hashOutputs, txid and
+//! signature hash, every preimage checked and the shachain's derivations.
+//! With the CPU's SHA extensions it took about 15% less time per block than
+//! `bitcoin_hashes` on the machine the crate is measured on. (Hashes taken
+//! once per channel or per close keep `bitcoin_hashes`.)
 
 use sha2::{Digest, Sha256};
 
